@@ -1,0 +1,46 @@
+"""Training configuration: one dataclass, every field commented with why it exists.
+
+Model knobs live in the model's own config (`ferlab.models`); this holds what the training loop needs. A trial's
+config is `{"preset": str, "model": {overrides}, "train": {TrainConfig fields}}`: plain dicts, so Ray Tune can
+search any field and the resolved config is saved with every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6  # passes over the training split
+    batch_size: int = 64  # per worker; the global batch is batch_size * workers
+    optimizer: str = "adamw"  # "sgd" (the paper's, momentum 0.9) or "adamw" (faster from scratch on SynthFER)
+    lr: float = 2e-3  # peak learning rate
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.05  # decoupled for AdamW, L2 for SGD
+    lr_milestones: tuple = ()  # epochs at which lr is divided by 10 (the paper: 15 and 30 of 40); () = cosine
+    warmup_epochs: int = 0  # linear warm-up before the schedule
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU where it would only slow the small models
+    seed: int = 0  # model initialisation and shuffle order; worker rank is added
+    torch_threads: int = 0  # intra-op threads per worker; 0 = the CPUs Ray gave the worker
+    shuffle_buffer: int = 1024  # rows in each worker's local shuffle buffer (per-epoch order without a global shuffle)
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer={self.optimizer!r}: expected 'sgd' or 'adamw'")
+        for knob in ("epochs", "batch_size"):
+            if getattr(self, knob) < 1:
+                raise ValueError(f"{knob}={getattr(self, knob)} must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+
+
+def strict_replace(cfg, where: str = "config", **overrides):
+    """dataclasses.replace that names unknown keys instead of raising a bare TypeError."""
+    known = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown {where} key(s) {unknown}; known: {', '.join(sorted(known))}")
+    return dataclasses.replace(cfg, **overrides)

@@ -1,0 +1,59 @@
+"""One registry for every model: `create_model(name, **overrides)`, `list_models()`.
+
+Presets are small functions registered by name (timm's habit): each returns a config; overrides replace fields of
+that config strictly, so a misspelt knob is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from torch import nn
+
+from ferlab.models.ir50 import IR50_UNITS, IR50_WIDTHS
+from ferlab.models.transfer import TransFER, TransFERConfig
+
+_PRESETS: dict[str, tuple[Callable[[], object], type[nn.Module]]] = {}
+
+
+def register_model(model_cls):
+    def wrap(fn):
+        _PRESETS[fn.__name__] = (fn, model_cls)
+        return fn
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def model_config(name: str, **overrides):
+    """The preset's config with overrides applied; unknown preset or field names are errors that list the valid ones."""
+    if name not in _PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known: {', '.join(list_models())}")
+    cfg = _PRESETS[name][0]()
+    known = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} for preset {name!r}; fields: {', '.join(sorted(known))}")
+    return dataclasses.replace(cfg, **overrides)
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    return _PRESETS[name][1](model_config(name, **overrides)) if name in _PRESETS else model_config(name)
+
+
+@register_model(TransFER)
+def transfer_paper():
+    """The paper's sizes: 112x112, IR-50 to stage 3 (256x14x14), 768-dim tokens, 8 blocks, 8 heads, MLP ratio 3."""
+    return TransFERConfig(input_size=112, stem_stage=3, stem_units=IR50_UNITS, stem_widths=IR50_WIDTHS,
+                          dim=768, depth=8, heads=8, mlp_ratio=3.0)
+
+
+@register_model(TransFER)
+def transfer_tiny():
+    """The same architecture at CPU size: 64x64 input, one or two IR units per stage at a quarter of the width,
+    128-dim tokens, 2 blocks of 4 heads. Same grid per stage relative to the input (8x8 tokens at stage 3)."""
+    return TransFERConfig(input_size=64, stem_stage=3, stem_units=(1, 1, 2, 1), stem_widths=(16, 32, 64, 128),
+                          lanet_reduction=4, dim=128, depth=2, heads=4, mlp_ratio=2.0)

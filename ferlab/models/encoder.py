@@ -1,0 +1,55 @@
+"""TransFER's encoder: timm ViT blocks whose attention carries Multi-head Self-Attention Dropping (MSAD).
+
+MSAD (TransFER section 3.3): after every multi-head self-attention, per sample and per block, with probability p2,
+the output of ONE head chosen uniformly is set to zero before the output projection; no rescaling; identity at
+evaluation. We subclass timm's Attention so that parameter names (qkv, proj) and, with p2 = 0, outputs are exactly
+timm's: ViT checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Attention, Block
+from torch import nn
+
+from ferlab.models.dropping import drop_one_group
+
+
+class MSADAttention(Attention):
+    """timm Attention plus MSAD. `p2` is set by the encoder after construction (timm's Block builds it)."""
+
+    p2: float = 0.0
+
+    def forward(self, x, attn_mask=None, is_causal=False):
+        B, N, C = x.shape  # (B, N, C)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = drop_one_group(x, self.p2, self.training)  # MSAD: one whole head's output per dropped sample
+        x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
+        x = self.norm(x)
+        return self.proj_drop(self.proj(x))
+
+
+class MSADEncoder(nn.Module):
+    """A stack of timm pre-norm blocks with MSAD, then a final LayerNorm (timm names: blocks.i.*, norm.*)."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, qkv_bias: bool, p2: float):
+        super().__init__()
+        if not 0.0 <= p2 < 1.0:
+            raise ValueError(f"p2 must be in [0, 1), got {p2}")
+        norm = functools.partial(nn.LayerNorm, eps=1e-6)  # timm ViT's eps, so checkpoints match exactly
+        self.blocks = nn.Sequential(*[
+            Block(dim, heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, norm_layer=norm, attn_layer=MSADAttention)
+            for _ in range(depth)])
+        for blk in self.blocks:
+            blk.attn.p2 = p2
+        self.norm = norm(dim)
+
+    def forward(self, x):  # (B, N, C) -> (B, N, C)
+        return self.norm(self.blocks(x))

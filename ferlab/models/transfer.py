@@ -1,0 +1,117 @@
+"""TransFER (Xue et al., ICCV 2021): IR-50 stem -> local CNNs (B LANets + MAD, max-aggregated) -> 1x1 projection
+to tokens -> ViT encoder with MSAD -> classification head. Section references are to
+`papers/transfer-iccv2021.txt`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from ferlab.models.dropping import MultiAttentionDropping
+from ferlab.models.encoder import MSADEncoder
+from ferlab.models.ir50 import IR50_UNITS, IR50_WIDTHS, IRStem
+
+
+@dataclass(frozen=True)
+class TransFERConfig:
+    input_size: int = 112  # aligned face side; the paper uses 112x112
+    stem_stage: int = 3  # IR-50 cut after stage 2 / 3 / 4 (Table 2): token grid 28 / 14 / 7 at 112 input
+    stem_units: tuple = IR50_UNITS  # residual units per IR stage; IR-50 is (3, 4, 14, 3)
+    stem_widths: tuple = IR50_WIDTHS  # channels per IR stage; IR-50 is (64, 128, 256, 512)
+    branches: int = 2  # B, number of LANet branches (Fig. 3); 0 = no local CNNs, stem goes straight to tokens
+    lanet_reduction: int = 16  # r: LANet's first 1x1 conv maps c -> c / r channels (section 3.1)
+    p1: float = 0.6  # MAD: chance per sample that one of the B attention maps is zeroed (Table 3)
+    p2: float = 0.3  # MSAD: chance per sample and block that one head's output is zeroed (Table 3)
+    dim: int = 768  # c2, token width after the 1x1 projection; the legacy timm ViT-Small width
+    depth: int = 8  # M, encoder blocks
+    heads: int = 8  # self-attention heads per block
+    mlp_ratio: float = 3.0  # MLP hidden width / dim, as in the legacy timm ViT-Small the paper starts from
+    qkv_bias: bool = False  # the legacy ViT-Small has no qkv bias
+    num_classes: int = 7  # 7 basic expressions (8 with contempt on FERPlus / AffectNet-8)
+
+    def __post_init__(self):
+        checks = [
+            ("stem_stage", self.stem_stage in (2, 3, 4), "{2, 3, 4}"),
+            ("branches", isinstance(self.branches, int) and self.branches >= 0, "integers >= 0"),
+            ("p1", 0.0 <= self.p1 < 1.0, "[0, 1)"),
+            ("p2", 0.0 <= self.p2 < 1.0, "[0, 1)"),
+            ("lanet_reduction", self.lanet_reduction >= 1, "integers >= 1"),
+            ("num_classes", self.num_classes >= 2, "integers >= 2"),
+            ("heads", self.heads >= 1 and self.dim % self.heads == 0, "divisors of dim"),
+            ("input_size", self.input_size % (2 ** self.stem_stage) == 0, f"multiples of {2 ** self.stem_stage}"),
+        ]
+        for knob, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"TransFER {knob}={getattr(self, knob)!r} is outside its range: {allowed}")
+
+    @property
+    def grid(self) -> int:
+        return self.input_size // 2 ** self.stem_stage  # tokens per side
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LANet(nn.Module):
+    """One local branch (section 3.1): 1x1 conv c -> c/r, ReLU, 1x1 conv -> 1, sigmoid: an (N, 1, H, W) map."""
+
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.net = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, 1, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class LocalCNNs(nn.Module):
+    """B LANets -> MAD -> element-wise max over the maps (Eq. 1) -> multiply the stem features."""
+
+    def __init__(self, channels: int, branches: int, reduction: int, p1: float):
+        super().__init__()
+        self.lanets = nn.ModuleList(LANet(channels, reduction) for _ in range(branches))
+        self.mad = MultiAttentionDropping(p1)
+
+    def attention(self, x):
+        maps = torch.cat([lanet(x) for lanet in self.lanets], dim=1)  # (N, B, H, W)
+        dropped = self.mad(maps)
+        return maps, dropped.amax(dim=1, keepdim=True)  # raw maps, aggregated (N, 1, H, W)
+
+    def forward(self, x):
+        return x * self.attention(x)[1]
+
+
+class TransFER(nn.Module):
+    def __init__(self, cfg: TransFERConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stem = IRStem(cfg.stem_stage, cfg.stem_units, cfg.stem_widths)
+        c = self.stem.out_channels
+        # B = 0 is Table 1's baseline: no local CNNs, the stem's features go straight to the projection.
+        self.local = LocalCNNs(c, cfg.branches, cfg.lanet_reduction, cfg.p1) if cfg.branches > 0 else nn.Identity()
+        self.proj = nn.Conv2d(c, cfg.dim, 1)  # section 3.3 "Projection": each grid cell becomes one token
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, cfg.grid ** 2 + 1, cfg.dim) * 0.02)
+        self.encoder = MSADEncoder(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.p2)
+        self.head = nn.Linear(cfg.dim, cfg.num_classes)
+
+    def forward_features(self, x):  # (N, 3, S, S) -> (N, dim), the class token after the encoder
+        f = self.local(self.stem(x))  # (N, c, h, w)
+        t = self.proj(f).flatten(2).transpose(1, 2)  # (N, h*w, dim)
+        t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1) + self.pos_embed
+        return self.encoder(t)[:, 0]
+
+    def forward(self, x):
+        return self.head(self.forward_features(x))
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def config_fields() -> set[str]:
+    return {f.name for f in fields(TransFERConfig)}

@@ -1,0 +1,144 @@
+"""The per-worker training loop that Ray Train's TorchTrainer runs (`train_loop_per_worker`).
+
+One function, Ray's own pattern: build the model from the trial config, iterate this worker's shard of the train
+dataset every epoch, evaluate on the whole validation set, and `ray.train.report` the metrics with a checkpoint.
+The same code runs on a CPU laptop and on GPUs: `ray.train.torch.get_device()` and `prepare_model` choose the device
+and wrap the model in DistributedDataParallel when there is more than one worker.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ferlab.config import TrainConfig
+from ferlab.models import create_model, model_config
+from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
+
+CHECKPOINT_FILE = "checkpoint.pt"
+# face.evoLVe's IR-50 was trained on RGB scaled to [-1, 1] (mean 0.5, std 0.5); its weights expect that input.
+MEAN, STD = 0.5, 0.5
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1], on whatever device `images` is on."""
+    return (images.permute(0, 3, 1, 2).float() / 255.0 - MEAN) / STD
+
+
+def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+
+
+def lr_at(tc: TrainConfig, epoch: float) -> float:
+    """Learning rate at a (fractional) epoch: linear warm-up, then step decay at milestones or cosine to zero."""
+    if epoch < tc.warmup_epochs:
+        return tc.lr * (epoch + 1e-3) / tc.warmup_epochs
+    if tc.lr_milestones:
+        return tc.lr * 0.1 ** sum(epoch >= m for m in tc.lr_milestones)
+    span = max(tc.epochs - tc.warmup_epochs, 1e-9)
+    return tc.lr * 0.5 * (1 + math.cos(math.pi * (epoch - tc.warmup_epochs) / span))
+
+
+def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device) -> float:
+    """One optimisation step on a uint8 image batch; returns the loss. Shared by Ray's loop and the benchmark."""
+    x = to_input(images.to(device, non_blocking=True))
+    y = labels.to(device, non_blocking=True).long()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp and device.type == "cuda"):
+        loss = F.cross_entropy(model(x), y, label_smoothing=tc.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def evaluate(model, batches, num_classes: int, device: torch.device, amp: bool) -> dict:
+    model.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    loss_sum, n = 0.0, 0
+    for batch in batches:
+        x, y = to_input(batch["image"].to(device)), batch["label"].to(device).long()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        n += len(y)
+        cm += confusion(logits.argmax(1), y, num_classes)
+    cm = cm.cpu().numpy()
+    return {"val_loss": loss_sum / max(n, 1), "val_acc": accuracy(cm), "val_mean_class_acc": mean_class_accuracy(cm),
+            "val_images": n, "confusion": cm.tolist()}
+
+
+def _worker_threads(tc: TrainConfig) -> int:
+    if tc.torch_threads:
+        return tc.torch_threads
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return max(1, int(round(cpus)))
+
+
+def train_loop_per_worker(config: dict):
+    """config = {"preset": name, "model": {overrides}, "train": {TrainConfig fields}}."""
+    import ray.train
+    import ray.train.torch
+
+    tc = TrainConfig(**config.get("train", {}))
+    mcfg = model_config(config["preset"], **config.get("model", {}))
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.set_num_threads(_worker_threads(tc))
+    torch.manual_seed(tc.seed)  # same init on every rank; DDP would broadcast rank 0's anyway
+    device = ray.train.torch.get_device()
+
+    model = create_model(config["preset"], **config.get("model", {}))
+    model = ray.train.torch.prepare_model(model)
+    opt = make_optimizer(model, tc)
+    start_epoch, best = 0, 0.0
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # a restored trial (or a retried worker group) continues where its last report left it
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=device, weights_only=True)
+        _unwrap(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, best = state["epoch"] + 1, state["best_val_acc"]
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    for epoch in range(start_epoch, tc.epochs):
+        model.train()
+        for group in opt.param_groups:  # the schedule steps once per epoch, like the paper's /10 milestones
+            group["lr"] = lr_at(tc, epoch)
+        t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+        batches = train_shard.iter_torch_batches(
+            batch_size=tc.batch_size, device="cpu", drop_last=True,
+            local_shuffle_buffer_size=tc.shuffle_buffer, local_shuffle_seed=tc.seed + 1000 * epoch + rank)
+        for batch in batches:
+            loss_sum += train_step(model, opt, batch["image"], batch["label"], tc, device)
+            seen += len(batch["label"])
+            steps += 1
+        train_time = time.perf_counter() - t0
+        metrics = evaluate(model, val_shard.iter_torch_batches(batch_size=256, device="cpu"),
+                           mcfg.num_classes, device, tc.amp)
+        best = max(best, metrics["val_acc"])
+        metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(steps, 1), best_val_acc=best,
+                       lr=opt.param_groups[0]["lr"], train_images_per_s=seen * ctx.get_world_size() / train_time)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                            "best_val_acc": best, "preset": config["preset"], "model_config": mcfg.to_dict()},
+                           os.path.join(tmp, CHECKPOINT_FILE))
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model

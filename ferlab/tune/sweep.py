@@ -1,0 +1,247 @@
+"""A sweep: Ray Tune + OptunaSearch (TPE) + ASHA, each trial a Train V2 TorchTrainer run.
+
+Train V2 (on by default in Ray 2.60) does not accept `Tuner(TorchTrainer(...))`. The supported pattern, used here:
+each Tune trial is a small driver function (`trial_driver`) that builds a `TorchTrainer` and calls `fit()`. The
+trainer's run is named after the Tune trial id, so a resumed sweep finds each trial's own checkpoints, and
+`TuneReportCallback` forwards rank 0's per-epoch metrics to Tune, where ASHA and Optuna see them.
+
+Resources (why each number is what it is):
+- the trial driver only waits on its trainer: it reserves DRIVER_CPUS (a quarter CPU);
+- Ray Data tasks reserve DATA_CPUS each, so data work always finds room next to the training workers;
+- each training worker reserves `cpus_per_worker` CPUs (and `gpus_per_trial` GPUs);
+- concurrent trials = what the cluster holds of (driver + workers), and never more than its GPUs allow.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from ferlab.config import TrainConfig
+from ferlab.data.pipeline import DATA_CPUS
+from ferlab.models import model_config
+
+DRIVER_CPUS = 0.25
+METRIC, MODE = "val_acc", "max"
+SEARCHED = ("branches", "p1", "p2", "stem_stage")
+
+
+@dataclass
+class SweepSpec:
+    data: str  # shard folder (local path or URI)
+    preset: str = "transfer_tiny"  # model registry name
+    samples: int = 8  # Tune trials
+    epochs: int = 6  # max epochs per trial (ASHA may stop a trial earlier)
+    grace_period: int = 2  # ASHA: epochs every trial gets before it can be stopped
+    workers_per_trial: int = 1  # Ray Train workers (DDP ranks) per trial
+    gpus_per_trial: float = 0.0  # GPUs per worker; 0 = CPU
+    cpus_per_worker: float = 1.0  # logical CPUs per training worker (also its torch threads)
+    storage: str = "~/ferlab_results"  # Ray Tune storage path (a local folder or a remote URI such as s3://)
+    name: str = "sweep_transfer"  # experiment name under storage; resume finds it by this name
+    seed: int = 0  # TPE sampler seed and training seed
+    train: dict = field(default_factory=dict)  # TrainConfig overrides shared by all trials
+    model: dict = field(default_factory=dict)  # model overrides for every trial; searched knobs given here are fixed
+    max_concurrent: int = 0  # 0 = as many as the cluster holds
+    limit: int = 0  # use only the first `limit` rows of each split (smoke runs); 0 = all
+    evaluate_paper_point: bool = True  # try the paper's (B, p1, p2, stage) first
+
+    def __post_init__(self):
+        self.storage = _expand(self.storage)
+        # Fail before Ray starts: every config must build, and every knob must be known.
+        model_config(self.preset, **self.model)
+        TrainConfig(**(self.train | {"epochs": self.epochs}))
+        if self.samples < 1 or self.epochs < 1 or self.workers_per_trial < 1:
+            raise ValueError("samples, epochs and workers_per_trial must be >= 1")
+        if self.gpus_per_trial < 0 or self.cpus_per_worker <= 0:
+            raise ValueError("gpus_per_trial must be >= 0 and cpus_per_worker > 0")
+
+    def train_config(self) -> dict:
+        return self.train | {"epochs": self.epochs, "seed": self.seed}
+
+
+def _expand(path: str) -> str:
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def concurrent_trials(spec: SweepSpec, resources: dict) -> int:
+    """How many trials fit at once in `resources` (ray.cluster_resources())."""
+    cpus_needed = DRIVER_CPUS + spec.workers_per_trial * spec.cpus_per_worker
+    by_cpu = int((resources.get("CPU", 0) - DATA_CPUS) // cpus_needed)
+    n = by_cpu
+    if spec.gpus_per_trial > 0:
+        n = min(n, int(resources.get("GPU", 0) // (spec.gpus_per_trial * spec.workers_per_trial)))
+    if spec.max_concurrent:
+        n = min(n, spec.max_concurrent)
+    if n < 1:
+        raise RuntimeError(f"one trial needs {cpus_needed} CPUs + {DATA_CPUS} for data and "
+                           f"{spec.gpus_per_trial * spec.workers_per_trial} GPUs; the cluster has {resources}")
+    return n
+
+
+def trial_driver(config: dict, *, datasets: dict, spec: dict):
+    """One Tune trial: build and fit a TorchTrainer for this configuration."""
+    import ray.train
+    from ray import tune
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ferlab.data.pipeline import training_datasets
+    from ferlab.train.loop import train_loop_per_worker
+
+    gpus = spec["gpus_per_trial"]
+    resources = {"CPU": spec["cpus_per_worker"]} | ({"GPU": gpus} if gpus else {})
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"preset": spec["preset"], "model": spec["model"] | config, "train": spec["train"]},
+        scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
+                                     resources_per_worker=resources),
+        datasets=training_datasets(datasets),
+        dataset_config=DataConfig(datasets_to_split=["train"]),  # every worker evaluates the whole val split
+        run_config=ray.train.RunConfig(
+            name=tune.get_context().get_trial_id(),  # stable across resume; never a timestamp
+            storage_path=os.path.join(spec["storage"], spec["name"], "train_runs"),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # Train V2 retries a controller that cannot get resources forever by default; fail instead.
+            failure_config=FailureConfig(max_failures=1, controller_failure_limit=2),
+        ),
+    )
+    trainer.fit()
+
+
+def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.DataFrame:
+    """Run (or resume) the sweep on the Ray cluster this process is connected to; returns one row per trial."""
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from ferlab.data.pipeline import decoded_splits
+    from ferlab.data.shards import open_shards
+    from ferlab.tune.spaces import TRANSFER_PAPER_POINT, transfer_space
+
+    shards = open_shards(spec.data)
+    mcfg = model_config(spec.preset, **spec.model)
+    if shards.classes and len(shards.classes) != mcfg.num_classes:
+        spec.model = spec.model | {"num_classes": len(shards.classes)}
+    t0 = time.perf_counter()
+    decoded = decoded_splits(shards, mcfg.input_size, limit=spec.limit or None)
+    decode_s = time.perf_counter() - t0
+
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_driver, datasets=decoded, spec=asdict(spec) | {"train": spec.train_config()}),
+        {"CPU": DRIVER_CPUS})
+    path = os.path.join(spec.storage, spec.name)
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        fixed = {k: v for k, v in spec.model.items() if k in SEARCHED}
+        point = {k: v for k, v in TRANSFER_PAPER_POINT.items() if k not in fixed}
+        searcher = OptunaSearch(
+            space=functools.partial(transfer_space, fixed=fixed), metric=METRIC, mode=MODE,
+            sampler=optuna.samplers.TPESampler(seed=spec.seed),
+            points_to_evaluate=[point] if spec.evaluate_paper_point and point else None,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode=MODE, search_alg=searcher, num_samples=spec.samples,
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs,
+                                        grace_period=min(spec.grace_period, spec.epochs), reduction_factor=2),
+                max_concurrent_trials=concurrent_trials(spec, ray.cluster_resources()),
+            ),
+            run_config=tune.RunConfig(name=spec.name, storage_path=spec.storage, verbose=verbose,
+                                      failure_config=tune.FailureConfig(max_failures=1)),
+        )
+    results = tuner.fit()
+    table = results_table(results)
+    table.attrs["decode_s"] = decode_s
+    return table
+
+
+def results_table(results) -> pd.DataFrame:
+    """One row per trial: its knobs, best and last validation accuracy, epochs run and status."""
+    rows = []
+    for r in results:
+        cfg = r.config or {}
+        hist = r.metrics_dataframe
+        row = {"trial": (r.metrics or {}).get("trial_id", os.path.basename(r.path))}
+        row.update({k: cfg.get(k) for k in SEARCHED})
+        if hist is not None and METRIC in hist:
+            best_i = hist[METRIC].idxmax()
+            row.update(best_val_acc=hist[METRIC].max(), best_epoch=int(hist.loc[best_i, "epoch"]),
+                       best_val_mean_class_acc=hist.loc[best_i, "val_mean_class_acc"],
+                       last_val_acc=hist[METRIC].iloc[-1], epochs=int(hist["epoch"].max()),
+                       train_images_per_s=hist["train_images_per_s"].mean())
+        row["status"] = "error" if r.error else "ok"
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.sort_values("best_val_acc", ascending=False, na_position="last").reset_index(drop=True) \
+        if "best_val_acc" in df else df
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """A GitHub Markdown table. Written here (a dozen lines) to avoid pandas' optional `tabulate` dependency."""
+    def cell(v):
+        if isinstance(v, float):
+            return "" if math.isnan(v) else format(v, floatfmt)
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_results(df: pd.DataFrame, spec: SweepSpec, results_dir: str, extra: dict | None = None) -> dict:
+    """CSV, Markdown and run.json (resolved spec, git commit, data manifest hash) in results_dir."""
+    from ferlab.data.shards import open_shards
+
+    os.makedirs(results_dir, exist_ok=True)
+    paths = {"csv": os.path.join(results_dir, "trials.csv"), "md": os.path.join(results_dir, "trials.md"),
+             "run": os.path.join(results_dir, "run.json")}
+    df.to_csv(paths["csv"], index=False)
+    with open(paths["md"], "w") as f:
+        f.write(f"# {spec.name}: {spec.preset} on {spec.data}\n\n{to_markdown(df)}\n")
+    run = {"spec": asdict(spec), "model_config": model_config(spec.preset, **spec.model).to_dict(),
+           "train_config": asdict(TrainConfig(**spec.train_config())), "git_commit": _git_commit(),
+           "data_manifest_hash": open_shards(spec.data).manifest.get("content_hash")} | (extra or {})
+    with open(paths["run"], "w") as f:
+        json.dump(run, f, indent=2, default=str)
+    return paths
+
+
+def _git_commit() -> str | None:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 1024):
+    """Connect to a cluster (`address`, or RAY_ADDRESS) or start a local Ray sized for this machine.
+
+    The dashboard stays on even for tests: Train V2's placement-group cleaner asks the State API (served by the
+    dashboard) whether a trial's controller is gone, and without it the workers of trials that ASHA stops are
+    never freed.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 1024 * 1024,
+             include_dashboard=True)

@@ -1,0 +1,152 @@
+"""Each TransFER mechanism against its definition in the paper (section 3), not only shapes."""
+
+import functools
+import math
+
+import pytest
+import torch
+from timm.models.vision_transformer import Block
+
+from ferlab.models import create_model, list_models, model_config
+from ferlab.models.dropping import MultiAttentionDropping, drop_one_group
+from ferlab.models.encoder import MSADEncoder
+from ferlab.models.ir50 import IRStem
+from ferlab.models.transfer import LocalCNNs
+
+
+def _sd(p, n):
+    return 4 * math.sqrt(p * (1 - p) / n)  # 4 binomial standard deviations
+
+
+@pytest.mark.parametrize("stage,shape", [(2, (128, 28, 28)), (3, (256, 14, 14)), (4, (512, 7, 7))])
+def test_ir50_stage_cut_shapes(stage, shape):
+    stem = IRStem(stage).eval()
+    with torch.no_grad():
+        assert stem(torch.zeros(1, 3, 112, 112)).shape[1:] == shape
+
+
+def test_ir50_layout_matches_face_evolve_keys():
+    keys = IRStem(4).state_dict().keys()
+    assert "input_layer.0.weight" in keys and "body.23.res_layer.4.running_var" in keys
+    convs = {k.split(".")[1] for k in keys if "shortcut_layer.0.weight" in k}
+    assert convs == {"3", "7", "21"}  # projection shortcuts only where channels change
+
+
+def test_mad_drop_frequency_is_p1_and_exactly_one_map():
+    torch.manual_seed(0)
+    n, b, p1 = 20000, 4, 0.6
+    out = drop_one_group(torch.ones(n, b, 3, 3), p1, training=True)
+    zero_maps = (out.flatten(2).abs().sum(-1) == 0)  # (N, B)
+    per_sample = zero_maps.sum(1)
+    assert per_sample.max() == 1  # never more than one map
+    assert abs(per_sample.float().mean() - p1) < _sd(p1, n)
+    # the dropped map is chosen uniformly among the B
+    counts = zero_maps[per_sample == 1].sum(0).float()
+    expected = counts.sum() / b
+    assert ((counts - expected) ** 2 / expected).sum() < 16.3  # chi-square, 3 dof, p = 0.001
+    # survivors are not rescaled
+    assert set(out.unique().tolist()) == {0.0, 1.0}
+
+
+def test_mad_is_identity_at_evaluation_and_p0():
+    x = torch.rand(64, 3, 5, 5)
+    mad = MultiAttentionDropping(0.9).eval()
+    assert torch.equal(mad(x), x)
+    assert torch.equal(drop_one_group(x, 0.0, training=True), x)
+
+
+def test_local_cnns_aggregate_by_max_and_multiply():
+    torch.manual_seed(0)
+    local = LocalCNNs(channels=8, branches=3, reduction=2, p1=0.0).eval()
+    x = torch.rand(2, 8, 4, 4)
+    maps, agg = local.attention(x)
+    assert maps.shape == (2, 3, 4, 4) and agg.shape == (2, 1, 4, 4)
+    assert torch.equal(agg[:, 0], maps.max(1).values)
+    assert torch.allclose(local(x), x * agg)
+    assert ((maps > 0) & (maps < 1)).all()  # sigmoid maps
+
+
+def test_b1_drop_zeroes_the_whole_local_feature():
+    torch.manual_seed(0)
+    local = LocalCNNs(channels=8, branches=1, reduction=2, p1=0.5).train()
+    out = local(torch.rand(4000, 8, 2, 2) + 0.1)
+    dropped = (out.flatten(1).abs().sum(1) == 0).float().mean()
+    assert abs(dropped - 0.5) < _sd(0.5, 4000)
+
+
+def test_b0_has_no_local_cnns():
+    m = create_model("transfer_tiny", branches=0)
+    assert isinstance(m.local, torch.nn.Identity)
+    assert not any("lanet" in k for k in m.state_dict())
+    assert m(torch.zeros(2, 3, 64, 64)).shape == (2, 7)
+
+
+def _identity_proj_encoder(p2, heads=4, dim=16):
+    enc = MSADEncoder(dim, depth=1, heads=heads, mlp_ratio=2, qkv_bias=False, p2=p2)
+    attn = enc.blocks[0].attn
+    with torch.no_grad():
+        attn.proj.weight.copy_(torch.eye(dim))
+        attn.proj.bias.zero_()
+    return attn
+
+
+def test_msad_drops_one_head_per_sample_with_p2():
+    torch.manual_seed(0)
+    heads, dim, n, p2 = 4, 16, 6000, 0.3
+    attn = _identity_proj_encoder(p2, heads, dim).train()
+    with torch.no_grad():
+        out = attn(torch.randn(n, 5, dim))  # proj = identity: the output is the concatenated head outputs
+    per_head_zero = out.reshape(n, 5, heads, dim // heads).abs().sum((1, 3)) == 0  # (N, heads)
+    per_sample = per_head_zero.sum(1)
+    assert per_sample.max() == 1
+    assert abs(per_sample.float().mean() - p2) < _sd(p2, n)
+    counts = per_head_zero[per_sample == 1].sum(0).float()
+    expected = counts.sum() / heads
+    assert ((counts - expected) ** 2 / expected).sum() < 16.3
+    attn.eval()
+    with torch.no_grad():
+        x = torch.randn(50, 5, dim)
+        a, b = attn(x), attn(x)
+    assert torch.equal(a, b) and (a.reshape(50, 5, heads, -1).abs().sum((1, 3)) > 0).all()
+
+
+def test_msad_with_p2_zero_equals_timm_blocks():
+    torch.manual_seed(0)
+    enc = MSADEncoder(32, depth=2, heads=4, mlp_ratio=3, qkv_bias=False, p2=0.0).train()
+    ref = torch.nn.Sequential(*[Block(32, 4, mlp_ratio=3, qkv_bias=False,
+                                      norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6)) for _ in range(2)])
+    ref.load_state_dict(enc.blocks.state_dict())  # same parameter names: timm checkpoints load unchanged
+    x = torch.randn(3, 10, 32)
+    assert torch.allclose(enc.blocks(x), ref(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["transfer_tiny", "transfer_paper"])
+def test_presets_forward_backward(name):
+    m = create_model(name)
+    s = m.cfg.input_size
+    out = m(torch.randn(2, 3, s, s))
+    out.sum().backward()
+    assert out.shape == (2, 7)
+    assert all(p.grad is not None for n, p in m.named_parameters() if p.requires_grad), "unused parameters"
+
+
+def test_paper_preset_sizes():
+    cfg = model_config("transfer_paper")
+    assert (cfg.input_size, cfg.stem_stage, cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio) == (112, 3, 768, 8, 8, 3.0)
+    assert cfg.grid ** 2 == 196
+
+
+def test_registry_errors():
+    assert {"transfer_paper", "transfer_tiny"} <= set(list_models())
+    with pytest.raises(ValueError, match="unknown model preset 'nope'"):
+        create_model("nope")
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['branchez'\]"):
+        model_config("transfer_tiny", branchez=2)
+
+
+@pytest.mark.parametrize("knob,value,match", [
+    ("p1", 1.0, r"p1=1.0 is outside its range: \[0, 1\)"), ("p2", -0.1, "p2=-0.1"),
+    ("branches", -1, "branches=-1"), ("stem_stage", 5, r"stem_stage=5 is outside its range: \{2, 3, 4\}")])
+def test_knob_ranges(knob, value, match):
+    with pytest.raises(ValueError, match=match):
+        model_config("transfer_tiny", **{knob: value})

@@ -1,0 +1,85 @@
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from ferlab.config import TrainConfig
+from ferlab.data.pipeline import augment_batch
+from ferlab.train.loop import lr_at, to_input
+from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
+from ferlab.tune.spaces import transfer_space
+from ferlab.tune.sweep import SweepSpec, concurrent_trials, to_markdown
+
+
+def test_confusion_and_mean_class_accuracy():
+    pred = torch.tensor([0, 0, 1, 1, 1, 2])
+    true = torch.tensor([0, 1, 1, 1, 1, 0])
+    cm = confusion(pred, true, 3).numpy()
+    assert cm.tolist() == [[1, 0, 1], [1, 3, 0], [0, 0, 0]]
+    assert accuracy(cm) == pytest.approx(4 / 6)
+    assert mean_class_accuracy(cm) == pytest.approx((1 / 2 + 3 / 4) / 2)  # class 2 has no samples: not counted
+
+
+def test_to_input_range_and_layout():
+    x = torch.tensor([[[[0, 255, 128]]]], dtype=torch.uint8)  # (1, 1, 1, 3)
+    y = to_input(x)
+    assert y.shape == (1, 3, 1, 1)
+    assert y.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 255 * 2 - 1], abs=1e-6)
+
+
+def test_lr_schedule():
+    tc = TrainConfig(epochs=40, lr=1e-3, lr_milestones=(15, 30))
+    assert [lr_at(tc, e) for e in (0, 14, 15, 30)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])
+    cos = TrainConfig(epochs=10, lr=1.0)
+    assert lr_at(cos, 0) == 1.0 and lr_at(cos, 5) == pytest.approx(0.5)
+
+
+def test_augment_keeps_content():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
+    out = augment_batch({"image": x, "label": np.arange(32)}, pad=0)
+    for a, b in zip(x, out["image"]):
+        assert np.array_equal(a, b) or np.array_equal(a[:, ::-1], b)  # flip only when pad = 0
+    shifted = augment_batch({"image": x, "label": np.arange(32)}, pad=4)["image"]
+    assert shifted.shape == x.shape and shifted.dtype == np.uint8
+
+
+def test_space_is_conditional_and_respects_fixed_knobs():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        t = study.ask()
+        const = transfer_space(t)
+        if t.params["branches"] == 0:
+            assert const == {"p1": 0.0} and "p1" not in t.params
+        else:
+            assert 0.0 <= t.params["p1"] <= 0.9
+        assert t.params["stem_stage"] in (2, 3, 4)
+        study.tell(t, 0.0)
+    t = study.ask()
+    assert transfer_space(t, fixed={"branches": 2, "stem_stage": 3}) == {"branches": 2, "stem_stage": 3}
+    assert set(t.params) == {"p1", "p2"}
+
+
+def test_sweep_spec_validates_before_ray():
+    with pytest.raises(ValueError, match="p1"):
+        SweepSpec(data="x", model={"p1": 1.5})
+    with pytest.raises(ValueError, match="unknown model preset"):
+        SweepSpec(data="x", preset="nope")
+    with pytest.raises(ValueError, match="batch_size"):
+        SweepSpec(data="x", train={"batch_size": 0})
+
+
+def test_concurrent_trials():
+    spec = SweepSpec(data="x", cpus_per_worker=1.0)
+    assert concurrent_trials(spec, {"CPU": 8}) == 6  # (8 - 0.25 data) // 1.25
+    gpu = SweepSpec(data="x", gpus_per_trial=1, workers_per_trial=2)
+    assert concurrent_trials(gpu, {"CPU": 64, "GPU": 4}) == 2
+    with pytest.raises(RuntimeError, match="one trial needs"):
+        concurrent_trials(SweepSpec(data="x", cpus_per_worker=4), {"CPU": 2})
+
+
+def test_markdown_table():
+    import pandas as pd
+
+    md = to_markdown(pd.DataFrame({"a": [1, 2], "b": [0.5, float("nan")]}))
+    assert md.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.5000 |", "| 2 |  |"]
