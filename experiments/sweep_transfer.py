@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--cpus-per-worker", type=float, default=None,
                    help="CPUs per training worker; default: 1 on a cluster, all but the data share locally")
     p.add_argument("--max-concurrent", type=int, default=0, help="cap on concurrent trials (0 = what fits)")
-    p.add_argument("--batch-size", type=int, default=64, help="per-worker batch size")
+    p.add_argument("--batch-size", type=int, default=32, help="per-worker batch size")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the TrainConfig's)")
     p.add_argument("--branches", type=int, help="fix B instead of searching it")
     p.add_argument("--p1", type=float, help="fix MAD's p1 instead of searching it")

@@ -60,10 +60,21 @@ def augment_batch(batch: dict, pad: int = 4) -> dict:
     return {"image": np.ascontiguousarray(x), "label": batch["label"]}
 
 
+def quiet_progress():
+    """Ray Data's per-operator progress bars, repeated by every trial and epoch, drown Tune's trial table in a
+    terminal and flood log files; ferlab prints its own progress lines instead."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+
+
 def decoded_splits(shards: Shards, input_size: int, splits=("train", "val"), limit: int | None = None) -> dict:
     """Decode each split once and keep it in the object store; returns {split: MaterializedDataset}."""
     import ray.data
 
+    quiet_progress()
     out = {}
     for split in splits:
         ds = ray.data.read_parquet(shards.files(split), columns=["image", "label"], num_cpus=DATA_CPUS)
@@ -71,11 +82,13 @@ def decoded_splits(shards: Shards, input_size: int, splits=("train", "val"), lim
             ds = ds.limit(limit)
         out[split] = ds.map_batches(decode_batch, fn_kwargs={"size": input_size}, batch_format="numpy",
                                     batch_size=256, num_cpus=DATA_CPUS).materialize()
+        print(f"decoded {split}: {out[split].count()} faces at {input_size}x{input_size}", flush=True)
     return out
 
 
 def training_datasets(decoded: dict, augment: bool = True) -> dict:
     """The datasets a TorchTrainer gets: train augmented per epoch, the other splits as decoded."""
+    quiet_progress()  # this runs in the trial driver, whose DataContext travels with the datasets to the workers
     out = dict(decoded)
     if augment:
         out["train"] = decoded["train"].map_batches(augment_batch, batch_format="numpy", batch_size=256,

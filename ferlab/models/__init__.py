@@ -54,6 +54,7 @@ def transfer_paper():
 @register_model(TransFER)
 def transfer_tiny():
     """The same architecture at CPU size: 64x64 input, one or two IR units per stage at a quarter of the width,
-    128-dim tokens, 2 blocks of 4 heads. Same grid per stage relative to the input (8x8 tokens at stage 3)."""
+    128-dim tokens, 2 blocks of 4 heads. Same grid per stage relative to the input (8x8 tokens at stage 3).
+    The head reads the mean token, not the class token: see TransFERConfig.pool for why."""
     return TransFERConfig(input_size=64, stem_stage=3, stem_units=(1, 1, 2, 1), stem_widths=(16, 32, 64, 128),
-                          lanet_reduction=4, dim=128, depth=2, heads=4, mlp_ratio=2.0)
+                          lanet_reduction=4, dim=128, depth=2, heads=4, mlp_ratio=2.0, pool="mean")

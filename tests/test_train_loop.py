@@ -1,0 +1,56 @@
+"""The TorchTrainer loop in-process (Train V2, num_workers=0): per-epoch reports, checkpoints, resume."""
+
+import os
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def _fit(tiny_synth, storage, epochs):
+    import ray.train
+    from ray.train import DataConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ferlab.data.pipeline import decoded_splits, training_datasets
+    from ferlab.data.shards import open_shards
+    from ferlab.train.loop import train_loop_per_worker
+
+    decoded = decoded_splits(open_shards(tiny_synth), 64)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"preset": "transfer_tiny", "model": {"branches": 1},
+                           "train": {"epochs": epochs, "batch_size": 16, "torch_threads": 1}},
+        scaling_config=ScalingConfig(num_workers=0),
+        datasets=training_datasets(decoded),
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(name="loop", storage_path=str(storage)),
+    )
+    return trainer.fit()
+
+
+def test_reports_every_epoch_and_resumes(ray_local, tiny_synth, tmp_path):
+    result = _fit(tiny_synth, tmp_path, epochs=2)
+    hist = result.metrics_dataframe
+    assert hist["epoch"].tolist() == [1, 2]
+    for key in ("train_loss", "val_acc", "val_mean_class_acc", "best_val_acc", "train_images_per_s"):
+        assert hist[key].notna().all(), key
+    assert (hist["val_images"] == 20).all()  # the whole validation split, every epoch
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, "checkpoint.pt"), weights_only=True)
+    assert state["epoch"] == 1 and state["preset"] == "transfer_tiny" and state["model_config"]["branches"] == 1
+
+    # The same run name on the same storage continues from the last checkpoint: only epoch 3 is trained.
+    resumed = _fit(tiny_synth, tmp_path, epochs=3)
+    assert resumed.metrics_dataframe["epoch"].tolist()[-1] == 3
+    assert 2 not in resumed.metrics_dataframe["epoch"].tolist()[-1:]
