@@ -77,7 +77,7 @@ def decoded_splits(shards: Shards, input_size: int, splits=("train", "val"), lim
     quiet_progress()
     out = {}
     for split in splits:
-        ds = ray.data.read_parquet(shards.files(split), columns=["image", "label"], num_cpus=DATA_CPUS)
+        ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(["image", "label"])
         if limit:
             ds = ds.limit(limit)
         out[split] = ds.map_batches(decode_batch, fn_kwargs={"size": input_size}, batch_format="numpy",
