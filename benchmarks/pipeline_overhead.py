@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ferlab.config import TrainConfig
-from ferlab.data.pipeline import augment_batch, decode_batch, decoded_splits, training_datasets
+from ferlab.data.pipeline import augment_batch, data_config, decode_batch, decoded_splits, training_datasets
 from ferlab.data.shards import open_shards
 from ferlab.data.synth import cached_synthfer
 from ferlab.models import create_model, model_config
@@ -72,7 +72,7 @@ def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int) -> li
 
 def ray_loop(shards, tc: TrainConfig, cpus: float) -> list[float]:
     import ray.train
-    from ray.train import DataConfig, ScalingConfig
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
     decoded = decoded_splits(shards, model_config(PRESET).input_size)
@@ -82,18 +82,25 @@ def ray_loop(shards, tc: TrainConfig, cpus: float) -> list[float]:
             train_loop_config={"preset": PRESET, "model": {}, "train": tc.__dict__},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cpus}),
             datasets=training_datasets(decoded),
-            dataset_config=DataConfig(datasets_to_split=["train"]),
+            dataset_config=data_config(1),
             run_config=ray.train.RunConfig(name="pipeline_overhead", storage_path=storage),
         )
         result = trainer.fit()
-        return result.metrics_dataframe["train_images_per_s"].tolist()
+        hist = result.metrics_dataframe
+        print(f"ray: fraction of training time spent waiting for input, per epoch: "
+              f"{[round(w, 3) for w in hist['data_wait_frac']]}; of which before the first batch (s): "
+              f"{[round(w, 2) for w in hist['first_batch_wait_s']]}")
+        return hist["train_images_per_s"].tolist()
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="shard folder (default: cached SynthFER, 3000 faces at 64x64)")
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n", type=int, default=3000, help="SynthFER faces when --data is not given (80% train)")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--shuffle-buffer", type=int, default=TrainConfig.shuffle_buffer,
+                   help="rows in the Ray worker's local shuffle buffer (0 = none)")
     p.add_argument("--loader-workers", type=int, default=1, help="DataLoader worker processes on the plain side")
     args = p.parse_args()
 
@@ -101,13 +108,14 @@ def main():
 
     from ferlab.tune.sweep import init_ray
 
-    shards = open_shards(args.data or cached_synthfer(n=3000, size=model_config(PRESET).input_size))
+    shards = open_shards(args.data or cached_synthfer(n=args.n, size=model_config(PRESET).input_size))
     cores = os.cpu_count()
     cpus = max(1.0, cores - 0.5)  # what a local sweep gives its one training worker (see sweep_transfer.py)
     threads = max(1, int(round(cpus)))
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, torch_threads=threads)
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, torch_threads=threads,
+                     shuffle_buffer=args.shuffle_buffer)
     print(f"{shards.count('train')} training images, {PRESET}, batch {tc.batch_size}, {threads} torch threads, "
-          f"{tc.epochs} epochs per side")
+          f"{tc.epochs} epochs per side, Ray shuffle buffer {tc.shuffle_buffer}")
 
     plain = plain_loop(shards, tc, threads, args.loader_workers)
     init_ray(num_cpus=cores)

@@ -26,7 +26,9 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU where it would only slow the small models
     seed: int = 0  # model initialisation and shuffle order; worker rank is added
     torch_threads: int = 0  # intra-op threads per worker; 0 = the CPUs Ray gave the worker
-    shuffle_buffer: int = 1024  # rows in each worker's local shuffle buffer (per-epoch order without a global shuffle)
+    # Rows in each worker's local shuffle buffer, on top of the pipeline's own per-epoch shuffle (random block order,
+    # rows permuted within blocks); 0 = none. A buffer mixes more finely but cost ~8% throughput on 2 cores.
+    shuffle_buffer: int = 0
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adamw"):

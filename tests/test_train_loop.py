@@ -19,10 +19,10 @@ def ray_local():
 
 def _fit(tiny_synth, storage, epochs):
     import ray.train
-    from ray.train import DataConfig, ScalingConfig
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ferlab.data.pipeline import decoded_splits, training_datasets
+    from ferlab.data.pipeline import data_config, decoded_splits, training_datasets
     from ferlab.data.shards import open_shards
     from ferlab.train.loop import train_loop_per_worker
 
@@ -33,7 +33,7 @@ def _fit(tiny_synth, storage, epochs):
                            "train": {"epochs": epochs, "batch_size": 16, "torch_threads": 1}},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         datasets=training_datasets(decoded),
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=data_config(1),
         run_config=ray.train.RunConfig(name="loop", storage_path=str(storage)),
     )
     return trainer.fit()

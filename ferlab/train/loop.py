@@ -116,11 +116,18 @@ def train_loop_per_worker(config: dict):
         model.train()
         for group in opt.param_groups:  # the schedule steps once per epoch, like the paper's /10 milestones
             group["lr"] = lr_at(tc, epoch)
-        t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
-        batches = train_shard.iter_torch_batches(
-            batch_size=tc.batch_size, device="cpu", drop_last=True,
-            local_shuffle_buffer_size=tc.shuffle_buffer, local_shuffle_seed=tc.seed + 1000 * epoch + rank)
-        for batch in batches:
+        t0, seen, loss_sum, steps, wait, first_wait = time.perf_counter(), 0, 0.0, 0, 0.0, 0.0
+        batches = iter(train_shard.iter_torch_batches(batch_size=tc.batch_size, device="cpu", drop_last=True,
+                                                      local_shuffle_buffer_size=tc.shuffle_buffer or None,
+                                                      local_shuffle_seed=tc.seed + 1000 * epoch + rank))
+        while True:
+            tw = time.perf_counter()
+            batch = next(batches, None)
+            wait += time.perf_counter() - tw  # time the model waited for input: the pipeline's visible cost
+            if steps == 0:
+                first_wait = wait  # the per-epoch start-up of the Ray Data execution
+            if batch is None:
+                break
             loss_sum += train_step(model, opt, batch["image"], batch["label"], tc, device)
             seen += len(batch["label"])
             steps += 1
@@ -129,7 +136,8 @@ def train_loop_per_worker(config: dict):
                            mcfg.num_classes, device, tc.amp)
         best = max(best, metrics["val_acc"])
         metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(steps, 1), best_val_acc=best,
-                       lr=opt.param_groups[0]["lr"], train_images_per_s=seen * ctx.get_world_size() / train_time)
+                       lr=opt.param_groups[0]["lr"], train_images_per_s=seen * ctx.get_world_size() / train_time,
+                       data_wait_frac=wait / train_time, first_batch_wait_s=first_wait)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:

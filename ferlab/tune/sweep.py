@@ -89,11 +89,11 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     """One Tune trial: build and fit a TorchTrainer for this configuration."""
     import ray.train
     from ray import tune
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ferlab.data.pipeline import training_datasets
+    from ferlab.data.pipeline import data_config, training_datasets
     from ferlab.train.loop import train_loop_per_worker
 
     gpus = spec["gpus_per_trial"]
@@ -103,8 +103,8 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
         train_loop_config={"preset": spec["preset"], "model": spec["model"] | config, "train": spec["train"]},
         scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                      resources_per_worker=resources),
-        datasets=training_datasets(datasets),
-        dataset_config=DataConfig(datasets_to_split=["train"]),  # every worker evaluates the whole val split
+        datasets=training_datasets(datasets, seed=spec["seed"]),
+        dataset_config=data_config(spec["workers_per_trial"]),
         run_config=ray.train.RunConfig(
             name=tune.get_context().get_trial_id(),  # stable across resume; never a timestamp
             storage_path=os.path.join(spec["storage"], spec["name"], "train_runs"),
