@@ -34,11 +34,14 @@ def test_lr_schedule():
     assert lr_at(cos, 0) == 1.0 and lr_at(cos, 5) == pytest.approx(0.5)
 
 
-def test_augment_keeps_content():
+def test_augment_keeps_content_and_labels_together():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
     out = augment_batch({"image": x, "label": np.arange(32)}, pad=0)
-    for a, b in zip(x, out["image"]):
+    assert sorted(out["label"].tolist()) == list(range(32))  # a permutation of the rows
+    assert out["label"].tolist() != list(range(32))
+    for label, b in zip(out["label"], out["image"]):
+        a = x[label]  # each image travels with its own label
         assert np.array_equal(a, b) or np.array_equal(a[:, ::-1], b)  # flip only when pad = 0
     shifted = augment_batch({"image": x, "label": np.arange(32)}, pad=4)["image"]
     assert shifted.shape == x.shape and shifted.dtype == np.uint8
