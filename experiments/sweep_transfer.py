@@ -14,9 +14,10 @@ store; runs the trials, each a Ray Train TorchTrainer run reporting validation a
 is the paper's setting (B=2, p1=0.6, p2=0.3, stage 3). Prints one row per trial and the best configuration, and
 writes trials.csv, trials.md and run.json into the results folder it names at the end.
 
-Expected on a 2-core CPU laptop with no arguments (measured, see README): about 10 minutes; best validation
-accuracies roughly 0.55-0.75 on SynthFER's default difficulty, clearly above chance (0.14) and below 1.0, with
-trials that differ by several points. Re-running with --resume continues an interrupted sweep.
+Expected on a 2-core CPU laptop with no arguments (measured 2026-11-24, see README "Measured"): 10-11 minutes;
+best validation accuracy about 0.5 on SynthFER's default difficulty (chance is 0.14), the other trials spread from
+chance to about 0.37, and ASHA stopping half of them after 2 or 4 epochs. --smoke: under a minute, 2 trials.
+Re-running with --resume continues an interrupted sweep from its last checkpoints.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def model_config(name: str, **overrides):
 
 
 def create_model(name: str, **overrides) -> nn.Module:
-    return _PRESETS[name][1](model_config(name, **overrides)) if name in _PRESETS else model_config(name)
+    cfg = model_config(name, **overrides)  # validates the name and every override first
+    return _PRESETS[name][1](cfg)
 
 
 @register_model(TransFER)
