@@ -35,9 +35,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="shard folder (from `ferlab synth` or `ferlab prepare`); default: SynthFER")
     p.add_argument("--preset", default="transfer_tiny", help="model preset (transfer_tiny, transfer_paper)")
-    p.add_argument("--samples", type=int, default=8, help="number of trials")
-    p.add_argument("--epochs", type=int, default=6, help="max epochs per trial (ASHA may stop earlier)")
-    p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
+    p.add_argument("--samples", type=int, help="number of trials (default 8; --smoke: 2)")
+    p.add_argument("--epochs", type=int, help="max epochs per trial, ASHA may stop earlier (default 6; --smoke: 2)")
+    p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial may be stopped (default 2; --smoke: 1)")
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers (DDP ranks) per trial")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per worker (0 = CPU)")
     p.add_argument("--cpus-per-worker", type=float, default=None,
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--p1", type=float, help="fix MAD's p1 instead of searching it")
     p.add_argument("--p2", type=float, help="fix MSAD's p2 instead of searching it")
     p.add_argument("--stage", type=int, help="fix the IR-50 stem stage (2, 3 or 4) instead of searching it")
-    p.add_argument("--synth-n", type=int, default=3000, help="SynthFER faces when --data is not given")
+    p.add_argument("--synth-n", type=int, help="SynthFER faces when --data is not given (default 3000; --smoke: 700)")
     p.add_argument("--seed", type=int, default=0, help="sampler, data and training seed")
     p.add_argument("--storage", default="~/ferlab_results", help="Ray Tune storage path (folder or s3://...)")
     p.add_argument("--name", default=None, help="experiment name under storage (default: sweep_transfer[_smoke])")
@@ -66,8 +66,12 @@ def build_spec(args):
     from ferlab.data.shards import open_shards
     from ferlab.tune.sweep import SweepSpec
 
-    if args.smoke:
-        args.samples, args.epochs, args.grace_period, args.synth_n = 2, 2, 1, 700
+    # --smoke changes the defaults only; an option given explicitly always wins.
+    defaults = dict(samples=2, epochs=2, grace_period=1, synth_n=700) if args.smoke else \
+        dict(samples=8, epochs=6, grace_period=2, synth_n=3000)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     fixed = {k: v for k, v in (("branches", args.branches), ("p1", args.p1), ("p2", args.p2),
                                ("stem_stage", args.stage)) if v is not None}
     if args.data:

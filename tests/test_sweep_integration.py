@@ -63,3 +63,12 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     # every trial left checkpoints under the storage path, named by its Tune trial id
     runs = os.listdir(tmp_path / "storage" / "it" / "train_runs")
     assert sorted(runs) == sorted(df["trial"].astype(str))
+
+    # --resume restores the finished sweep from storage instead of training again: same trials, same numbers.
+    again = _run(["--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period", "2",
+                  "--storage", str(tmp_path / "storage"), "--results-dir", str(tmp_path / "again"), "--num-cpus",
+                  "2", "--name", "it", "--resume"], timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Restoring the run" in again.stdout + again.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "trials.csv").sort_values("trial", ignore_index=True),
+                                  df.sort_values("trial", ignore_index=True))
