@@ -56,3 +56,20 @@ def test_reports_every_epoch_and_resumes(ray_local, tiny_synth, tmp_path):
     assert again["epoch"].tolist() == [1, 2, 3]
     # epochs 1-2 are the first run's own records (a measured throughput never repeats to the last digit)
     assert again["train_images_per_s"].tolist()[:2] == hist["train_images_per_s"].tolist()
+
+
+def test_epochs_are_shuffled_differently_and_completely(ray_local, tiny_synth, monkeypatch):
+    import numpy as np
+
+    import ferlab.data.pipeline as pipeline
+    from ferlab.data.shards import open_shards
+
+    monkeypatch.setattr(pipeline, "BLOCK_ROWS", 32)
+    decoded = pipeline.decoded_splits(open_shards(tiny_synth), 64)
+    assert decoded["train"].num_blocks() == 5  # 160 rows in 32-row blocks
+    train = pipeline.training_datasets(decoded, seed=1)["train"]
+    epochs = [np.concatenate([b["label"] for b in train.iter_batches(batch_size=None)]) for _ in range(2)]
+    reference = np.concatenate([b["label"] for b in decoded["train"].iter_batches(batch_size=None)])
+    for labels in epochs:
+        assert sorted(labels.tolist()) == sorted(reference.tolist())  # every row once per epoch
+    assert not np.array_equal(epochs[0], epochs[1])  # a different order each epoch

@@ -16,6 +16,7 @@ Every Ray Data stage asks for a fraction of a CPU (`DATA_CPUS`): on a 2-CPU mach
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 from PIL import Image
@@ -23,6 +24,7 @@ from PIL import Image
 from ferlab.data.shards import Shards
 
 DATA_CPUS = 0.25  # logical CPUs each Ray Data task reserves; small so that data work always finds room
+BLOCK_ROWS = 1024  # rows per block of a decoded split: the unit of the per-epoch shuffle and of augmentation
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -84,8 +86,15 @@ def decoded_splits(shards: Shards, input_size: int, splits=("train", "val"), lim
         ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(["image", "label"])
         if limit:
             ds = ds.limit(limit)
-        out[split] = ds.map_batches(decode_batch, fn_kwargs={"size": input_size}, batch_format="numpy",
-                                    batch_size=256, num_cpus=DATA_CPUS).materialize()
+        decoded = ds.map_batches(decode_batch, fn_kwargs={"size": input_size}, batch_format="numpy",
+                                 batch_size=BLOCK_ROWS, num_cpus=DATA_CPUS)
+        # Ray Data coalesces the decoded rows into as few blocks as fit its target size (one block for all of
+        # SynthFER). Blocks of BLOCK_ROWS rows are what make the per-epoch shuffle (random block order) mean
+        # something. Not smaller: with 256-row blocks the augmentation tasks that run beside the training steps
+        # cost up to a third of the throughput on 2 cores (benchmarks/pipeline_overhead.py: 200-295 against 295
+        # images/s with 1024-row blocks).
+        rows = shards.count(split) if not limit else min(limit, shards.count(split))
+        out[split] = decoded.repartition(max(1, math.ceil(rows / BLOCK_ROWS))).materialize()
         print(f"decoded {split}: {out[split].count()} faces at {input_size}x{input_size}", flush=True)
     return out
 
@@ -102,7 +111,7 @@ def training_datasets(decoded: dict, augment: bool = True, seed: int = 0) -> dic
     out = dict(decoded)
     train = decoded["train"].randomize_block_order(seed=RandomSeedConfig(seed, reseed_after_execution=True))
     if augment:
-        train = train.map_batches(augment_batch, batch_format="numpy", batch_size=256, num_cpus=DATA_CPUS)
+        train = train.map_batches(augment_batch, batch_format="numpy", batch_size=BLOCK_ROWS, num_cpus=DATA_CPUS)
     out["train"] = train
     return out
 
