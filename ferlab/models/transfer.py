@@ -13,6 +13,7 @@ from torch import nn
 from ferlab.models.dropping import MultiAttentionDropping
 from ferlab.models.encoder import MSADEncoder
 from ferlab.models.ir50 import IR50_UNITS, IR50_WIDTHS, IRStem
+from ferlab.models.weights import load_encoder, load_stem
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class TransFERConfig:
     # on a CPU budget the class token learns far more slowly (SynthFER, 150 steps: 0.16 vs 0.54 validation
     # accuracy), so the CPU preset uses "mean"; the class token is still there and still attends.
     pool: str = "cls"
+    # Local weight files, loaded when the model is built (nothing is downloaded). stem_weights: face.evoLVe's IR-50
+    # checkpoint (backbone_ir50_ms1m_epoch120.pth); encoder_weights: a timm-named ViT file, e.g. the legacy
+    # ViT-Small vit_small_p16_224-15ec54c9.pth (768 dims, 8 blocks, 8 heads, MLP ratio 3, no qkv bias).
+    stem_weights: str | None = None
+    encoder_weights: str | None = None
 
     def __post_init__(self):
         checks = [
@@ -102,7 +108,12 @@ class TransFER(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.grid ** 2 + 1, cfg.dim) * 0.02)
         self.encoder = MSADEncoder(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.p2)
-        self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        self.head = nn.Linear(cfg.dim, cfg.num_classes)  # sized for the class count, never loaded from a file
+        self.unused_weights: list[str] = []  # keys of the weight files that this configuration does not use
+        if cfg.stem_weights:
+            self.unused_weights += load_stem(self.stem, cfg.stem_weights)
+        if cfg.encoder_weights:
+            self.unused_weights += load_encoder(self, cfg.encoder_weights)
 
     def forward_features(self, x):  # (N, 3, S, S) -> (N, dim): the class token (or mean token) after the encoder
         f = self.local(self.stem(x))  # (N, c, h, w)
