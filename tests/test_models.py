@@ -150,3 +150,83 @@ def test_registry_errors():
 def test_knob_ranges(knob, value, match):
     with pytest.raises(ValueError, match=match):
         model_config("transfer_tiny", **{knob: value})
+
+
+def test_lanet_batchnorm_option():
+    plain = create_model("transfer_tiny", lanet_bn=False)
+    coded = create_model("transfer_tiny", lanet_bn=True)
+    bn = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.local.modules())
+    assert bn(plain) == 0 and bn(coded) == 2 * coded.cfg.branches  # one after each of the two convs per branch
+
+
+@pytest.mark.parametrize("kind,module", [("dropout", torch.nn.Dropout), ("spatial", torch.nn.Dropout2d)])
+def test_table4_droppers_take_mads_place(kind, module):
+    m = create_model("transfer_tiny", dropper=kind, drop_rate=0.5)
+    assert isinstance(m.local.mad, module) and m.local.mad.p == 0.5
+    torch.manual_seed(0)
+    maps = torch.ones(2000, 4, 3, 3)
+    out = m.local.mad.train()(maps)
+    if kind == "spatial":  # whole maps, independently, rescaled by 1 / (1 - rate)
+        per_map = out.flatten(2)
+        assert ((per_map == 0).all(-1) | (per_map == 2.0).all(-1)).all()
+        assert abs((per_map[..., 0] == 0).float().mean() - 0.5) < 0.02
+    else:  # single elements
+        assert abs((out == 0).float().mean() - 0.5) < 0.01 and set(out.unique().tolist()) == {0.0, 2.0}
+    assert torch.equal(m.local.mad.eval()(maps), maps)
+
+
+def test_dropblock_drops_blocks_per_map():
+    from timm.layers import DropBlock2d
+
+    m = create_model("transfer_tiny", dropper="dropblock", drop_rate=0.3, drop_block_size=3)
+    assert isinstance(m.local.mad, DropBlock2d) and m.local.mad.block_size == 3
+    torch.manual_seed(0)
+    out = m.local.mad.train()(torch.ones(64, 2, 8, 8))
+    zero = out == 0
+    assert zero.any() and not torch.equal(zero[:, 0], zero[:, 1])  # each map has its own blocks
+
+
+def test_reference_msad_zeroes_one_token_of_q_k_v():
+    """The authors' code variant: per dropped sample one of the first `heads` tokens loses q, k and v, so that
+    token's output is the mean of the other tokens' values (uniform attention) and no token attends to it."""
+    torch.manual_seed(0)
+    from ferlab.models.dropping import reference_token_keep
+
+    keep = reference_token_keep(20000, 10, 4, 0.4, "cpu")
+    dropped = (keep == 0).sum(1)
+    assert dropped.max() == 1 and abs(dropped.float().mean() - 0.4) < 0.03
+    assert (keep[:, 4:] == 1).all()  # only tokens 0..heads-1 are ever chosen
+    enc = MSADEncoder(16, depth=1, heads=4, mlp_ratio=2, qkv_bias=False, p2=0.0, variant="reference")
+    attn = enc.blocks[0].attn.train()
+    x = torch.randn(3, 6, 16)
+    with torch.no_grad():
+        assert torch.allclose(attn(x), attn.eval()(x))  # p2 = 0: nothing happens
+    with pytest.raises(ValueError, match="msad="):
+        MSADEncoder(16, 1, 4, 2, False, 0.1, variant="tokens")
+
+
+@pytest.mark.parametrize("knob,value", [("dropper", "cutout"), ("drop_rate", 1.0), ("msad", "x")])
+def test_new_knob_ranges(knob, value):
+    with pytest.raises(ValueError, match=f"{knob}="):
+        model_config("transfer_tiny", **{knob: value})
+
+
+def test_reference_msad_dropped_token_attends_uniformly(monkeypatch):
+    import ferlab.models.encoder as encoder
+
+    def fixed_keep(n, tokens, choices, p, device):
+        keep = torch.ones(n, tokens)
+        keep[0, 1] = 0  # sample 0 loses token 1
+        return keep
+
+    monkeypatch.setattr(encoder, "reference_token_keep", fixed_keep)
+    torch.manual_seed(0)
+    attn = MSADEncoder(16, depth=1, heads=4, mlp_ratio=2, qkv_bias=False, p2=0.5, variant="reference").blocks[0].attn
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        out = attn.train()(x)
+        v = attn.qkv(x)[..., 32:]  # (2, 6, 16): values, heads concatenated
+        v[0, 1] = 0
+        # q = 0 for the dropped token: its logits are all 0, so it averages every token's (masked) value
+        assert torch.allclose(out[0, 1], attn.proj(v[0].mean(0)), atol=1e-5)
+        assert torch.allclose(out[1], attn.eval()(x)[1], atol=1e-6)  # the other sample is untouched

@@ -41,3 +41,33 @@ class MultiAttentionDropping(nn.Module):
 
     def extra_repr(self):
         return f"p1={self.p1}"
+
+
+# Table 4 of the paper puts standard droppers in MAD's place; each keeps its own, standard definition (including
+# the 1 / (1 - rate) rescaling of Dropout and Spatial Dropout, which MAD deliberately does not do).
+DROPPERS = ("mad", "dropout", "dropblock", "spatial")
+
+
+def make_dropper(kind: str, p1: float, rate: float, block_size: int) -> nn.Module:
+    """The module applied to the (N, B, H, W) attention maps: MAD (p1) or a Table 4 alternative (rate)."""
+    if kind == "mad":
+        return MultiAttentionDropping(p1)
+    if kind == "dropout":  # element-wise
+        return nn.Dropout(rate)
+    if kind == "dropblock":  # contiguous block_size x block_size regions, each map on its own
+        from timm.layers import DropBlock2d
+
+        return DropBlock2d(rate, block_size, couple_channels=False)
+    if kind == "spatial":  # whole maps (channels), each independently
+        return nn.Dropout2d(rate)
+    raise ValueError(f"dropper={kind!r}: expected one of {DROPPERS}")
+
+
+def reference_token_keep(n: int, tokens: int, choices: int, p: float, device) -> torch.Tensor:
+    """The authors' later code's "MSAD": per sample with probability p, ONE TOKEN among the first `choices`
+    (it indexes the token axis with a head count) is zeroed in q, k and v. Returns an (N, tokens) keep mask."""
+    drop = torch.rand(n, device=device) < p
+    which = torch.randint(min(choices, tokens), (n,), device=device)
+    keep = torch.ones(n, tokens, device=device)
+    keep[drop, which[drop]] = 0
+    return keep

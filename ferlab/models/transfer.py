@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from ferlab.models.dropping import MultiAttentionDropping
+from ferlab.models.dropping import DROPPERS, make_dropper
 from ferlab.models.encoder import MSADEncoder
 from ferlab.models.ir50 import IR50_UNITS, IR50_WIDTHS, IRStem
 from ferlab.models.weights import load_encoder, load_stem
@@ -24,8 +24,13 @@ class TransFERConfig:
     stem_widths: tuple = IR50_WIDTHS  # channels per IR stage; IR-50 is (64, 128, 256, 512)
     branches: int = 2  # B, number of LANet branches (Fig. 3); 0 = no local CNNs, stem goes straight to tokens
     lanet_reduction: int = 16  # r: LANet's first 1x1 conv maps c -> c / r channels (section 3.1)
+    lanet_bn: bool = False  # BatchNorm after each LANet conv, as the authors' later code has; the paper has none
     p1: float = 0.6  # MAD: chance per sample that one of the B attention maps is zeroed (Table 3)
+    dropper: str = "mad"  # what drops attention maps (Table 4): "mad", "dropout", "dropblock" or "spatial"
+    drop_rate: float = 0.1  # the rate of the Table 4 alternatives (element / block / whole-map); MAD uses p1
+    drop_block_size: int = 3  # DropBlock's square side, in cells of the attention map
     p2: float = 0.3  # MSAD: chance per sample and block that one head's output is zeroed (Table 3)
+    msad: str = "paper"  # "paper": a head's output is zeroed; "reference": the authors' code (one token's q, k, v)
     dim: int = 768  # c2, token width after the 1x1 projection; the legacy timm ViT-Small width
     depth: int = 8  # M, encoder blocks
     heads: int = 8  # self-attention heads per block
@@ -53,6 +58,10 @@ class TransFERConfig:
             ("heads", self.heads >= 1 and self.dim % self.heads == 0, "divisors of dim"),
             ("input_size", self.input_size % (2 ** self.stem_stage) == 0, f"multiples of {2 ** self.stem_stage}"),
             ("pool", self.pool in ("cls", "mean"), "'cls' or 'mean'"),
+            ("dropper", self.dropper in DROPPERS, str(DROPPERS)),
+            ("drop_rate", 0.0 <= self.drop_rate < 1.0, "[0, 1)"),
+            ("drop_block_size", self.drop_block_size >= 1, "integers >= 1"),
+            ("msad", self.msad in ("paper", "reference"), "'paper' or 'reference'"),
         ]
         for knob, ok, allowed in checks:
             if not ok:
@@ -69,23 +78,25 @@ class TransFERConfig:
 class LANet(nn.Module):
     """One local branch (section 3.1): 1x1 conv c -> c/r, ReLU, 1x1 conv -> 1, sigmoid: an (N, 1, H, W) map."""
 
-    def __init__(self, channels: int, reduction: int):
+    def __init__(self, channels: int, reduction: int, bn: bool = False):
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.net = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(hidden, 1, 1), nn.Sigmoid())
+        norm = (lambda c: nn.BatchNorm2d(c)) if bn else (lambda c: nn.Identity())
+        self.net = nn.Sequential(nn.Conv2d(channels, hidden, 1), norm(hidden), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, 1, 1), norm(1), nn.Sigmoid())
 
     def forward(self, x):
         return self.net(x)
 
 
 class LocalCNNs(nn.Module):
-    """B LANets -> MAD -> element-wise max over the maps (Eq. 1) -> multiply the stem features."""
+    """B LANets -> MAD (or a Table 4 dropper) -> element-wise max over the maps (Eq. 1) -> multiply the features."""
 
-    def __init__(self, channels: int, branches: int, reduction: int, p1: float):
+    def __init__(self, channels: int, branches: int, reduction: int, p1: float, bn: bool = False,
+                 dropper: str = "mad", drop_rate: float = 0.0, drop_block_size: int = 3):
         super().__init__()
-        self.lanets = nn.ModuleList(LANet(channels, reduction) for _ in range(branches))
-        self.mad = MultiAttentionDropping(p1)
+        self.lanets = nn.ModuleList(LANet(channels, reduction, bn) for _ in range(branches))
+        self.mad = make_dropper(dropper, p1, drop_rate, drop_block_size)
 
     def attention(self, x):
         maps = torch.cat([lanet(x) for lanet in self.lanets], dim=1)  # (N, B, H, W)
@@ -103,11 +114,12 @@ class TransFER(nn.Module):
         self.stem = IRStem(cfg.stem_stage, cfg.stem_units, cfg.stem_widths)
         c = self.stem.out_channels
         # B = 0 is Table 1's baseline: no local CNNs, the stem's features go straight to the projection.
-        self.local = LocalCNNs(c, cfg.branches, cfg.lanet_reduction, cfg.p1) if cfg.branches > 0 else nn.Identity()
+        self.local = LocalCNNs(c, cfg.branches, cfg.lanet_reduction, cfg.p1, cfg.lanet_bn, cfg.dropper, cfg.drop_rate,
+                               cfg.drop_block_size) if cfg.branches > 0 else nn.Identity()
         self.proj = nn.Conv2d(c, cfg.dim, 1)  # section 3.3 "Projection": each grid cell becomes one token
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.grid ** 2 + 1, cfg.dim) * 0.02)
-        self.encoder = MSADEncoder(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.p2)
+        self.encoder = MSADEncoder(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.p2, cfg.msad)
         self.head = nn.Linear(cfg.dim, cfg.num_classes)  # sized for the class count, never loaded from a file
         self.unused_weights: list[str] = []  # keys of the weight files that this configuration does not use
         if cfg.stem_weights:
