@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ferlab.config import TrainConfig
-from ferlab.models import create_model, model_config
+from ferlab.models import create_model
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -90,7 +90,6 @@ def train_loop_per_worker(config: dict):
     import ray.train.torch
 
     tc = TrainConfig(**config.get("train", {}))
-    mcfg = model_config(config["preset"], **config.get("model", {}))
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.set_num_threads(_worker_threads(tc))
@@ -98,6 +97,7 @@ def train_loop_per_worker(config: dict):
     device = ray.train.torch.get_device()
 
     model = create_model(config["preset"], **config.get("model", {}))
+    mcfg = model.cfg
     model = ray.train.torch.prepare_model(model)
     opt = make_optimizer(model, tc)
     start_epoch, best = 0, 0.0
