@@ -82,7 +82,7 @@ def ray_loop(shards, tc: TrainConfig, cpus: float) -> list[float]:
             train_loop_config={"preset": PRESET, "model": {}, "train": tc.__dict__},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cpus}),
             datasets=training_datasets(decoded),
-            dataset_config=data_config(1),
+            dataset_config=data_config(),
             run_config=ray.train.RunConfig(name="pipeline_overhead", storage_path=storage),
         )
         result = trainer.fit()

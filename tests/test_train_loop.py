@@ -33,7 +33,7 @@ def _fit(tiny_synth, storage, epochs):
                            "train": {"epochs": epochs, "batch_size": 16, "torch_threads": 1}},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         datasets=training_datasets(decoded),
-        dataset_config=data_config(1),
+        dataset_config=data_config(),
         run_config=ray.train.RunConfig(name="loop", storage_path=str(storage)),
     )
     return trainer.fit()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 
-import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block
 from torch import nn
 
 from ferlab.models.dropping import drop_one_group, reference_token_keep
+
+MSAD_VARIANTS = ("paper", "reference")
 
 
 class MSADAttention(Attention):
@@ -51,8 +52,8 @@ class MSADEncoder(nn.Module):
         super().__init__()
         if not 0.0 <= p2 < 1.0:
             raise ValueError(f"p2 must be in [0, 1), got {p2}")
-        if variant not in ("paper", "reference"):
-            raise ValueError(f"msad={variant!r}: expected 'paper' or 'reference'")
+        if variant not in MSAD_VARIANTS:
+            raise ValueError(f"msad={variant!r}: expected one of {MSAD_VARIANTS}")
         norm = functools.partial(nn.LayerNorm, eps=1e-6)  # timm ViT's eps, so checkpoints match exactly
         self.blocks = nn.Sequential(*[
             Block(dim, heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, norm_layer=norm, attn_layer=MSADAttention)

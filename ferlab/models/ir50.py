@@ -7,7 +7,6 @@ checkpoint must load without key surgery: `input_layer.{0,1,2}`, `body.0..23` un
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 IR50_UNITS = (3, 4, 14, 3)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ferlab.models.dropping import DROPPERS, make_dropper
-from ferlab.models.encoder import MSADEncoder
+from ferlab.models.encoder import MSAD_VARIANTS, MSADEncoder
 from ferlab.models.ir50 import IR50_UNITS, IR50_WIDTHS, IRStem
 from ferlab.models.weights import load_encoder, load_stem
 
@@ -61,7 +61,7 @@ class TransFERConfig:
             ("dropper", self.dropper in DROPPERS, str(DROPPERS)),
             ("drop_rate", 0.0 <= self.drop_rate < 1.0, "[0, 1)"),
             ("drop_block_size", self.drop_block_size >= 1, "integers >= 1"),
-            ("msad", self.msad in ("paper", "reference"), "'paper' or 'reference'"),
+            ("msad", self.msad in MSAD_VARIANTS, str(MSAD_VARIANTS)),
         ]
         for knob, ok, allowed in checks:
             if not ok:
@@ -81,7 +81,7 @@ class LANet(nn.Module):
     def __init__(self, channels: int, reduction: int, bn: bool = False):
         super().__init__()
         hidden = max(1, channels // reduction)
-        norm = (lambda c: nn.BatchNorm2d(c)) if bn else (lambda c: nn.Identity())
+        norm = nn.BatchNorm2d if bn else (lambda c: nn.Identity())
         self.net = nn.Sequential(nn.Conv2d(channels, hidden, 1), norm(hidden), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, 1, 1), norm(1), nn.Sigmoid())
 

@@ -104,7 +104,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
         scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                      resources_per_worker=resources),
         datasets=training_datasets(datasets, seed=spec["seed"]),
-        dataset_config=data_config(spec["workers_per_trial"]),
+        dataset_config=data_config(),
         run_config=ray.train.RunConfig(
             name=tune.get_context().get_trial_id(),  # stable across resume; never a timestamp
             storage_path=os.path.join(spec["storage"], spec["name"], "train_runs"),
@@ -165,6 +165,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
     results = tuner.fit()
     table = results_table(results)
     table.attrs["decode_s"] = decode_s
+    table.attrs["data_manifest_hash"] = shards.manifest.get("content_hash")
     return table
 
 
@@ -203,8 +204,6 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
 
 def write_results(df: pd.DataFrame, spec: SweepSpec, results_dir: str, extra: dict | None = None) -> dict:
     """CSV, Markdown and run.json (resolved spec, git commit, data manifest hash) in results_dir."""
-    from ferlab.data.shards import open_shards
-
     os.makedirs(results_dir, exist_ok=True)
     paths = {"csv": os.path.join(results_dir, "trials.csv"), "md": os.path.join(results_dir, "trials.md"),
              "run": os.path.join(results_dir, "run.json")}
@@ -213,7 +212,7 @@ def write_results(df: pd.DataFrame, spec: SweepSpec, results_dir: str, extra: di
         f.write(f"# {spec.name}: {spec.preset} on {spec.data}\n\n{to_markdown(df)}\n")
     run = {"spec": asdict(spec), "model_config": model_config(spec.preset, **spec.model).to_dict(),
            "train_config": asdict(TrainConfig(**spec.train_config())), "git_commit": _git_commit(),
-           "data_manifest_hash": open_shards(spec.data).manifest.get("content_hash")} | (extra or {})
+           "data_manifest_hash": df.attrs.get("data_manifest_hash")} | (extra or {})
     with open(paths["run"], "w") as f:
         json.dump(run, f, indent=2, default=str)
     return paths
