@@ -50,6 +50,12 @@ def parse_args(argv=None):
     p.add_argument("--p1", type=float, help="fix MAD's p1 instead of searching it")
     p.add_argument("--p2", type=float, help="fix MSAD's p2 instead of searching it")
     p.add_argument("--stage", type=int, help="fix the IR-50 stem stage (2, 3 or 4) instead of searching it")
+    p.add_argument("--stem-weights", help="face.evoLVe IR-50 checkpoint for the stem (a path every worker can read)")
+    p.add_argument("--encoder-weights", help="timm-named ViT checkpoint for the encoder, e.g. the legacy ViT-Small "
+                                             "vit_small_p16_224-15ec54c9.pth (a path every worker can read)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="fix any other model config field, e.g. --set msad=reference --set lanet_bn=True "
+                        "(repeatable; `ferlab models` lists the fields)")
     p.add_argument("--synth-n", type=int, help="SynthFER faces when --data is not given (default 3000; --smoke: 700)")
     p.add_argument("--seed", type=int, default=0, help="sampler, data and training seed")
     p.add_argument("--storage", default="~/ferlab_results", help="Ray Tune storage path (folder or s3://...)")
@@ -75,6 +81,15 @@ def build_spec(args):
             setattr(args, key, value)
     fixed = {k: v for k, v in (("branches", args.branches), ("p1", args.p1), ("p2", args.p2),
                                ("stem_stage", args.stage)) if v is not None}
+    for item in args.set:
+        fixed.update(parse_field(item))
+    for key in ("stem_weights", "encoder_weights"):
+        if getattr(args, key):
+            fixed[key] = os.path.abspath(os.path.expanduser(getattr(args, key)))
+    if "stem_weights" in fixed or "encoder_weights" in fixed:
+        from ferlab.models import create_model
+
+        create_model(args.preset, **fixed)  # a weight file that does not fit fails here, naming file and keys
     if args.data:
         open_shards(args.data)  # a missing or malformed folder fails here, naming the file
     name = args.name or ("sweep_transfer_smoke" if args.smoke else "sweep_transfer")
@@ -88,6 +103,20 @@ def build_spec(args):
                      grace_period=args.grace_period, workers_per_trial=args.workers_per_trial,
                      gpus_per_trial=args.gpus_per_trial, cpus_per_worker=cpus, storage=args.storage, name=name,
                      seed=args.seed, train=train, model=fixed, max_concurrent=args.max_concurrent)
+
+
+def parse_field(item: str) -> dict:
+    """"msad=reference" -> {"msad": "reference"}; values are Python literals when they parse as one."""
+    import ast
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass  # a bare word stays a string
+    return {key.strip(): value}
 
 
 def main(argv=None) -> int:

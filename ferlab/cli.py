@@ -2,7 +2,7 @@
 
     ferlab synth --out DIR [--n N] [--size S] [--seed K] [--label-noise P]   draw SynthFER into a shard folder
     ferlab sweep [options]                                                  = python experiments/sweep_transfer.py
-    ferlab models                                                           list model presets
+    ferlab models [NAME]                                                    list model presets / NAME's fields
 """
 
 from __future__ import annotations
@@ -26,9 +26,13 @@ def _synth(args) -> int:
 
 
 def _models(args) -> int:
-    from ferlab.models import create_model, list_models
+    from ferlab.models import create_model, list_models, model_config
     from ferlab.models.transfer import num_params
 
+    if args.name:  # one preset's config: the fields --set and create_model(**overrides) accept
+        for key, value in model_config(args.name).to_dict().items():
+            print(f"{key:16s} {value!r}")
+        return 0
     for name in list_models():
         m = create_model(name)
         print(f"{name:16s} input {m.cfg.input_size}x{m.cfg.input_size}  {num_params(m) / 1e6:6.2f} M parameters")
@@ -57,7 +61,9 @@ def main(argv=None) -> int:
     s.add_argument("--label-noise", type=float, default=0.0)
     s.set_defaults(fn=_synth)
     sub.add_parser("sweep", help="run a sweep (options: ferlab sweep --help)")
-    sub.add_parser("models", help="list model presets").set_defaults(fn=_models)
+    models = sub.add_parser("models", help="list model presets, or one preset's config fields")
+    models.add_argument("name", nargs="?", help="a preset: print its config fields and values")
+    models.set_defaults(fn=_models)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

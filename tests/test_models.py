@@ -120,6 +120,21 @@ def test_msad_with_p2_zero_equals_timm_blocks():
     assert torch.allclose(enc.blocks(x), ref(x), atol=1e-6)
 
 
+def test_attn_scale_is_the_softmax_temperature():
+    # The legacy ViT-Small's scale (dim ** -0.5 instead of head_dim ** -0.5), checked against timm's unfused
+    # attention with the same scale; the default scale must give a different output.
+    torch.manual_seed(0)
+    enc = MSADEncoder(32, depth=1, heads=4, mlp_ratio=3, qkv_bias=False, p2=0.0, attn_scale=32 ** -0.5).eval()
+    ref = Block(32, 4, mlp_ratio=3, qkv_bias=False, norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6))
+    ref.load_state_dict(enc.blocks[0].state_dict())
+    ref.attn.fused_attn, ref.attn.scale = False, 32 ** -0.5
+    x = torch.randn(3, 10, 32) * 3
+    assert torch.allclose(enc.blocks(x), ref(x), atol=1e-5)
+    ref.attn.scale = 8 ** -0.5
+    assert not torch.allclose(enc.blocks(x), ref(x), atol=1e-3)
+    assert model_config("transfer_paper").attn_scale == 768 ** -0.5 and model_config("transfer_tiny").attn_scale is None
+
+
 @pytest.mark.parametrize("name", ["transfer_tiny", "transfer_paper"])
 def test_presets_forward_backward(name):
     m = create_model(name)

@@ -24,6 +24,10 @@ def _run(args, env_extra=None, timeout=900):
     (["--branches", "-1"], "branches=-1 is outside"),
     (["--stage", "5"], r"stem_stage=5 is outside its range: \{2, 3, 4\}"),
     (["--preset", "transfer_huge"], "unknown model preset 'transfer_huge'"),
+    (["--encoder-weights", "/nonexistent/vit.pth"], "/nonexistent/vit.pth: no such weight file"),
+    (["--set", "msad=sideways"], "msad='sideways' is outside its range"),
+    (["--set", "colour=1"], r"unknown field\(s\) \['colour'\]"),
+    (["--set", "lanet_bn"], "--set 'lanet_bn': expected FIELD=VALUE"),
 ])
 def test_bad_input_is_one_line_before_ray(args, match, tmp_path):
     r = _run(args + ["--storage", str(tmp_path)], timeout=120)
@@ -46,10 +50,19 @@ def test_malformed_data_folder_is_named(tmp_path):
 def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     """Two trials on 2 CPUs: proves no deadlock between the trial drivers, the training workers and Ray Data,
     checks the results file's content, and that the paper's point was evaluated first."""
+    import glob
+
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from ferlab.models import load_trained
+
+    vit = tmp_path / "vit.pth"  # a timm-named encoder file at transfer_tiny's sizes, passed to every trial
+    torch.save(VisionTransformer(embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0, qkv_bias=False).state_dict(), vit)
     results = tmp_path / "results"
     r = _run(["--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period", "2",
               "--storage", str(tmp_path / "storage"), "--results-dir", str(results), "--num-cpus", "2",
-              "--name", "it"], timeout=900)
+              "--name", "it", "--set", "lanet_bn=True", "--encoder-weights", str(vit)], timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     df = pd.read_csv(results / "trials.csv")
     assert len(df) == 2 and (df["status"] == "ok").all()
@@ -63,11 +76,16 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     # every trial left checkpoints under the storage path, named by its Tune trial id
     runs = os.listdir(tmp_path / "storage" / "it" / "train_runs")
     assert sorted(runs) == sorted(df["trial"].astype(str))
+    ckpts = sorted(glob.glob(str(tmp_path / "storage" / "it" / "train_runs" / "*" / "checkpoint_*" / "checkpoint.pt")))
+    assert ckpts
+    saved = torch.load(ckpts[-1], weights_only=True)["model_config"]
+    assert saved["lanet_bn"] is True and saved["encoder_weights"] == str(vit)  # the options reached the workers
+    assert load_trained(ckpts[-1]).cfg.encoder_weights is None  # the state dict carries the weights
 
     # --resume restores the finished sweep from storage instead of training again: same trials, same numbers.
     again = _run(["--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period", "2",
                   "--storage", str(tmp_path / "storage"), "--results-dir", str(tmp_path / "again"), "--num-cpus",
-                  "2", "--name", "it", "--resume"], timeout=600)
+                  "2", "--name", "it", "--set", "lanet_bn=True", "--encoder-weights", str(vit), "--resume"], timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Restoring the run" in again.stdout + again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "trials.csv").sort_values("trial", ignore_index=True),

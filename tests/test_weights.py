@@ -82,3 +82,19 @@ def test_not_a_checkpoint(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(WeightsError, match="holds no state dict"):
         read_state_dict(tmp_path / "list.pth")
+
+
+def test_paper_preset_loads_full_size_files(evolve_ir50, tmp_path):
+    """The real shapes: face.evoLVe's whole IR-50 and the legacy ViT-Small file (768 dims, 8 blocks, 8 heads,
+    MLP ratio 3, no qkv bias, 14x14 patches + class token) into transfer_paper, then forward and backward."""
+    stem_path, stem_sd = evolve_ir50
+    vit_path, vit_sd = _vit_file(tmp_path, "plain", embed_dim=768, depth=8, num_heads=8, mlp_ratio=3.0,
+                                 qkv_bias=False)
+    assert vit_sd["pos_embed"].shape == (1, 197, 768)
+    m = create_model("transfer_paper", stem_weights=str(stem_path), encoder_weights=str(vit_path))
+    assert torch.equal(m.encoder.state_dict()["blocks.7.mlp.fc1.weight"], vit_sd["blocks.7.mlp.fc1.weight"])
+    assert torch.equal(m.stem.state_dict()["body.20.res_layer.3.weight"], stem_sd["body.20.res_layer.3.weight"])
+    assert torch.equal(m.pos_embed, vit_sd["pos_embed"])  # stage 3 at 112: 14x14, the file's own grid
+    out = m(torch.randn(2, 3, 112, 112))
+    out.sum().backward()
+    assert out.shape == (2, 7) and m.proj.weight.grad is not None

@@ -47,9 +47,10 @@ def create_model(name: str, **overrides) -> nn.Module:
 
 @register_model(TransFER)
 def transfer_paper():
-    """The paper's sizes: 112x112, IR-50 to stage 3 (256x14x14), 768-dim tokens, 8 blocks, 8 heads, MLP ratio 3."""
+    """The paper's sizes: 112x112, IR-50 to stage 3 (256x14x14), 768-dim tokens, 8 blocks, 8 heads, MLP ratio 3,
+    with the legacy ViT-Small's attention scale (see TransFERConfig.attn_scale)."""
     return TransFERConfig(input_size=112, stem_stage=3, stem_units=IR50_UNITS, stem_widths=IR50_WIDTHS,
-                          dim=768, depth=8, heads=8, mlp_ratio=3.0)
+                          dim=768, depth=8, heads=8, mlp_ratio=3.0, attn_scale=768 ** -0.5)
 
 
 @register_model(TransFER)
@@ -59,3 +60,32 @@ def transfer_tiny():
     The head reads the mean token, not the class token: see TransFERConfig.pool for why."""
     return TransFERConfig(input_size=64, stem_stage=3, stem_units=(1, 1, 2, 1), stem_widths=(16, 32, 64, 128),
                           lanet_reduction=4, dim=128, depth=2, heads=4, mlp_ratio=2.0, pool="mean")
+
+
+def load_trained(path, map_location="cpu") -> nn.Module:
+    """Rebuild a model from a ferlab training checkpoint (`checkpoint.pt`, or the directory holding it).
+
+    The saved config may name stem/encoder weight files from the machine that trained it; they are dropped here,
+    because the state dict that follows already holds those weights (and the files may not exist on this machine).
+    """
+    import os
+
+    import torch
+
+    from ferlab.models.weights import WeightsError
+
+    path = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such checkpoint") from None
+    if not isinstance(state, dict) or not {"preset", "model_config", "model"} <= set(state):
+        raise WeightsError(f"{path}: not a ferlab training checkpoint (needs preset, model_config and model)")
+    if state["preset"] not in _PRESETS:
+        raise WeightsError(f"{path}: preset {state['preset']!r} is not registered here; known: {list_models()}")
+    make_cfg, model_cls = _PRESETS[state["preset"]]
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in state["model_config"].items()}
+    saved.update(stem_weights=None, encoder_weights=None)
+    model = model_cls(type(make_cfg())(**saved))
+    model.load_state_dict(state["model"], strict=True)
+    return model.eval()

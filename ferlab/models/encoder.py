@@ -26,6 +26,8 @@ class MSADAttention(Attention):
 
     p2: float = 0.0
     variant: str = "paper"
+    keep_attn: bool = False  # set by TransFER.explain: compute softmax(qk^T) explicitly and keep it in `attn_probs`
+    attn_probs = None
 
     def forward(self, x, attn_mask=None, is_causal=False):
         B, N, C = x.shape  # (B, N, C)
@@ -35,8 +37,16 @@ class MSADAttention(Attention):
         if self.variant == "reference" and self.training and self.p2 > 0:
             keep = reference_token_keep(B, N, self.num_heads, self.p2, x.device).to(q.dtype)[:, None, :, None]
             q, k, v = q * keep, k * keep, v * keep
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        if self.keep_attn:  # pictures only: the fused kernel does not expose the probabilities
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            if attn_mask is not None:
+                attn = attn + attn_mask
+            attn = attn.softmax(dim=-1)  # (B, heads, N, N)
+            self.attn_probs = attn.detach()
+            x = self.attn_drop(attn) @ v
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale,
+                                               dropout_p=self.attn_drop.p if self.training else 0.0)
         if self.variant == "paper":
             x = drop_one_group(x, self.p2, self.training)  # MSAD: one whole head's output per dropped sample
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
@@ -48,7 +58,7 @@ class MSADEncoder(nn.Module):
     """A stack of timm pre-norm blocks with MSAD, then a final LayerNorm (timm names: blocks.i.*, norm.*)."""
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, qkv_bias: bool, p2: float,
-                 variant: str = "paper"):
+                 variant: str = "paper", attn_scale: float | None = None):
         super().__init__()
         if not 0.0 <= p2 < 1.0:
             raise ValueError(f"p2 must be in [0, 1), got {p2}")
@@ -60,6 +70,8 @@ class MSADEncoder(nn.Module):
             for _ in range(depth)])
         for blk in self.blocks:
             blk.attn.p2, blk.attn.variant = p2, variant
+            if attn_scale is not None:  # timm's default is head_dim ** -0.5
+                blk.attn.scale = attn_scale
         self.norm = norm(dim)
 
     def forward(self, x):  # (B, N, C) -> (B, N, C)

@@ -36,6 +36,11 @@ class TransFERConfig:
     heads: int = 8  # self-attention heads per block
     mlp_ratio: float = 3.0  # MLP hidden width / dim, as in the legacy timm ViT-Small the paper starts from
     qkv_bias: bool = False  # the legacy ViT-Small has no qkv bias
+    # Softmax temperature of q.k; None is the usual head_dim ** -0.5. The legacy ViT-Small file was trained with
+    # dim ** -0.5 = 768 ** -0.5 (timm <= 0.4 set qk_scale so for pretrained=True, "my scale was wrong for original
+    # weights"), so the paper preset, which starts from that file, uses it: with head_dim ** -0.5 the pretrained
+    # attention would be 2.8x sharper than it was trained.
+    attn_scale: float | None = None
     num_classes: int = 7  # 7 basic expressions (8 with contempt on FERPlus / AffectNet-8)
     # What the head reads: "cls" is the paper's (ViT's class token); "mean" averages the patch tokens. From scratch
     # on a CPU budget the class token learns far more slowly (SynthFER, 150 steps: 0.16 vs 0.54 validation
@@ -55,6 +60,7 @@ class TransFERConfig:
             ("p2", 0.0 <= self.p2 < 1.0, "[0, 1)"),
             ("lanet_reduction", self.lanet_reduction >= 1, "integers >= 1"),
             ("num_classes", self.num_classes >= 2, "integers >= 2"),
+            ("depth", isinstance(self.depth, int) and self.depth >= 1, "integers >= 1"),
             ("heads", self.heads >= 1 and self.dim % self.heads == 0, "divisors of dim"),
             ("input_size", self.input_size % (2 ** self.stem_stage) == 0, f"multiples of {2 ** self.stem_stage}"),
             ("pool", self.pool in ("cls", "mean"), "'cls' or 'mean'"),
@@ -62,6 +68,7 @@ class TransFERConfig:
             ("drop_rate", 0.0 <= self.drop_rate < 1.0, "[0, 1)"),
             ("drop_block_size", self.drop_block_size >= 1, "integers >= 1"),
             ("msad", self.msad in MSAD_VARIANTS, str(MSAD_VARIANTS)),
+            ("attn_scale", self.attn_scale is None or self.attn_scale > 0, "None or > 0"),
         ]
         for knob, ok, allowed in checks:
             if not ok:
@@ -119,7 +126,8 @@ class TransFER(nn.Module):
         self.proj = nn.Conv2d(c, cfg.dim, 1)  # section 3.3 "Projection": each grid cell becomes one token
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.grid ** 2 + 1, cfg.dim) * 0.02)
-        self.encoder = MSADEncoder(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.p2, cfg.msad)
+        self.encoder = MSADEncoder(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.p2, cfg.msad,
+                                    cfg.attn_scale)
         self.head = nn.Linear(cfg.dim, cfg.num_classes)  # sized for the class count, never loaded from a file
         self.unused_weights: list[str] = []  # keys of the weight files that this configuration does not use
         if cfg.stem_weights:
@@ -136,6 +144,56 @@ class TransFER(nn.Module):
 
     def forward(self, x):
         return self.head(self.forward_features(x))
+
+    @torch.no_grad()
+    def explain(self, x) -> dict:
+        """What the pictures need, for a batch, in evaluation mode (no dropping); the training mode is restored.
+
+        Returns a dict of tensors on x's device:
+          logits     (N, classes)
+          lanet_maps (N, B, h, w): each LANet's sigmoid map (None when B = 0)
+          aggregated (N, h, w): their element-wise max, the map that multiplies the stem features (None when B = 0)
+          rollout    (N, h, w): attention rollout (Abnar & Zuidema 2020) from the token the head reads (the class
+                     token, or with pool="mean" the mean of the patch tokens' rows) to every patch: per block the
+                     head-averaged attention with the residual as 0.5 A + 0.5 I, rows renormalised, multiplied
+                     through the blocks. Rows of the full product sum to 1; the patch part returned here sums to
+                     1 minus what stays on the class token.
+          attention  list of (N, heads, T, T) per block, T = 1 + h*w
+        """
+        was_training = self.training
+        self.eval()
+        attns = [blk.attn for blk in self.encoder.blocks]
+        try:
+            for a in attns:
+                a.keep_attn = True
+            f = self.stem(x)
+            maps = agg = None
+            if self.cfg.branches > 0:
+                maps, agg = self.local.attention(f)
+                agg = agg[:, 0]
+            logits = self.forward(x)
+            per_block = [a.attn_probs for a in attns]
+        finally:
+            for a in attns:
+                a.keep_attn, a.attn_probs = False, None
+            self.train(was_training)
+        rollout = attention_rollout(per_block)  # (N, T, T)
+        source = rollout[:, 0] if self.cfg.pool == "cls" else rollout[:, 1:].mean(1)  # (N, T)
+        g = self.cfg.grid
+        return {"logits": logits, "lanet_maps": maps, "aggregated": agg,
+                "rollout": source[:, 1:].reshape(x.shape[0], g, g), "attention": per_block}
+
+
+def attention_rollout(per_block: list[torch.Tensor]) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020): per block average the heads, add the residual as 0.5 A + 0.5 I,
+    renormalise the rows, and multiply from the first block up: R = A'_L ... A'_1. per_block: (N, heads, T, T)."""
+    n, _, t, _ = per_block[0].shape
+    eye = torch.eye(t, device=per_block[0].device, dtype=per_block[0].dtype)
+    rollout = eye.expand(n, t, t)
+    for attn in per_block:
+        a = 0.5 * attn.mean(1) + 0.5 * eye
+        rollout = (a / a.sum(-1, keepdim=True)) @ rollout
+    return rollout
 
 
 def num_params(model: nn.Module) -> int:
