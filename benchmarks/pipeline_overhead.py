@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 import torch
 
 from ferlab.config import TrainConfig
-from ferlab.data.pipeline import augment_batch, data_config, decode_batch, decoded_splits, training_datasets
+from ferlab.data.augment import epoch_batch
+from ferlab.data.pipeline import data_config, decode_batch, decoded_splits, training_datasets
 from ferlab.data.shards import open_shards
 from ferlab.data.synth import cached_synthfer
 from ferlab.models import create_model, model_config
@@ -48,7 +49,7 @@ def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int) -> li
 
     def collate(idx):
         idx = torch.tensor(idx)
-        b = augment_batch({"image": images[idx].numpy(), "label": labels[idx].numpy()})
+        b = epoch_batch({"image": images[idx].numpy(), "label": labels[idx].numpy()}, recipe=tc.augment)
         return torch.from_numpy(b["image"]), torch.from_numpy(b["label"])
 
     loader = torch.utils.data.DataLoader(range(len(labels)), batch_size=tc.batch_size, shuffle=True, drop_last=True,
@@ -81,7 +82,7 @@ def ray_loop(shards, tc: TrainConfig, cpus: float) -> list[float]:
             train_loop_per_worker,
             train_loop_config={"preset": PRESET, "model": {}, "train": tc.__dict__},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cpus}),
-            datasets=training_datasets(decoded),
+            datasets=training_datasets(decoded, augment=tc.augment),
             dataset_config=data_config(),
             run_config=ray.train.RunConfig(name="pipeline_overhead", storage_path=storage),
         )

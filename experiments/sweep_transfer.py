@@ -46,6 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--max-concurrent", type=int, default=0, help="cap on concurrent trials (0 = what fits)")
     p.add_argument("--batch-size", type=int, default=32, help="per-worker batch size")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the TrainConfig's)")
+    p.add_argument("--augment", choices=["none", "light", "transfer", "mvt"],
+                   help="training augmentation (default: transfer with --data, the paper's; light on SynthFER)")
+    p.add_argument("--balance", choices=["none", "repeat", "full"], default="none",
+                   help="class-balanced up-sampling: LVIS repeat factor, or full balance (default none)")
     p.add_argument("--branches", type=int, help="fix B instead of searching it")
     p.add_argument("--p1", type=float, help="fix MAD's p1 instead of searching it")
     p.add_argument("--p2", type=float, help="fix MSAD's p2 instead of searching it")
@@ -57,6 +61,7 @@ def parse_args(argv=None):
                    help="fix any other model config field, e.g. --set msad=reference --set lanet_bn=True "
                         "(repeatable; `ferlab models` lists the fields)")
     p.add_argument("--synth-n", type=int, help="SynthFER faces when --data is not given (default 3000; --smoke: 700)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N faces of each split (quick checks)")
     p.add_argument("--seed", type=int, default=0, help="sampler, data and training seed")
     p.add_argument("--storage", default="~/ferlab_results", help="Ray Tune storage path (folder or s3://...)")
     p.add_argument("--name", default=None, help="experiment name under storage (default: sweep_transfer[_smoke])")
@@ -93,7 +98,8 @@ def build_spec(args):
     if args.data:
         open_shards(args.data)  # a missing or malformed folder fails here, naming the file
     name = args.name or ("sweep_transfer_smoke" if args.smoke else "sweep_transfer")
-    train = {"batch_size": args.batch_size} | ({"lr": args.lr} if args.lr else {})
+    train = {"batch_size": args.batch_size, "augment": args.augment or ("transfer" if args.data else "light"),
+             "balance": args.balance} | ({"lr": args.lr} if args.lr else {})
     cpus = args.cpus_per_worker
     if cpus is None:
         # Locally, one trial at a time gets the machine: every CPU but the driver's and the data tasks' share.
@@ -102,7 +108,8 @@ def build_spec(args):
     return SweepSpec(data=args.data or "", preset=args.preset, samples=args.samples, epochs=args.epochs,
                      grace_period=args.grace_period, workers_per_trial=args.workers_per_trial,
                      gpus_per_trial=args.gpus_per_trial, cpus_per_worker=cpus, storage=args.storage, name=name,
-                     seed=args.seed, train=train, model=fixed, max_concurrent=args.max_concurrent)
+                     seed=args.seed, train=train, model=fixed, max_concurrent=args.max_concurrent,
+                     limit=args.limit)
 
 
 def parse_field(item: str) -> dict:

@@ -1,6 +1,7 @@
 """The `ferlab` command.
 
     ferlab synth --out DIR [--n N] [--size S] [--seed K] [--label-noise P]   draw SynthFER into a shard folder
+    ferlab prepare SOURCE --root ROOT --out OUT [--size 112] [--strict] ...  a data set on disk -> shards
     ferlab sweep [options]                                                  = python experiments/sweep_transfer.py
     ferlab models [NAME]                                                    list model presets / NAME's fields
 """
@@ -22,6 +23,45 @@ def _synth(args) -> int:
     dt = time.perf_counter() - t0
     counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
     print(f"wrote {args.n} faces ({counts}) to {args.out} in {dt:.1f} s ({args.n / dt:.0f} faces/s)")
+    return 0
+
+
+def _pairs(items, option) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{option} {item!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def _prepare(args) -> int:
+    from ferlab.data.prepare import prepare
+    from ferlab.tune.sweep import init_ray
+
+    options = {"strict": args.strict}
+    given = {"labels": args.labels, "mode": args.mode, "num_classes": args.classes, "images": args.images}
+    allowed = {"ferplus": ("labels", "mode", "num_classes"), "rafdb": ("images",), "affectnet": ("num_classes",),
+               "folder": ("num_classes",)}.get(args.source, ())
+    for key, value in given.items():
+        if value is not None:
+            if key not in allowed:
+                raise ValueError(f"--{key.replace('num_classes', 'classes')} does not apply to {args.source}")
+            options[key] = value
+    if args.extra_split:
+        if args.source != "rafdb":
+            raise ValueError("--extra-split applies to rafdb (Occlusion-/Pose-RAF-DB lists)")
+        options["extra_splits"] = _pairs(args.extra_split, "--extra-split")
+    if args.class_map:
+        if args.source != "folder":
+            raise ValueError("--class-map applies to folder")
+        options["class_map"] = _pairs(args.class_map, "--class-map")
+    from ferlab.data.sources import read_source
+
+    read_source(args.source, args.root, **options)  # reader errors (a missing label file, --strict) before Ray starts
+    init_ray(args.address, args.num_cpus)
+    prepare(args.source, args.root, args.out, size=args.size, **options)
     return 0
 
 
@@ -60,6 +100,25 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label-noise", type=float, default=0.0)
     s.set_defaults(fn=_synth)
+    pr = sub.add_parser("prepare", help="a data set on disk -> aligned faces -> shards",
+                        description="Read a data set in its own layout, align the faces, write shards + manifest.")
+    pr.add_argument("source", choices=["rafdb", "ferplus", "affectnet", "folder"])
+    pr.add_argument("--root", required=True, help="the data set's folder, as downloaded")
+    pr.add_argument("--out", required=True, help="shard folder to write")
+    pr.add_argument("--size", type=int, default=112, help="stored face side: 112 for TransFER, 224 for MVT")
+    pr.add_argument("--strict", action="store_true", help="stop at the first bad file or line, naming it")
+    pr.add_argument("--labels", choices=["label.csv", "fer2013new.csv"], help="ferplus: label source")
+    pr.add_argument("--mode", choices=["majority", "probability", "crossentropy", "multi_target"],
+                    help="ferplus: label mode (default majority)")
+    pr.add_argument("--classes", type=int, choices=[7, 8], help="ferplus/affectnet/folder: 7 or 8 classes")
+    pr.add_argument("--images", choices=["aligned", "original"], help="rafdb: which images (default aligned)")
+    pr.add_argument("--extra-split", action="append", default=[], metavar="NAME=FILE",
+                    help="rafdb: a list of test images that becomes an evaluation split (Occlusion-/Pose-RAF-DB)")
+    pr.add_argument("--class-map", action="append", default=[], metavar="FOLDER=CLASS",
+                    help="folder: map a class folder name onto a basic expression, e.g. --class-map joy=happiness")
+    pr.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    pr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all cores)")
+    pr.set_defaults(fn=_prepare)
     sub.add_parser("sweep", help="run a sweep (options: ferlab sweep --help)")
     models = sub.add_parser("models", help="list model presets, or one preset's config fields")
     models.add_argument("name", nargs="?", help="a preset: print its config fields and values")

@@ -11,6 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 
 
+LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 6  # passes over the training split
@@ -29,6 +32,20 @@ class TrainConfig:
     # Rows in each worker's local shuffle buffer, on top of the pipeline's own per-epoch shuffle (random block order,
     # rows permuted within blocks); 0 = none. A buffer mixes more finely but cost ~8% throughput on 2 cores.
     shuffle_buffer: int = 0
+    # Per-epoch augmentation recipe (ferlab.data.augment): "light" (flip + shift, SynthFER's cheap default),
+    # "transfer" (the TransFER paper's: rotation and crop, flip, random erasing), "mvt" (erasing, flip, colour
+    # jitter) or "none". Evaluation is never augmented (the papers only resize at test time).
+    augment: str = "light"
+    # Class-balanced up-sampling, as TransFER does for imbalanced classes: "none", "repeat" (LVIS repeat factor
+    # with balance_threshold) or "full" (every class as frequent as the largest). Each epoch reports its class
+    # histogram (`train_class_counts`).
+    balance: str = "none"
+    balance_threshold: float = 0.15  # LVIS rule: classes rarer than this share of the training set are repeated
+    # FERPlus's training modes (Barsoum et al. 2016): "majority" (cross-entropy on the majority label),
+    # "probability" (a label drawn from the vote distribution every step), "crossentropy" (cross-entropy against the
+    # distribution), "multi_target" (-log max_k t_k p_k over the accepted classes). The sweep takes it from the
+    # shards' manifest (`ferlab prepare ferplus --mode ...`); the soft modes need shards with a `soft` column.
+    label_mode: str = "majority"
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adamw"):
@@ -38,6 +55,14 @@ class TrainConfig:
                 raise ValueError(f"{knob}={getattr(self, knob)} must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
+        from ferlab.data.augment import BALANCE, RECIPES
+
+        choices = {"augment": RECIPES, "balance": BALANCE, "label_mode": LABEL_MODES}
+        for knob, allowed in choices.items():
+            if getattr(self, knob) not in allowed:
+                raise ValueError(f"{knob}={getattr(self, knob)!r}: expected one of {allowed}")
+        if not 0 < self.balance_threshold <= 1:
+            raise ValueError(f"balance_threshold={self.balance_threshold} is outside its range: (0, 1]")
 
 
 def strict_replace(cfg, where: str = "config", **overrides):

@@ -24,3 +24,13 @@ def tiny_synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     make_synthfer(out, n=200, spec=SynthSpec(size=64), seed=3, progress=False)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A 2-CPU local Ray with a small object store for one test module, shut down after it."""
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False)
+    yield
+    ray.shutdown()

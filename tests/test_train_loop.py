@@ -8,15 +8,6 @@ import torch
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def _fit(tiny_synth, storage, epochs):
     import ray.train
     from ray.train import ScalingConfig
@@ -73,3 +64,11 @@ def test_epochs_are_shuffled_differently_and_completely(ray_local, tiny_synth, m
     for labels in epochs:
         assert sorted(labels.tolist()) == sorted(reference.tolist())  # every row once per epoch
     assert not np.array_equal(epochs[0], epochs[1])  # a different order each epoch
+
+    # The same seed gives the same epochs (order and augmentation); another seed does not.
+    def first_epoch(seed):
+        ds = pipeline.training_datasets(decoded, augment="transfer", seed=seed)["train"]
+        return np.concatenate([b["image"] for b in ds.iter_batches(batch_size=None)])
+
+    a, b, c = first_epoch(5), first_epoch(5), first_epoch(6)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

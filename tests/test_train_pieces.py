@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from ferlab.config import TrainConfig
-from ferlab.data.pipeline import augment_batch
 from ferlab.train.loop import lr_at, to_input
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
 from ferlab.tune.spaces import transfer_space
@@ -32,19 +31,6 @@ def test_lr_schedule():
     assert [lr_at(tc, e) for e in (0, 14, 15, 30)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])
     cos = TrainConfig(epochs=10, lr=1.0)
     assert lr_at(cos, 0) == 1.0 and lr_at(cos, 5) == pytest.approx(0.5)
-
-
-def test_augment_keeps_content_and_labels_together():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
-    out = augment_batch({"image": x, "label": np.arange(32)}, pad=0)
-    assert sorted(out["label"].tolist()) == list(range(32))  # a permutation of the rows
-    assert out["label"].tolist() != list(range(32))
-    for label, b in zip(out["label"], out["image"]):
-        a = x[label]  # each image travels with its own label
-        assert np.array_equal(a, b) or np.array_equal(a[:, ::-1], b)  # flip only when pad = 0
-    shifted = augment_batch({"image": x, "label": np.arange(32)}, pad=4)["image"]
-    assert shifted.shape == x.shape and shifted.dtype == np.uint8
 
 
 def test_space_is_conditional_and_respects_fixed_knobs():

@@ -1,8 +1,9 @@
 """Shards -> Ray Data -> Ray Train workers.
 
     read_parquet(split files) -> map_batches(decode) -> materialize()   once per sweep, shared by every trial
-    train: -> map_batches(augment)                                     re-run every epoch (fresh randomness)
-    val:   used as decoded                                             every worker sees all of it
+    train: -> random block order -> + seed column -> map_batches(repeat by class, permute, augment)
+                                                                       re-run every epoch (seeded, fresh per epoch)
+    eval:  used as decoded                                             every worker sees all of it
 
 Decoding (PNG -> uint8 HWC at the model's input size) happens once for the whole sweep: the decoded splits are
 materialized in the object store and handed to every trial with `tune.with_parameters`. Augmentation sits after
@@ -36,34 +37,13 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
 
 
 def decode_batch(batch: dict, size: int) -> dict:
-    return {
+    out = {
         "image": np.stack([decode_image(b, size) for b in batch["image"]]),  # (N, S, S, 3) uint8
         "label": batch["label"].astype(np.int64),
     }
-
-
-def augment_batch(batch: dict, pad: int = 4) -> dict:
-    """Permute the rows, then random horizontal flip and random shift (reflect-pad, crop back), vectorised.
-
-    The row permutation is the within-block half of the epoch shuffle (the other half is the random block order in
-    `training_datasets`): together they mix an epoch at almost no cost, where a per-worker shuffle buffer cost ~8%
-    of training throughput on 2 cores (benchmarks/pipeline_overhead.py --shuffle-buffer 1024).
-    Kept cheap on purpose: it runs every epoch on the CPU budget left over by training. The papers' full recipes
-    (rotation, random erasing, colour jitter) come with the real data sets.
-    """
-    rng = np.random.default_rng()
-    order = rng.permutation(len(batch["label"]))
-    x = batch["image"][order]  # (N, S, S, 3) uint8
-    n, s = x.shape[:2]
-    flip = rng.random(n) < 0.5
-    x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
-    if pad:
-        padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-        dy, dx = rng.integers(0, 2 * pad + 1, (2, n))
-        rows = dy[:, None] + np.arange(s)[None, :]  # (N, S)
-        cols = dx[:, None] + np.arange(s)[None, :]
-        x = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    return {"image": np.ascontiguousarray(x), "label": batch["label"][order]}
+    if "soft" in batch:  # FERPlus's soft label modes: (N, classes) float32
+        out["soft"] = np.stack([np.asarray(v, dtype=np.float32) for v in batch["soft"]])
+    return out
 
 
 def quiet_progress():
@@ -76,14 +56,33 @@ def quiet_progress():
     ctx.enable_operator_progress_bars = False
 
 
-def decoded_splits(shards: Shards, input_size: int, splits=("train", "val"), limit: int | None = None) -> dict:
-    """Decode each split once and keep it in the object store; returns {split: MaterializedDataset}."""
+def eval_split(shards: Shards) -> str:
+    """The split a sweep selects on: the manifest's choice ("test" for RAF-DB and AffectNet, which have no separate
+    validation set and where the papers evaluate on test), else "val"."""
+    return shards.manifest.get("eval_split", "val")
+
+
+def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | None = None,
+                   soft: bool = False) -> dict:
+    """Decode each split once and keep it in the object store; returns {name: MaterializedDataset}.
+
+    By default {"train": train, "val": the evaluation split} plus every other split under its own name (FERPlus's
+    test beside its val, RAF-DB's occlusion and pose lists): the trainer's dataset names stay the same for every
+    data set. `soft` keeps FERPlus's soft labels (when the shards have them).
+    """
     import ray.data
 
     quiet_progress()
+    # Decoded blocks in input order, so that a seed fixes the epochs' order and augmentation (see augment.py).
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    if not splits:
+        splits = {"train": "train", "val": eval_split(shards)}
+        splits |= {s: s for s in shards.splits if s not in splits.values()}
+    splits = dict(zip(splits, splits)) if not isinstance(splits, dict) else splits
+    columns = ["image", "label"] + (["soft"] if soft and "soft" in shards.manifest["columns"] else [])
     out = {}
-    for split in splits:
-        ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(["image", "label"])
+    for name, split in splits.items():
+        ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(columns)
         if limit:
             ds = ds.limit(limit)
         decoded = ds.map_batches(decode_batch, fn_kwargs={"size": input_size}, batch_format="numpy",
@@ -94,24 +93,39 @@ def decoded_splits(shards: Shards, input_size: int, splits=("train", "val"), lim
         # cost up to a third of the throughput on 2 cores (benchmarks/pipeline_overhead.py: 200-295 against 295
         # images/s with 1024-row blocks).
         rows = shards.count(split) if not limit else min(limit, shards.count(split))
-        out[split] = decoded.repartition(max(1, math.ceil(rows / BLOCK_ROWS))).materialize()
-        print(f"decoded {split}: {out[split].count()} faces at {input_size}x{input_size}", flush=True)
+        out[name] = decoded.repartition(max(1, math.ceil(rows / BLOCK_ROWS))).materialize()
+        print(f"decoded {split}: {out[name].count()} faces at {input_size}x{input_size}"
+              + (f" (evaluation split, as {name!r})" if name != split else ""), flush=True)
     return out
 
 
-def training_datasets(decoded: dict, augment: bool = True, seed: int = 0) -> dict:
-    """The datasets a TorchTrainer gets: train shuffled and augmented per epoch, the other splits as decoded.
+def training_datasets(decoded: dict, augment: str = "light", seed: int = 0, factors=None) -> dict:
+    """The datasets a TorchTrainer gets: train shuffled, class-balanced and augmented per epoch, the others as
+    decoded.
 
-    The block order is re-drawn every epoch (RandomSeedConfig with reseed_after_execution: reproducible for a seed,
-    different each epoch); `augment_batch` permutes rows within each block.
+    The block order is re-drawn every epoch (RandomSeedConfig with reseed_after_execution), and so is the seed
+    column that drives the rows' repetition, permutation and augmentation (`augment.epoch_batch`): reproducible for
+    a seed, different every epoch. `factors` are the expected copies per class (`augment.repeat_factors`).
     """
     from ray.data import RandomSeedConfig
+    from ray.data.expressions import random
+
+    from ferlab.data.augment import SEED_COLUMN, epoch_batch
 
     quiet_progress()  # this runs in the trial driver, whose DataContext travels with the datasets to the workers
     out = dict(decoded)
     train = decoded["train"].randomize_block_order(seed=RandomSeedConfig(seed, reseed_after_execution=True))
-    if augment:
-        train = train.map_batches(augment_batch, batch_format="numpy", batch_size=BLOCK_ROWS, num_cpus=DATA_CPUS)
+    train = train.with_column(SEED_COLUMN, random(seed=seed, reseed_after_execution=True), num_cpus=DATA_CPUS)
+    train = train.map_batches(
+        epoch_batch, fn_kwargs={"recipe": augment, "factors": None if factors is None else list(factors)},
+        batch_format="numpy", batch_size=BLOCK_ROWS, num_cpus=DATA_CPUS)
+    # Ray numbers executions (epochs) on the DataContext a dataset was built with, and datasets derived from one
+    # materialized dataset share it: whatever else ran on `decoded` would shift this pipeline's epoch numbers and so
+    # its seeds. A private context whose count starts at 0 makes epoch k of seed s the same in every run.
+    # (`_context` and `_execution_idx` are Ray internals; tests/test_train_loop.py fails if their meaning changes.)
+    ctx = train.context.copy()
+    ctx._execution_idx = 0
+    train._context = train._logical_plan.context = ctx  # the executor counts on one, the planner seeds from the other
     out["train"] = train
     return out
 

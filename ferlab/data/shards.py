@@ -46,7 +46,7 @@ class ShardWriter:
     """
 
     def __init__(self, out, classes, image_size: int, source: dict, extra_columns: dict | None = None,
-                 rows_per_file: int = 2000):
+                 rows_per_file: int = 2000, extra_manifest: dict | None = None):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         if (self.out / MANIFEST).exists():
@@ -64,6 +64,7 @@ class ShardWriter:
         self._files: dict[str, list[str]] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.manifest: dict | None = None
+        self.extra_manifest = extra_manifest if extra_manifest is not None else {}  # read at close(): may fill late
 
     def add(self, **row):
         split, label = row["split"], row["label"]
@@ -98,7 +99,7 @@ class ShardWriter:
             "files": self._files,
             "counts": self.counts,
             "content_hash": content_hash(self.out, self._files),
-        }
+        } | self.extra_manifest
         tmp = self.out / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(self.manifest, indent=2))
         os.replace(tmp, self.out / MANIFEST)

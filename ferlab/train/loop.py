@@ -46,12 +46,26 @@ def lr_at(tc: TrainConfig, epoch: float) -> float:
     return tc.lr * 0.5 * (1 + math.cos(math.pi * (epoch - tc.warmup_epochs) / span))
 
 
-def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device) -> float:
+def loss_fn(logits, labels, soft, tc: TrainConfig) -> torch.Tensor:
+    """Cross-entropy on the label, or one of FERPlus's soft-label losses (TrainConfig.label_mode)."""
+    if tc.label_mode == "majority" or soft is None:
+        return F.cross_entropy(logits, labels, label_smoothing=tc.label_smoothing)
+    if tc.label_mode == "probability":  # a label drawn from the vote distribution, fresh every step
+        return F.cross_entropy(logits, torch.multinomial(soft, 1)[:, 0], label_smoothing=tc.label_smoothing)
+    if tc.label_mode == "crossentropy":
+        return -(soft * F.log_softmax(logits, 1)).sum(1).mean()
+    # multi_target: FERPlus's -log max_k (t_k p_k): any accepted class may take the probability mass
+    return -torch.log((soft * logits.softmax(1)).amax(1).clamp_min(1e-12)).mean()
+
+
+def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device, soft=None) -> float:
     """One optimisation step on a uint8 image batch; returns the loss. Shared by Ray's loop and the benchmark."""
     x = to_input(images.to(device, non_blocking=True))
     y = labels.to(device, non_blocking=True).long()
+    soft = soft.to(device, non_blocking=True).float() if soft is not None else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp and device.type == "cuda"):
-        loss = F.cross_entropy(model(x), y, label_smoothing=tc.label_smoothing)
+        logits = model(x)
+    loss = loss_fn(logits.float(), y, soft, tc)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -59,7 +73,7 @@ def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device
 
 
 @torch.no_grad()
-def evaluate(model, batches, num_classes: int, device: torch.device, amp: bool) -> dict:
+def evaluate(model, batches, num_classes: int, device: torch.device, amp: bool, prefix: str = "val") -> dict:
     model.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     loss_sum, n = 0.0, 0
@@ -71,8 +85,9 @@ def evaluate(model, batches, num_classes: int, device: torch.device, amp: bool) 
         n += len(y)
         cm += confusion(logits.argmax(1), y, num_classes)
     cm = cm.cpu().numpy()
-    return {"val_loss": loss_sum / max(n, 1), "val_acc": accuracy(cm), "val_mean_class_acc": mean_class_accuracy(cm),
-            "val_images": n, "confusion": cm.tolist()}
+    return {f"{prefix}_loss": loss_sum / max(n, 1), f"{prefix}_acc": accuracy(cm),
+            f"{prefix}_mean_class_acc": mean_class_accuracy(cm), f"{prefix}_images": n,
+            "confusion" if prefix == "val" else f"{prefix}_confusion": cm.tolist()}
 
 
 def _worker_threads(tc: TrainConfig) -> int:
@@ -111,12 +126,16 @@ def train_loop_per_worker(config: dict):
         start_epoch, best = state["epoch"] + 1, state["best_val_acc"]
 
     train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    val_shard = ray.train.get_dataset_shard("val")  # the selection split: "val", or "test" where there is no val
+    # Every other split the trainer was given (test beside val, Occlusion-/Pose-RAF-DB, ...) is evaluated each epoch
+    # too, so a table can report test accuracy at the epoch chosen on validation, never the best epoch on test.
+    others = {name: ray.train.get_dataset_shard(name) for name in config.get("eval_splits", [])}
     for epoch in range(start_epoch, tc.epochs):
         model.train()
         for group in opt.param_groups:  # the schedule steps once per epoch, like the paper's /10 milestones
             group["lr"] = lr_at(tc, epoch)
         t0, seen, loss_sum, steps, wait, first_wait = time.perf_counter(), 0, 0.0, 0, 0.0, 0.0
+        class_counts = torch.zeros(mcfg.num_classes, dtype=torch.long)  # the epoch's effective histogram
         batches = iter(train_shard.iter_torch_batches(batch_size=tc.batch_size, device="cpu", drop_last=True,
                                                       local_shuffle_buffer_size=tc.shuffle_buffer or None,
                                                       local_shuffle_seed=tc.seed + 1000 * epoch + rank))
@@ -128,16 +147,24 @@ def train_loop_per_worker(config: dict):
                 first_wait = wait  # the per-epoch start-up of the Ray Data execution
             if batch is None:
                 break
-            loss_sum += train_step(model, opt, batch["image"], batch["label"], tc, device)
+            loss_sum += train_step(model, opt, batch["image"], batch["label"], tc, device, batch.get("soft"))
             seen += len(batch["label"])
+            class_counts += torch.bincount(batch["label"].long(), minlength=mcfg.num_classes)
             steps += 1
         train_time = time.perf_counter() - t0
         metrics = evaluate(model, val_shard.iter_torch_batches(batch_size=256, device="cpu"),
                            mcfg.num_classes, device, tc.amp)
+        for name, shard in others.items():
+            metrics |= evaluate(model, shard.iter_torch_batches(batch_size=256, device="cpu"), mcfg.num_classes,
+                                device, tc.amp, prefix=name)
         best = max(best, metrics["val_acc"])
         metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(steps, 1), best_val_acc=best,
                        lr=opt.param_groups[0]["lr"], train_images_per_s=seen * ctx.get_world_size() / train_time,
-                       data_wait_frac=wait / train_time, first_batch_wait_s=first_wait)
+                       data_wait_frac=wait / train_time, first_batch_wait_s=first_wait,
+                       train_class_counts=class_counts.tolist())  # this worker's; with balancing, the effect
+        if rank == 0:
+            print(f"epoch {epoch + 1}: val_acc {metrics['val_acc']:.4f}, train class histogram "
+                  f"{class_counts.tolist()}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:

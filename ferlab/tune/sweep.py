@@ -100,10 +100,12 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     resources = {"CPU": spec["cpus_per_worker"]} | ({"GPU": gpus} if gpus else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"preset": spec["preset"], "model": spec["model"] | config, "train": spec["train"]},
+        train_loop_config={"preset": spec["preset"], "model": spec["model"] | config, "train": spec["train"],
+                           "eval_splits": [k for k in datasets if k not in ("train", "val")]},
         scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                      resources_per_worker=resources),
-        datasets=training_datasets(datasets, seed=spec["seed"]),
+        datasets=training_datasets(datasets, augment=spec["train"].get("augment", "light"), seed=spec["seed"],
+                                   factors=spec["balance_factors"]),
         dataset_config=data_config(),
         run_config=ray.train.RunConfig(
             name=tune.get_context().get_trial_id(),  # stable across resume; never a timestamp
@@ -125,7 +127,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from ferlab.data.pipeline import decoded_splits
+    from ferlab.data.augment import repeat_factors
+    from ferlab.data.pipeline import decoded_splits, eval_split
     from ferlab.data.shards import open_shards
     from ferlab.tune.spaces import TRANSFER_PAPER_POINT, transfer_space
 
@@ -133,13 +136,27 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
     mcfg = model_config(spec.preset, **spec.model)
     if shards.classes and len(shards.classes) != mcfg.num_classes:
         spec.model = spec.model | {"num_classes": len(shards.classes)}
+    mode = shards.manifest.get("source", {}).get("label_mode")
+    if mode and "label_mode" not in spec.train:  # the shards were prepared for this FERPlus mode
+        spec.train = spec.train | {"label_mode": mode}
+    tc = TrainConfig(**spec.train_config())
+    if tc.label_mode != "majority" and "soft" not in shards.manifest["columns"]:
+        raise ValueError(f"label_mode={tc.label_mode!r} needs soft labels; {spec.data} has none (prepare FERPlus "
+                         f"with --mode {tc.label_mode})")
+    factors = None
+    if tc.balance != "none":
+        counts = [shards.manifest["counts"]["train"][c] for c in shards.classes]
+        factors = repeat_factors(counts, tc.balance, tc.balance_threshold).tolist()
+        expected = [round(n * r) for n, r in zip(counts, factors)]
+        print(f"class balance {tc.balance!r}: repeat factors {[round(r, 2) for r in factors]}; expected images per "
+              f"epoch {expected} instead of {counts} ({', '.join(shards.classes)})", flush=True)
     t0 = time.perf_counter()
-    decoded = decoded_splits(shards, mcfg.input_size, limit=spec.limit or None)
+    decoded = decoded_splits(shards, mcfg.input_size, limit=spec.limit or None, soft=tc.label_mode != "majority")
     decode_s = time.perf_counter() - t0
 
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_driver, datasets=decoded, spec=asdict(spec) | {"train": spec.train_config()}),
-        {"CPU": DRIVER_CPUS})
+    driver_spec = asdict(spec) | {"train": spec.train_config(), "balance_factors": factors}
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, datasets=decoded, spec=driver_spec),
+                                    {"CPU": DRIVER_CPUS})
     path = os.path.join(spec.storage, spec.name)
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
@@ -166,6 +183,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
     table = results_table(results)
     table.attrs["decode_s"] = decode_s
     table.attrs["data_manifest_hash"] = shards.manifest.get("content_hash")
+    table.attrs["eval_split"] = eval_split(shards)
     return table
 
 
@@ -183,6 +201,9 @@ def results_table(results) -> pd.DataFrame:
                        best_val_mean_class_acc=hist.loc[best_i, "val_mean_class_acc"],
                        last_val_acc=hist[METRIC].iloc[-1], epochs=int(hist["epoch"].max()),
                        train_images_per_s=hist["train_images_per_s"].mean())
+            for col in hist.columns:  # other evaluated splits, at the epoch chosen on validation
+                if col.endswith("_acc") and not col.startswith(("val_", "best_")):
+                    row[f"{col}_at_best"] = hist.loc[best_i, col]
         row["status"] = "error" if r.error else "ok"
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -212,7 +233,8 @@ def write_results(df: pd.DataFrame, spec: SweepSpec, results_dir: str, extra: di
         f.write(f"# {spec.name}: {spec.preset} on {spec.data}\n\n{to_markdown(df)}\n")
     run = {"spec": asdict(spec), "model_config": model_config(spec.preset, **spec.model).to_dict(),
            "train_config": asdict(TrainConfig(**spec.train_config())), "git_commit": _git_commit(),
-           "data_manifest_hash": df.attrs.get("data_manifest_hash")} | (extra or {})
+           "data_manifest_hash": df.attrs.get("data_manifest_hash"),
+           "eval_split": df.attrs.get("eval_split")} | (extra or {})
     with open(paths["run"], "w") as f:
         json.dump(run, f, indent=2, default=str)
     return paths

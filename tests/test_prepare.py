@@ -1,0 +1,100 @@
+"""`ferlab prepare` through a real local Ray: every fixture layout, bad files counted and listed, --strict, and
+the real FERPlus copy against FERPlus's own majority rule, pixel for pixel."""
+
+import csv
+import io
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import fixtures_layouts as fx
+from ferlab.data.prepare import prepare
+from ferlab.data.shards import open_shards
+from ferlab.data.sources import PrepareError
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(shards, split):
+    return pq.ParquetDataset(shards.files(split)).read().to_pylist()
+
+
+def _problems_csv(out):
+    with open(os.path.join(out, "problems.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_ferplus_fixture(ray_local, tmp_path):
+    m = prepare("ferplus", fx.ferplus(tmp_path / "src"), tmp_path / "out", size=48, progress=False)
+    assert {s: sum(c.values()) for s, c in m["counts"].items()} == {"train": 2, "test": 1}
+    assert m["problems"]["counts"] == {"malformed_line": 1, "missing_file": 1, "label_out_of_range": 1,
+                                       "unreadable_image": 1, "blank_image": 1}
+    assert len(m["problems"]["items"]) == 5 and len(_problems_csv(tmp_path / "out")) == 5
+    unreadable = [p for p in m["problems"]["items"] if p["kind"] == "unreadable_image"][0]
+    assert unreadable["where"].endswith("FER2013Train/label.csv:6") and "fer0000005.png" in unreadable["detail"]
+    assert m["excluded"] == {"unknown, non-face or no agreement (majority)": 1}
+    shards = open_shards(tmp_path / "out", check_hash=True)
+    row = {r["id"]: r for r in _rows(shards, "train")}["FER2013Train/fer0000000.png"]
+    original = np.asarray(Image.open(tmp_path / "src" / "FER2013Train" / "fer0000000.png"))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(row["image"]))), original)  # lossless, 1 channel
+
+
+def test_strict_stops_at_the_first_bad_image(ray_local, tmp_path):
+    root = fx.folder(tmp_path / "src")
+    with pytest.raises(PrepareError, match=r"unknown class: class folder 'weird'"):
+        prepare("folder", root, tmp_path / "out", strict=True, progress=False)
+    with pytest.raises(PrepareError, match=r"broken.jpg: unreadable image"):
+        prepare("folder", root, tmp_path / "out", strict=True, class_map={"weird": "contempt"}, progress=False)
+    with pytest.raises(ValueError, match="manifest.json: missing"):
+        open_shards(tmp_path / "out")  # nothing half-written is usable
+
+
+@pytest.mark.parametrize("layout,source,options,counts,problems", [
+    ("rafdb", "rafdb", {"extra_splits": "occ"}, {"train": 2, "test": 1, "test_occlusion": 1},
+     {"label_out_of_range": 1, "malformed_line": 1, "missing_file": 2, "unreadable_image": 1, "blank_image": 1}),
+    ("affectnet_csv", "affectnet", {}, {"train": 2, "test": 1},
+     {"label_out_of_range": 1, "malformed_line": 1, "missing_file": 1, "unreadable_image": 1}),
+    ("affectnet_npy", "affectnet", {"num_classes": 8}, {"train": 1, "test": 1}, {"missing_file": 1}),
+    ("folder", "folder", {}, {"train": 2, "test": 1}, {"unknown_class": 1, "unreadable_image": 1, "blank_image": 1}),
+])
+def test_every_layout(ray_local, tmp_path, layout, source, options, counts, problems):
+    root = getattr(fx, layout)(tmp_path / "src")
+    if options.get("extra_splits") == "occ":
+        options = {"extra_splits": {"test_occlusion": str(tmp_path / "src" / "occlusion_list.txt")}}
+    m = prepare(source, root, tmp_path / "out", size=112, progress=False, **options)
+    assert {s: sum(c.values()) for s, c in m["counts"].items()} == counts
+    assert m["problems"]["counts"] == problems
+    shards = open_shards(tmp_path / "out", check_hash=True)
+    for split in counts:
+        for r in _rows(shards, split):
+            assert Image.open(io.BytesIO(r["image"])).size == (112, 112)
+
+
+def _ferplus_majority_counts(root):
+    """FERPlus's majority rule, written independently of the reader (vectorised): drop single votes, keep the
+    top class when it has more than half of the rest, leave out unknown / NF."""
+    out = {}
+    for folder, split in (("FER2013Train", "train"), ("FER2013Valid", "val"), ("FER2013Test", "test")):
+        with open(os.path.join(root, folder, "label.csv")) as f:
+            votes = np.array([[float(v) for v in row[2:12]] for row in csv.reader(f)])
+        votes[votes <= 1] = 0
+        top = votes.argmax(1)
+        keep = (votes.max(1) > 0.5 * votes.sum(1)) & (top < 8)
+        out[split] = np.bincount(top[keep], minlength=8).tolist()
+    return out
+
+
+def test_real_ferplus(ray_local, ferplus_root, tmp_path):
+    m = prepare("ferplus", ferplus_root, tmp_path / "fp", size=48, progress=False)
+    shards = open_shards(tmp_path / "fp", check_hash=True)
+    assert shards.count("train") == 25045 and shards.count("test") == 3137
+    expected = _ferplus_majority_counts(ferplus_root)
+    assert {s: list(c.values()) for s, c in m["counts"].items()} == expected
+    assert not m["problems"]["counts"]
+    for split, folder in (("train", "FER2013Train"), ("test", "FER2013Test")):
+        for r in _rows(shards, split)[::7]:  # every 7th face: decoding gives the original pixels back
+            original = np.asarray(Image.open(os.path.join(ferplus_root, r["id"])))
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(r["image"]))), original), r["id"]
