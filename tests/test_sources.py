@@ -140,3 +140,22 @@ def test_box_crop_and_plain_resize():
     crop = np.asarray(to_stored(img, 50, box=(25, 25, 50, 50)))
     assert crop.shape == (50, 50, 3)
     assert np.asarray(to_stored(img, 100)).tobytes() == np.asarray(img).tobytes()  # already the size: untouched
+
+
+def test_prepare_cli_bad_input_is_one_line_before_ray(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "ferlab.cli", "prepare", *args], capture_output=True,
+                              text=True, timeout=120)
+
+    r = run("rafdb", "--root", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and r.stderr.strip().endswith("list_patition_label.txt: missing (is "
+                                                          f"{tmp_path} a RAF-DB basic folder?)"), r.stderr
+    fx.rafdb(tmp_path)
+    r = run("rafdb", "--root", str(tmp_path), "--out", str(tmp_path / "out"), "--strict")
+    assert r.returncode == 2 and "list_patition_label.txt:3: label out of range" in r.stderr
+    r = run("rafdb", "--root", str(tmp_path), "--out", str(tmp_path / "out"), "--mode", "majority")
+    assert r.returncode == 2 and "--mode does not apply to rafdb" in r.stderr
+    assert "Started a local Ray" not in r.stdout + r.stderr
