@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, uninstalled
 
@@ -76,6 +75,7 @@ def parse_args(argv=None):
 def build_spec(args):
     """Everything the sweep needs, validated before Ray starts: bad input is one line and a non-zero exit."""
     from ferlab.data.shards import open_shards
+    from ferlab.tune.experiment import local_cpus_per_worker
     from ferlab.tune.sweep import SweepSpec
 
     # --smoke changes the defaults only; an option given explicitly always wins.
@@ -100,11 +100,7 @@ def build_spec(args):
     name = args.name or ("sweep_transfer_smoke" if args.smoke else "sweep_transfer")
     train = {"batch_size": args.batch_size, "augment": args.augment or ("transfer" if args.data else "light"),
              "balance": args.balance} | ({"lr": args.lr} if args.lr else {})
-    cpus = args.cpus_per_worker
-    if cpus is None:
-        # Locally, one trial at a time gets the machine: every CPU but the driver's and the data tasks' share.
-        local = not (args.address or os.environ.get("RAY_ADDRESS"))
-        cpus = max(1.0, (args.num_cpus or os.cpu_count()) - 0.5) if local and args.gpus_per_trial == 0 else 1.0
+    cpus = local_cpus_per_worker(args)
     return SweepSpec(data=args.data or "", preset=args.preset, samples=args.samples, epochs=args.epochs,
                      grace_period=args.grace_period, workers_per_trial=args.workers_per_trial,
                      gpus_per_trial=args.gpus_per_trial, cpus_per_worker=cpus, storage=args.storage, name=name,
@@ -134,29 +130,9 @@ def main(argv=None) -> int:
         print(f"sweep_transfer: error: {e}", file=sys.stderr)
         return 2
 
-    from ferlab.data.synth import cached_synthfer
-    from ferlab.models import model_config
-    from ferlab.tune.sweep import init_ray, run_sweep, to_markdown, write_results
+    from ferlab.tune.experiment import run_experiment
 
-    t0 = time.perf_counter()
-    if not spec.data:
-        spec.data = cached_synthfer(n=args.synth_n, size=model_config(spec.preset).input_size, seed=args.seed)
-    init_ray(args.address, args.num_cpus)
-    table = run_sweep(spec, resume=args.resume, verbose=1)
-    elapsed = time.perf_counter() - t0
-
-    results_dir = args.results_dir or os.path.join("results", spec.name)
-    paths = write_results(table, spec, results_dir, extra={"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"]})
-    print()
-    print(to_markdown(table))
-    if "best_val_acc" in table and table["best_val_acc"].notna().any():
-        best = table.iloc[0]
-        knobs = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
-                          for k in ("branches", "p1", "p2", "stem_stage"))
-        print(f"\nbest: {knobs}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']})")
-    print(f"{len(table)} trials in {elapsed / 60:.1f} min; results in {os.path.abspath(results_dir)} "
-          f"({', '.join(os.path.basename(p) for p in paths.values())})")
-    return 0 if (table["status"] == "ok").all() else 1
+    return run_experiment(spec, args)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,12 @@ class TrainConfig:
     # distribution), "multi_target" (-log max_k t_k p_k over the accepted classes). The sweep takes it from the
     # shards' manifest (`ferlab prepare ferplus --mode ...`); the soft modes need shards with a `soft` column.
     label_mode: str = "majority"
+    # MVT's dynamic relabeling (ferlab.train.relabel): "none", or the threshold function f: "constant" (SCN),
+    # "linear", "quadratic", "sigmoid". Relabel when P_max - P_gt > f(P_gt) + relabel_delta, from epoch
+    # relabel_start on (SCN and MVT: 10 of their runs; a CPU sweep starts earlier).
+    relabel: str = "none"
+    relabel_delta: float = 0.2
+    relabel_start: int = 10
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adamw"):
@@ -56,11 +62,15 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
         from ferlab.data.augment import BALANCE, RECIPES
+        from ferlab.train.relabel import FUNCTIONS as RELABEL_FUNCTIONS
 
-        choices = {"augment": RECIPES, "balance": BALANCE, "label_mode": LABEL_MODES}
+        choices = {"augment": RECIPES, "balance": BALANCE, "label_mode": LABEL_MODES,
+                   "relabel": ("none",) + RELABEL_FUNCTIONS}
         for knob, allowed in choices.items():
             if getattr(self, knob) not in allowed:
                 raise ValueError(f"{knob}={getattr(self, knob)!r}: expected one of {allowed}")
+        if self.relabel_delta < 0:
+            raise ValueError(f"relabel_delta={self.relabel_delta} is outside its range: >= 0")
         if not 0 < self.balance_threshold <= 1:
             raise ValueError(f"balance_threshold={self.balance_threshold} is outside its range: (0, 1]")
 

@@ -16,6 +16,7 @@ Every Ray Data stage asks for a fraction of a CPU (`DATA_CPUS`): on a 2-CPU mach
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 
@@ -43,6 +44,11 @@ def decode_batch(batch: dict, size: int) -> dict:
     }
     if "soft" in batch:  # FERPlus's soft label modes: (N, classes) float32
         out["soft"] = np.stack([np.asarray(v, dtype=np.float32) for v in batch["soft"]])
+    if "id" in batch:  # relabeling needs a stable integer per row: 63 bits of the id's hash
+        out["key"] = np.array([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little")
+                               >> 1 for i in batch["id"]], dtype=np.int64)
+    if "clean_label" in batch:  # SynthFER's truth, to score relabeling
+        out["clean_label"] = batch["clean_label"].astype(np.int64)
     return out
 
 
@@ -63,12 +69,13 @@ def eval_split(shards: Shards) -> str:
 
 
 def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | None = None,
-                   soft: bool = False) -> dict:
+                   soft: bool = False, keys: bool = False) -> dict:
     """Decode each split once and keep it in the object store; returns {name: MaterializedDataset}.
 
     By default {"train": train, "val": the evaluation split} plus every other split under its own name (FERPlus's
     test beside its val, RAF-DB's occlusion and pose lists): the trainer's dataset names stay the same for every
-    data set. `soft` keeps FERPlus's soft labels (when the shards have them).
+    data set. `soft` keeps FERPlus's soft labels (when the shards have them); `keys` adds a per-row integer `key`
+    (and SynthFER's `clean_label`) for relabeling.
     """
     import ray.data
 
@@ -80,6 +87,8 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
         splits |= {s: s for s in shards.splits if s not in splits.values()}
     splits = dict(zip(splits, splits)) if not isinstance(splits, dict) else splits
     columns = ["image", "label"] + (["soft"] if soft and "soft" in shards.manifest["columns"] else [])
+    if keys:
+        columns += ["id"] + (["clean_label"] if "clean_label" in shards.manifest["columns"] else [])
     out = {}
     for name, split in splits.items():
         ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(columns)

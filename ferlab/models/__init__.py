@@ -12,6 +12,7 @@ from typing import Callable
 from torch import nn
 
 from ferlab.models.ir50 import IR50_UNITS, IR50_WIDTHS
+from ferlab.models.mvt import MVT, MVTConfig
 from ferlab.models.transfer import TransFER, TransFERConfig
 
 _PRESETS: dict[str, tuple[Callable[[], object], type[nn.Module]]] = {}
@@ -62,6 +63,20 @@ def transfer_tiny():
                           lanet_reduction=4, dim=128, depth=2, heads=4, mlp_ratio=2.0, pool="mean")
 
 
+@register_model(MVT)
+def mvt_paper():
+    """The paper's sizes: DeiT-S at 224x224, patch 16 (196 patches), 384 dims, 12 blocks of 6 heads; MGN = blocks 0-5."""
+    return MVTConfig(input_size=224, patch=16, dim=384, depth=12, heads=6, mlp_ratio=4.0, mgn_depth=6)
+
+
+@register_model(MVT)
+def mvt_tiny():
+    """CPU size: 64x64, patch 8 (64 patches), 96 dims, 4 blocks of 3 heads, MLP ratio 2; MGN = blocks 0-1; the head
+    averages the patch tokens (see MVTConfig.pool). From scratch it stays near chance on SynthFER within a laptop
+    budget (benchmarks/relabel_quality.py --preset mvt_tiny): a ViT without pretraining needs far more data/epochs."""
+    return MVTConfig(input_size=64, patch=8, dim=96, depth=4, heads=3, mlp_ratio=2.0, mgn_depth=2, pool="avg")
+
+
 def load_trained(path, map_location="cpu") -> nn.Module:
     """Rebuild a model from a ferlab training checkpoint (`checkpoint.pt`, or the directory holding it).
 
@@ -85,7 +100,9 @@ def load_trained(path, map_location="cpu") -> nn.Module:
         raise WeightsError(f"{path}: preset {state['preset']!r} is not registered here; known: {list_models()}")
     make_cfg, model_cls = _PRESETS[state["preset"]]
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in state["model_config"].items()}
-    saved.update(stem_weights=None, encoder_weights=None)
+    for key in ("stem_weights", "encoder_weights", "deit_weights", "mgn_weights"):
+        if key in saved:
+            saved[key] = None
     model = model_cls(type(make_cfg())(**saved))
     model.load_state_dict(state["model"], strict=True)
     return model.eval()

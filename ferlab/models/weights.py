@@ -100,3 +100,51 @@ def load_encoder(model: nn.Module, path) -> list[str]:
         with torch.no_grad():
             own.copy_(value)
     return unused
+
+
+def _deit_state(path, grid: int) -> tuple[dict, list[str]]:
+    """A DeiT/ViT file's state dict with the position embedding resampled to `grid` x `grid` patches."""
+    from timm.layers import resample_abs_pos_embed
+
+    sd = dict(read_state_dict(path))
+    if "pos_embed" not in sd:
+        raise WeightsError(f"{path}: missing pos_embed (not a timm ViT/DeiT file)")
+    sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"].float(), [grid, grid], num_prefix_tokens=1)
+    unused = [k for k in sd if k.startswith(("head.", "head_dist.", "dist_token", "pre_logits.", "fc_norm."))]
+    if any(k.startswith(("head_dist.", "dist_token")) for k in sd):
+        raise WeightsError(f"{path}: a distilled DeiT (dist_token, head_dist); use deit_small_patch16_224")
+    return {k: v for k, v in sd.items() if k not in unused}, unused
+
+
+def load_deit(vit: nn.Module, path) -> list[str]:
+    """DeiT-S weights into a timm VisionTransformer of the same shape; the head stays sized for the class count."""
+    sd, unused = _deit_state(path, vit.patch_embed.grid_size[0])
+    own = vit.state_dict()
+    sd |= {k: own[k] for k in own if k.startswith("head.")}
+    _strict_copy(vit, sd, path, f"DeiT ({len(vit.blocks)} blocks, {vit.embed_dim} dims)")
+    return unused
+
+
+def load_deit_into_mgn(mgn: nn.Module, path) -> list[str]:
+    """MVT section 4.2: the MGN starts from DeiT-S's patch embedding, position embedding (patch part) and first
+    blocks. Returns the keys left unused (the later blocks, class token, final norm, head)."""
+    sd, unused = _deit_state(path, mgn.cfg.grid)
+    n = len(mgn.blocks)
+    take, rest = {}, []
+    for k, v in sd.items():
+        m = re.match(r"blocks\.(\d+)\.", k)
+        if k.startswith("patch_embed.") or (m and int(m.group(1)) < n):
+            take[k] = v
+        elif k == "pos_embed":
+            take[k] = v[:, 1:]
+        else:
+            rest.append(k)
+    own = mgn.state_dict()
+    take |= {k: own[k] for k in own if k.startswith(("norm.", "to_value."))}  # the MGN's own, new layers
+    _strict_copy(mgn, take, path, f"MGN ({n} DeiT blocks)")
+    return unused + rest
+
+
+def load_mgn(mgn: nn.Module, path) -> None:
+    """A trained MGN (`mgn.pt` from ferlab's MGN stage), strictly."""
+    _strict_copy(mgn, read_state_dict(path), path, "MGN")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ferlab.config import TrainConfig
 from ferlab.models import create_model
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
+from ferlab.train.relabel import LabelTable, relabel
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # face.evoLVe's IR-50 was trained on RGB scaled to [-1, 1] (mean 0.5, std 0.5); its weights expect that input.
@@ -58,14 +59,17 @@ def loss_fn(logits, labels, soft, tc: TrainConfig) -> torch.Tensor:
     return -torch.log((soft * logits.softmax(1)).amax(1).clamp_min(1e-12)).mean()
 
 
-def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device, soft=None) -> float:
-    """One optimisation step on a uint8 image batch; returns the loss. Shared by Ray's loop and the benchmark."""
+def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device, soft=None, probs_out=None):
+    """One optimisation step on a uint8 image batch; returns the loss. Shared by Ray's loop and the benchmark.
+    `probs_out`, a list, receives the batch's softmax outputs (for relabeling)."""
     x = to_input(images.to(device, non_blocking=True))
     y = labels.to(device, non_blocking=True).long()
     soft = soft.to(device, non_blocking=True).float() if soft is not None else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp and device.type == "cuda"):
         logits = model(x)
     loss = loss_fn(logits.float(), y, soft, tc)
+    if probs_out is not None:
+        probs_out.append(logits.detach().float().softmax(1).cpu())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -116,6 +120,7 @@ def train_loop_per_worker(config: dict):
     model = ray.train.torch.prepare_model(model)
     opt = make_optimizer(model, tc)
     start_epoch, best = 0, 0.0
+    table = LabelTable()  # the training set's current labels, when relabeling is on
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # a restored trial (or a retried worker group) continues where its last report left it
@@ -124,6 +129,8 @@ def train_loop_per_worker(config: dict):
         _unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"] + 1, state["best_val_acc"]
+        for name, saved in state.get("labels", {}).items():  # relabels persist across a resume too
+            setattr(table, name, {int(k): int(v) for k, v in saved.items()})
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")  # the selection split: "val", or "test" where there is no val
@@ -136,6 +143,7 @@ def train_loop_per_worker(config: dict):
             group["lr"] = lr_at(tc, epoch)
         t0, seen, loss_sum, steps, wait, first_wait = time.perf_counter(), 0, 0.0, 0, 0.0, 0.0
         class_counts = torch.zeros(mcfg.num_classes, dtype=torch.long)  # the epoch's effective histogram
+        relabeled = 0
         batches = iter(train_shard.iter_torch_batches(batch_size=tc.batch_size, device="cpu", drop_last=True,
                                                       local_shuffle_buffer_size=tc.shuffle_buffer or None,
                                                       local_shuffle_seed=tc.seed + 1000 * epoch + rank))
@@ -147,9 +155,17 @@ def train_loop_per_worker(config: dict):
                 first_wait = wait  # the per-epoch start-up of the Ray Data execution
             if batch is None:
                 break
-            loss_sum += train_step(model, opt, batch["image"], batch["label"], tc, device, batch.get("soft"))
-            seen += len(batch["label"])
-            class_counts += torch.bincount(batch["label"].long(), minlength=mcfg.num_classes)
+            y = batch["label"]
+            if tc.relabel != "none":  # train on the stored labels; relabel from relabel_start on (Eq. 6)
+                y = table.labels(batch["key"], y, batch.get("clean_label"))
+                probs = []
+                loss_sum += train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"), probs)
+                if epoch + 1 >= tc.relabel_start:
+                    relabeled += table.update(batch["key"], relabel(probs[0], y, tc.relabel, tc.relabel_delta))
+            else:
+                loss_sum += train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"))
+            seen += len(y)
+            class_counts += torch.bincount(y.long(), minlength=mcfg.num_classes)
             steps += 1
         train_time = time.perf_counter() - t0
         metrics = evaluate(model, val_shard.iter_torch_batches(batch_size=256, device="cpu"),
@@ -162,6 +178,13 @@ def train_loop_per_worker(config: dict):
                        lr=opt.param_groups[0]["lr"], train_images_per_s=seen * ctx.get_world_size() / train_time,
                        data_wait_frac=wait / train_time, first_batch_wait_s=first_wait,
                        train_class_counts=class_counts.tolist())  # this worker's; with balancing, the effect
+        if tc.relabel != "none":
+            if ctx.get_world_size() > 1:  # every worker relabels its part of the epoch; all keep every change
+                gathered = [None] * ctx.get_world_size()
+                torch.distributed.all_gather_object(gathered, table.changed())
+                for changes in gathered:
+                    table.merge(changes)
+            metrics |= {"relabel_changed": relabeled} | table.stats()
         if rank == 0:
             print(f"epoch {epoch + 1}: val_acc {metrics['val_acc']:.4f}, train class histogram "
                   f"{class_counts.tolist()}", flush=True)
@@ -169,7 +192,9 @@ def train_loop_per_worker(config: dict):
             ckpt = None
             if rank == 0:
                 torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                            "best_val_acc": best, "preset": config["preset"], "model_config": mcfg.to_dict()},
+                            "best_val_acc": best, "preset": config["preset"], "model_config": mcfg.to_dict(),
+                            "labels": {"original": table.original, "current": table.current,
+                                       "clean": table.clean}},
                            os.path.join(tmp, CHECKPOINT_FILE))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)

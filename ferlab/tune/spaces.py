@@ -38,3 +38,26 @@ def transfer_space(trial, fixed: dict | None = None) -> dict:
 
 # The paper's setting, evaluated first so every sweep has the published configuration as a reference point.
 TRANSFER_PAPER_POINT = {"branches": 2, "p1": 0.6, "p2": 0.3, "stem_stage": 3}
+
+
+# MVT (Li et al. 2021): the mask ratio m of Eq. 2 (Table 1; m = 0 is the model without MGN, Table 3's first column)
+# and the relabel threshold function f of Eq. 6 (Table 2; "none" = no relabeling). m is a grid, not a range: every
+# value needs its own trained MGN, which trials with the same m then share.
+MVT_BOUNDS = {
+    "mask_ratio": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+    "relabel": ("none", "constant", "linear", "quadratic", "sigmoid"),
+}
+
+
+def mvt_space(trial, fixed: dict | None = None) -> dict:
+    """MVT's knobs; those in `fixed` are not searched. Returns the constants (the fixed knobs)."""
+    fixed = dict(fixed or {})
+    const = {k: fixed[k] for k in MVT_BOUNDS if k in fixed}
+    for name, choices in MVT_BOUNDS.items():
+        if name not in fixed:
+            trial.suggest_categorical(name, list(choices))
+    return const
+
+
+# The paper's RAF-DB setting (m = 15%, sigmoid f); FERPlus's is m = 20%, quadratic.
+MVT_PAPER_POINT = {"mask_ratio": 0.15, "relabel": "sigmoid"}

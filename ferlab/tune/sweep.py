@@ -31,6 +31,8 @@ from ferlab.models import model_config
 DRIVER_CPUS = 0.25
 METRIC, MODE = "val_acc", "max"
 SEARCHED = ("branches", "p1", "p2", "stem_stage")
+# Each study: its search space, the knobs it searches, and the paper's point (tried first).
+STUDIES = {"transfer": SEARCHED, "mvt": ("mask_ratio", "relabel")}
 
 
 @dataclass
@@ -51,12 +53,22 @@ class SweepSpec:
     max_concurrent: int = 0  # 0 = as many as the cluster holds
     limit: int = 0  # use only the first `limit` rows of each split (smoke runs); 0 = all
     evaluate_paper_point: bool = True  # try the paper's (B, p1, p2, stage) first
+    study: str = "transfer"  # which paper's knobs are searched: "transfer" or "mvt" (see STUDIES)
+    fixed: dict = field(default_factory=dict)  # searched knobs that are not model fields, fixed (MVT's m and f)
+    mgn_epochs: int = 2  # MVT: epochs of the MGN stage (one stored MGN per data set, m and seed)
 
     def __post_init__(self):
         self.storage = _expand(self.storage)
         # Fail before Ray starts: every config must build, and every knob must be known.
         model_config(self.preset, **self.model)
         TrainConfig(**(self.train | {"epochs": self.epochs}))
+        if self.study not in STUDIES:
+            raise ValueError(f"study={self.study!r}: expected one of {list(STUDIES)}")
+        m = self.fixed.get("mask_ratio", 0.0)
+        if not isinstance(m, (int, float)) or not 0.0 <= m < 1.0:
+            raise ValueError(f"mask_ratio={m!r} is outside its range: [0, 1)")
+        if "relabel" in self.fixed:
+            TrainConfig(relabel=self.fixed["relabel"])  # an unknown f is named here
         if self.samples < 1 or self.epochs < 1 or self.workers_per_trial < 1:
             raise ValueError("samples, epochs and workers_per_trial must be >= 1")
         if self.gpus_per_trial < 0 or self.cpus_per_worker <= 0:
@@ -98,9 +110,22 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
 
     gpus = spec["gpus_per_trial"]
     resources = {"CPU": spec["cpus_per_worker"]} | ({"GPU": gpus} if gpus else {})
+    model, train = spec["model"] | config, spec["train"]
+    if spec["study"] == "mvt":  # m selects (and if needed trains) the stored MGN; f switches relabeling
+        from ferlab.train.mgn import ensure_mgn
+
+        m, f = config["mask_ratio"], config["relabel"]
+        model = spec["model"] | {"use_mgn": m > 0}
+        train = train | {"relabel": f}
+        if m > 0:
+            model["mgn_weights"] = ensure_mgn(
+                datasets, storage=spec["storage"], preset=spec["preset"],
+                model=spec["model"], m=m, seed=spec["seed"], epochs=spec["mgn_epochs"],
+                lr=train.get("lr", 1e-3), batch_size=train.get("batch_size", 32), data_hash=spec["data_hash"],
+                cpus_per_worker=spec["cpus_per_worker"], gpus=gpus, augment=train.get("augment", "light"))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"preset": spec["preset"], "model": spec["model"] | config, "train": spec["train"],
+        train_loop_config={"preset": spec["preset"], "model": model, "train": train,
                            "eval_splits": [k for k in datasets if k not in ("train", "val")]},
         scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                      resources_per_worker=resources),
@@ -130,7 +155,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
     from ferlab.data.augment import repeat_factors
     from ferlab.data.pipeline import decoded_splits, eval_split
     from ferlab.data.shards import open_shards
-    from ferlab.tune.spaces import TRANSFER_PAPER_POINT, transfer_space
+    from ferlab.tune.spaces import MVT_PAPER_POINT, TRANSFER_PAPER_POINT, mvt_space, transfer_space
 
     shards = open_shards(spec.data)
     mcfg = model_config(spec.preset, **spec.model)
@@ -151,20 +176,26 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
         print(f"class balance {tc.balance!r}: repeat factors {[round(r, 2) for r in factors]}; expected images per "
               f"epoch {expected} instead of {counts} ({', '.join(shards.classes)})", flush=True)
     t0 = time.perf_counter()
-    decoded = decoded_splits(shards, mcfg.input_size, limit=spec.limit or None, soft=tc.label_mode != "majority")
+    relabels = spec.study == "mvt" and (spec.fixed.get("relabel", "any") != "none" or tc.relabel != "none")
+    decoded = decoded_splits(shards, mcfg.input_size, limit=spec.limit or None, soft=tc.label_mode != "majority",
+                             keys=relabels)
     decode_s = time.perf_counter() - t0
 
-    driver_spec = asdict(spec) | {"train": spec.train_config(), "balance_factors": factors}
+    driver_spec = asdict(spec) | {"train": spec.train_config(), "balance_factors": factors,
+                                  "data_hash": shards.manifest.get("content_hash")}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, datasets=decoded, spec=driver_spec),
                                     {"CPU": DRIVER_CPUS})
     path = os.path.join(spec.storage, spec.name)
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
-        fixed = {k: v for k, v in spec.model.items() if k in SEARCHED}
-        point = {k: v for k, v in TRANSFER_PAPER_POINT.items() if k not in fixed}
+        searched = STUDIES[spec.study]
+        fixed = {k: v for k, v in (spec.model | spec.fixed).items() if k in searched}
+        space, paper = (transfer_space, TRANSFER_PAPER_POINT) if spec.study == "transfer" else \
+            (mvt_space, MVT_PAPER_POINT)
+        point = {k: v for k, v in paper.items() if k not in fixed}
         searcher = OptunaSearch(
-            space=functools.partial(transfer_space, fixed=fixed), metric=METRIC, mode=MODE,
+            space=functools.partial(space, fixed=fixed), metric=METRIC, mode=MODE,
             sampler=optuna.samplers.TPESampler(seed=spec.seed),
             points_to_evaluate=[point] if spec.evaluate_paper_point and point else None,
         )
@@ -180,21 +211,21 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
                                       failure_config=tune.FailureConfig(max_failures=1)),
         )
     results = tuner.fit()
-    table = results_table(results)
+    table = results_table(results, STUDIES[spec.study])
     table.attrs["decode_s"] = decode_s
     table.attrs["data_manifest_hash"] = shards.manifest.get("content_hash")
     table.attrs["eval_split"] = eval_split(shards)
     return table
 
 
-def results_table(results) -> pd.DataFrame:
+def results_table(results, searched=SEARCHED) -> pd.DataFrame:
     """One row per trial: its knobs, best and last validation accuracy, epochs run and status."""
     rows = []
     for r in results:
         cfg = r.config or {}
         hist = r.metrics_dataframe
         row = {"trial": (r.metrics or {}).get("trial_id", os.path.basename(r.path))}
-        row.update({k: cfg.get(k) for k in SEARCHED})
+        row.update({k: cfg.get(k) for k in searched})
         if hist is not None and METRIC in hist:
             best_i = hist[METRIC].idxmax()
             row.update(best_val_acc=hist[METRIC].max(), best_epoch=int(hist.loc[best_i, "epoch"]),
@@ -204,6 +235,9 @@ def results_table(results) -> pd.DataFrame:
             for col in hist.columns:  # other evaluated splits, at the epoch chosen on validation
                 if col.endswith("_acc") and not col.startswith(("val_", "best_")):
                     row[f"{col}_at_best"] = hist.loc[best_i, col]
+            for col in ("relabeled", "relabel_precision", "relabel_recall"):  # MVT: the relabeling at the end
+                if col in hist:
+                    row[col] = hist[col].iloc[-1]
         row["status"] = "error" if r.error else "ok"
         rows.append(row)
     df = pd.DataFrame(rows)

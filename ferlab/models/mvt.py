@@ -1,0 +1,152 @@
+"""MVT (Li et al. 2021, "MVT: Mask Vision Transformer for Facial Expression Recognition in the Wild"), written from
+the paper alone (it has no public code). Section references are to `papers/mvt-2021.txt`.
+
+    image -> [MGN, frozen: first 6 DeiT-S blocks over the patch tokens -> Linear -> sigmoid = Mp per patch]
+          -> mask = 1 - Mp, spread over each patch's P x P x C pixels -> masked image (section 3.2)
+          -> DeiT-S classifier (section 3.1)
+
+The MGN is trained beforehand like a GAN against a ViT discriminator (`ferlab/train/mgn.py`); the classifier trains
+with it frozen, optionally with dynamic relabeling (`ferlab/train/relabel.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MVTConfig:
+    input_size: int = 224  # the paper resizes every face to 224x224 (no alignment)
+    patch: int = 16  # P: patch side; N = (input_size / P)^2 patches
+    dim: int = 384  # D: DeiT-S width
+    depth: int = 12  # classifier blocks (DeiT-S)
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True  # DeiT has qkv bias
+    mgn_depth: int = 6  # the MGN uses the first 6 DeiT-S blocks (section 4.2)
+    num_classes: int = 7
+    # What the head reads (timm's global_pool): "token" is DeiT's class token, the paper's; "avg" averages the patch
+    # tokens, which learns much faster from scratch on a CPU budget (as transfer_tiny's pool="mean").
+    pool: str = "token"
+    # Table 3's first column / Table 1's m = 0: the classifier sees the raw image. With use_mgn the MGN's weights come
+    # from `mgn_weights` (a file written by the MGN stage); without a file the MGN is random, which is only for tests.
+    use_mgn: bool = True
+    deit_weights: str | None = None  # a local DeiT-S file ({"model": state_dict}): classifier, MGN and discriminator
+    mgn_weights: str | None = None  # a trained MGN (`mgn.pt` from the MGN stage), loaded strictly
+
+    def __post_init__(self):
+        checks = [
+            ("input_size", self.input_size % self.patch == 0, f"multiples of patch={self.patch}"),
+            ("heads", self.heads >= 1 and self.dim % self.heads == 0, "divisors of dim"),
+            ("mgn_depth", 1 <= self.mgn_depth <= self.depth, f"1..depth={self.depth}"),
+            ("num_classes", self.num_classes >= 2, "integers >= 2"),
+            ("pool", self.pool in ("token", "avg"), "'token' or 'avg'"),
+        ]
+        for knob, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"MVT {knob}={getattr(self, knob)!r} is outside its range: {allowed}")
+
+    @property
+    def grid(self) -> int:
+        return self.input_size // self.patch
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def vit(cfg: MVTConfig) -> VisionTransformer:
+    """A DeiT-S-shaped timm ViT (class token, learned position embedding, MLP-less linear head)."""
+    return VisionTransformer(img_size=cfg.input_size, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth,
+                             num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias,
+                             num_classes=cfg.num_classes, global_pool=cfg.pool,
+                             fc_norm=False)  # keep DeiT's final `norm` (timm would swap it for fc_norm with "avg")
+
+
+class MaskGenerator(nn.Module):
+    """Section 3.2: patch embedding + position embedding over the N patch tokens (no class token), the first
+    `mgn_depth` DeiT blocks, a Linear D -> 1 and a sigmoid: Mp in (0, 1) per patch, high = unimportant."""
+
+    def __init__(self, cfg: MVTConfig):
+        super().__init__()
+        self.cfg = cfg
+        donor = vit(cfg)  # the same modules as DeiT, so DeiT's names and init apply
+        self.patch_embed = donor.patch_embed
+        self.pos_embed = nn.Parameter(donor.pos_embed.detach()[:, 1:].clone())  # (1, N, D): patches only
+        self.blocks = nn.Sequential(*[donor.blocks[i] for i in range(cfg.mgn_depth)])
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.to_value = nn.Linear(cfg.dim, 1)
+
+    def patch_values(self, x):  # (B, 3, H, W) -> Mp (B, N)
+        t = self.patch_embed(x) + self.pos_embed  # (B, N, D)
+        return torch.sigmoid(self.to_value(self.norm(self.blocks(t)))).squeeze(-1)
+
+    def spread(self, patch_mask):  # (B, N) -> (B, 1, H, W): each patch's value over its P x P pixels
+        g, p = self.cfg.grid, self.cfg.patch
+        return patch_mask.view(-1, 1, g, g).repeat_interleave(p, 2).repeat_interleave(p, 3)
+
+    def forward(self, x):
+        """Returns (masked image, Mp). The image is masked by 1 - Mp (the "complement of the generated masks")."""
+        mp = self.patch_values(x)
+        return x * self.spread(1.0 - mp), mp
+
+
+def random_patch_mask(batch: int, n: int, ratio: float, device) -> torch.Tensor:
+    """The discriminator's "random masked images": per image, round(ratio * N) patches chosen uniformly are masked
+    (value 1 = unimportant, as Mp). Returns (B, N) in {0, 1}."""
+    k = int(round(ratio * n))
+    order = torch.rand(batch, n, device=device).argsort(1)
+    mp = torch.zeros(batch, n, device=device)
+    mp.scatter_(1, order[:, :k], 1.0)
+    return mp
+
+
+class MVT(nn.Module):
+    """The classifier stage: a frozen MGN (unless use_mgn is off) in front of a DeiT-S classifier."""
+
+    def __init__(self, cfg: MVTConfig):
+        super().__init__()
+        from ferlab.models.weights import load_deit, load_deit_into_mgn, load_mgn
+
+        self.cfg = cfg
+        self.classifier = vit(cfg)
+        self.mgn = MaskGenerator(cfg) if cfg.use_mgn else None
+        self.unused_weights: list[str] = []
+        if cfg.deit_weights:
+            self.unused_weights += load_deit(self.classifier, cfg.deit_weights)
+        if self.mgn is not None:
+            if cfg.mgn_weights:
+                load_mgn(self.mgn, cfg.mgn_weights)
+            elif cfg.deit_weights:
+                self.unused_weights += load_deit_into_mgn(self.mgn, cfg.deit_weights)
+            self.mgn.requires_grad_(False).eval()  # section 3.1: only the classifier's parameters are optimised
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.mgn is not None:
+            self.mgn.eval()  # frozen: no dropout, and it never switches to training
+        return self
+
+    def masked(self, x):
+        if self.mgn is None:
+            return x
+        with torch.no_grad():
+            return self.mgn(x)[0]
+
+    def forward(self, x):
+        return self.classifier(self.masked(x))
+
+
+class Discriminator(nn.Module):
+    """The MGN stage's "extra ViT": a DeiT-S-shaped classifier that learns expressions under masks."""
+
+    def __init__(self, cfg: MVTConfig):
+        super().__init__()
+        self.net = vit(cfg)
+
+    def forward(self, x):
+        return self.net(x)
+

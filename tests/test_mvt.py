@@ -1,0 +1,150 @@
+"""MVT against the paper's definitions: the MGN's mask, L_D and L_G (Eqs. 1-4), dynamic relabeling (Eq. 6)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+
+from ferlab.config import TrainConfig
+from ferlab.models import create_model, model_config
+from ferlab.models.mvt import Discriminator, MaskGenerator, random_patch_mask
+from ferlab.models.weights import WeightsError
+from ferlab.train.mgn import discriminator_loss, generator_loss
+from ferlab.train.relabel import LabelTable, relabel, threshold
+
+
+def test_mask_is_one_minus_mp_spread_over_each_patch():
+    cfg = model_config("mvt_tiny")
+    mgn = MaskGenerator(cfg).eval()
+    x = torch.randn(2, 3, 64, 64)
+    masked, mp = mgn(x)
+    assert mp.shape == (2, 64) and (mp > 0).all() and (mp < 1).all()
+    mask = masked / x  # (2, 3, 64, 64): one value per 8x8 patch, the same for all channels
+    patch = mask.reshape(2, 3, 8, 8, 8, 8).permute(0, 2, 4, 1, 3, 5).reshape(2, 64, -1)
+    assert torch.allclose(patch, patch[..., :1].expand_as(patch), atol=1e-5)
+    assert torch.allclose(patch[..., 0], 1 - mp, atol=1e-5)  # patch (row i, col j) is token i * 8 + j
+
+
+def test_classifier_stage_freezes_the_mgn_and_the_switch_removes_it():
+    m = create_model("mvt_tiny").train()
+    assert not any(p.requires_grad for p in m.mgn.parameters()) and not m.mgn.training
+    x = torch.randn(2, 3, 64, 64)
+    m(x).sum().backward()
+    assert all(p.grad is None for p in m.mgn.parameters())
+    assert all(p.grad is not None for p in m.classifier.parameters())
+    off = create_model("mvt_tiny", use_mgn=False).eval()
+    assert off.mgn is None and torch.equal(off(x), off.classifier(x))  # Table 3's first column: the raw image
+
+
+def test_random_masks_cover_m_of_the_patches():
+    mp = random_patch_mask(500, 64, 0.2, "cpu")
+    assert (mp.sum(1) == round(0.2 * 64)).all()
+    assert abs(mp.mean(0) - 0.2).max() < 0.1  # every patch equally likely
+
+
+def test_discriminator_loss_by_hand():
+    gen, rand, y = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([0])
+    expected = -math.log(math.exp(2) / (math.exp(2) + 1)) + math.log(2)
+    assert discriminator_loss(gen, rand, y).item() == pytest.approx(expected)
+
+
+def test_generator_loss_by_hand():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]]))
+    mp = torch.tensor([[0.5, 0.3], [0.0, 0.0]])  # mean masked share 0.4 and 0
+    total, variance, area = generator_loss(logits, mp, m=0.1)
+    var0 = ((0.7 - 1 / 3) ** 2 + (0.2 - 1 / 3) ** 2 + (0.1 - 1 / 3) ** 2) / 2  # K - 1 = 2 (Eq. 3)
+    assert variance.item() == pytest.approx(var0 / 2, rel=1e-5)  # the uniform row has variance 0
+    assert area.item() == pytest.approx((0.3 + 0.1) / 2)  # |0.4 - 0.1| and |0 - 0.1|
+    assert total.item() == pytest.approx(var0 / 2 + 0.2, rel=1e-5)
+
+
+def test_generator_steps_move_the_mean_mask_toward_m():
+    torch.manual_seed(0)
+    cfg = model_config("mvt_tiny")
+    mgn, disc = MaskGenerator(cfg), Discriminator(cfg).eval()
+    opt = torch.optim.AdamW(mgn.parameters(), lr=1e-3)
+    x = torch.randn(16, 3, 64, 64)
+    start = mgn.patch_values(x).mean().item()
+    for _ in range(40):
+        masked, mp = mgn(x)
+        loss, _, _ = generator_loss(disc(masked), mp, m=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    end = mgn.patch_values(x).mean().item()
+    assert abs(start - 0.5) < 0.15 and abs(end - 0.1) < abs(start - 0.1) / 3, (start, end)
+
+
+@pytest.mark.parametrize("f,p_gt,p_max,expected", [
+    # threshold = f(P_gt) + 0.2; relabel iff P_max - P_gt > threshold
+    ("constant", 0.3, 0.6, True),    # 0.3 > 0.2
+    ("constant", 0.3, 0.45, False),  # 0.15
+    ("linear", 0.3, 0.65, False),    # 0.35 vs 0.5
+    ("linear", 0.1, 0.65, True),     # 0.55 vs 0.3
+    ("quadratic", 0.3, 0.65, True),  # 0.35 vs 0.29
+    ("quadratic", 0.5, 0.5, False),  # the label is already the top class
+    ("sigmoid", 0.1, 0.5, True),     # 0.4 vs 0.2 + 0.011
+    ("sigmoid", 0.4, 0.6, False),    # 0.2 vs 0.2 + 0.262
+])
+def test_relabel_truth_table(f, p_gt, p_max, expected):
+    rest = 1 - p_gt - p_max
+    probs = torch.tensor([[p_gt, p_max, rest]]) if p_max > p_gt else torch.tensor([[p_gt, rest, p_max]])
+    new = relabel(probs, torch.tensor([0]), f, 0.2)
+    assert (new.item() != 0) == expected
+
+
+def test_threshold_functions_are_nonnegative_increasing_from_delta():
+    p = torch.linspace(0, 1, 101)
+    for f in ("constant", "linear", "quadratic", "sigmoid"):
+        t = threshold(p, f, 0.2)
+        assert t[0].item() == pytest.approx(0.2, abs=1e-3) and (t.diff() >= -1e-7).all()
+    with pytest.raises(ValueError, match="relabel function 'cubic'"):
+        threshold(p, "cubic", 0.2)
+
+
+def test_relabels_persist_and_originals_are_kept():
+    table = LabelTable()
+    keys, given, clean = torch.tensor([10, 11, 12]), torch.tensor([0, 1, 2]), torch.tensor([1, 1, 2])
+    assert table.labels(keys, given, clean).tolist() == [0, 1, 2]
+    assert table.update(keys, torch.tensor([1, 1, 0])) == 2  # 10: fixed (noisy 0 -> clean 1); 12: broken
+    # the next epoch gives the original labels again; the stored ones win
+    assert table.labels(keys, given, clean).tolist() == [1, 1, 0]
+    assert table.original == {10: 0, 11: 1, 12: 2}
+    s = table.stats()
+    assert s["relabeled"] == 2 and s["relabel_precision"] == 0.5 and s["relabel_recall"] == 1.0
+
+
+def test_bad_knobs_are_named():
+    with pytest.raises(ValueError, match="relabel_delta=-0.1 is outside its range"):
+        TrainConfig(relabel="linear", relabel_delta=-0.1)
+    with pytest.raises(ValueError, match="relabel='cubic'"):
+        TrainConfig(relabel="cubic")
+    with pytest.raises(ValueError, match="MVT input_size=60 is outside its range"):
+        model_config("mvt_tiny", input_size=60)
+
+
+def test_deit_file_loads_into_classifier_and_mgn(tmp_path):
+    cfg = model_config("mvt_tiny")
+    torch.manual_seed(0)
+    deit = VisionTransformer(img_size=32, patch_size=8, embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0,
+                             qkv_bias=True, num_classes=1000)  # a 4x4 grid: resampled to the model's 8x8
+    torch.save({"model": deit.state_dict()}, tmp_path / "deit.pth")
+    m = create_model("mvt_tiny", deit_weights=str(tmp_path / "deit.pth"))
+    sd = deit.state_dict()
+    assert torch.equal(m.classifier.blocks[3].attn.qkv.weight, sd["blocks.3.attn.qkv.weight"])
+    assert torch.equal(m.mgn.blocks[1].mlp.fc2.weight, sd["blocks.1.mlp.fc2.weight"])
+    assert m.classifier.pos_embed.shape == (1, 65, 96) and m.mgn.pos_embed.shape == (1, 64, 96)
+    assert m.classifier.head.weight.shape == (7, 96) and "head.weight" in m.unused_weights
+    bad = VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4, qkv_bias=True)
+    torch.save({"model": bad.state_dict()}, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match=r"bad.pth: does not fit the DeiT.*mis-shaped"):
+        create_model("mvt_tiny", deit_weights=str(tmp_path / "bad.pth"))
+
+
+def test_paper_preset_is_deit_small():
+    m = create_model("mvt_paper", use_mgn=False)
+    assert sum(p.numel() for p in m.classifier.parameters()) == 21_668_359  # DeiT-S with a 7-class head
+    assert m(torch.randn(1, 3, 224, 224)).shape == (1, 7)
+    assert F.softmax(m(torch.randn(1, 3, 224, 224)), 1).sum().item() == pytest.approx(1.0)

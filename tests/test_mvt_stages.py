@@ -1,0 +1,58 @@
+"""MVT's two stages through a real local Ray: the stored MGN is trained once and reused; the sweep runs both stages
+and reports relabeling; bad input is one line before Ray starts."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "experiments", "sweep_mvt.py")
+
+
+def _run(args, timeout=900):
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--mask-ratio", "1.0"], r"mask_ratio=1.0 is outside its range: \[0, 1\)"),
+    (["--mask-ratio", "-0.1"], r"mask_ratio=-0.1 is outside its range"),
+    (["--relabel-delta", "-0.5"], r"relabel_delta=-0.5 is outside its range: >= 0"),
+    (["--deit-weights", "/nonexistent/deit.pth"], "/nonexistent/deit.pth: no such weight file"),
+])
+def test_bad_input_is_one_line_before_ray(args, match, tmp_path):
+    r = _run(args + ["--storage", str(tmp_path)], timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and re.search(match, lines[0]), r.stderr
+    assert "Started a local Ray" not in r.stdout + r.stderr
+
+
+def test_unknown_relabel_function_is_refused():
+    r = _run(["--relabel", "cubic"], timeout=60)
+    assert r.returncode == 2 and "invalid choice: 'cubic'" in r.stderr
+
+
+@pytest.mark.slow
+def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys):
+    from ferlab.data.pipeline import decoded_splits
+    from ferlab.data.shards import open_shards
+    from ferlab.train.mgn import ensure_mgn
+
+    shards = open_shards(tiny_synth)
+    decoded = decoded_splits(shards, 64, splits=("train",))
+    kw = dict(storage=str(tmp_path), preset="mvt_tiny", model={}, m=0.2, seed=0, epochs=1, lr=1e-3, batch_size=16,
+              data_hash=shards.manifest["content_hash"], cpus_per_worker=1.0, gpus=0)
+    first = ensure_mgn(decoded, **kw)
+    stamp = os.stat(first).st_mtime_ns
+    second = ensure_mgn(decoded, **kw)
+    assert second == first and os.stat(second).st_mtime_ns == stamp  # not trained again
+    out = capsys.readouterr().out
+    assert out.count(": training (") == 1 and out.count(": reusing ") == 1
+    assert ensure_mgn(decoded, **kw | {"m": 0.1}) != first  # another m is another MGN
+    from ferlab.models import create_model
+
+    m = create_model("mvt_tiny", mgn_weights=first)  # the stored file loads strictly into the classifier stage
+    assert not m.mgn.training
