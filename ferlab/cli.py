@@ -59,9 +59,9 @@ def _prepare(args) -> int:
         options["class_map"] = _pairs(args.class_map, "--class-map")
     from ferlab.data.sources import read_source
 
-    read_source(args.source, args.root, **options)  # reader errors (a missing label file, --strict) before Ray starts
+    listing = read_source(args.source, args.root, **options)  # reader errors (a missing label file, --strict) first
     init_ray(args.address, args.num_cpus)
-    prepare(args.source, args.root, args.out, size=args.size, **options)
+    prepare(args.source, args.root, args.out, size=args.size, strict=args.strict, listing=listing)
     return 0
 
 

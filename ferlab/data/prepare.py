@@ -68,14 +68,15 @@ def _process(batch: dict, size: int) -> dict:
 
 
 def prepare(source: str, root, out, size: int = 112, strict: bool = False, progress: bool = True,
-            **reader_options) -> dict:
-    """Read `source` at `root`, write shards to `out`; returns the manifest. Needs a connected Ray (ray.init)."""
+            listing: Listing | None = None, **reader_options) -> dict:
+    """Read `source` at `root`, write shards to `out`; returns the manifest. Needs a connected Ray (ray.init).
+    `listing`: the reader's result when the caller already has it (the CLI reads before starting Ray)."""
     import ray.data
 
     from ferlab.data.pipeline import quiet_progress
 
     t0 = time.perf_counter()
-    listing = read_source(source, root, strict=strict, **reader_options)
+    listing = listing or read_source(source, root, strict=strict, **reader_options)
     if not listing.samples:
         raise PrepareError(f"{root}: {source} reader found no usable image ({len(listing.problems)} problems: "
                            f"{listing.problems[0].message() if listing.problems else 'none'})")
