@@ -9,7 +9,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from ferlab.config import TrainConfig
 from ferlab.models import create_model, model_config
-from ferlab.models.mvt import Discriminator, MaskGenerator, random_patch_mask
+from ferlab.models.mvt import MaskGenerator, discriminator, random_patch_mask
 from ferlab.models.weights import WeightsError
 from ferlab.train.mgn import discriminator_loss, generator_loss
 from ferlab.train.relabel import LabelTable, relabel, threshold
@@ -63,7 +63,7 @@ def test_generator_loss_by_hand():
 def test_generator_steps_move_the_mean_mask_toward_m():
     torch.manual_seed(0)
     cfg = model_config("mvt_tiny")
-    mgn, disc = MaskGenerator(cfg), Discriminator(cfg).eval()
+    mgn, disc = MaskGenerator(cfg), discriminator(cfg).eval()
     opt = torch.optim.AdamW(mgn.parameters(), lr=1e-3)
     x = torch.randn(16, 3, 64, 64)
     start = mgn.patch_values(x).mean().item()
@@ -126,7 +126,6 @@ def test_bad_knobs_are_named():
 
 
 def test_deit_file_loads_into_classifier_and_mgn(tmp_path):
-    cfg = model_config("mvt_tiny")
     torch.manual_seed(0)
     deit = VisionTransformer(img_size=32, patch_size=8, embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0,
                              qkv_bias=True, num_classes=1000)  # a 4x4 grid: resampled to the model's 8x8

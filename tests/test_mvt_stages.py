@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

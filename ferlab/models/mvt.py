@@ -140,13 +140,6 @@ class MVT(nn.Module):
         return self.classifier(self.masked(x))
 
 
-class Discriminator(nn.Module):
-    """The MGN stage's "extra ViT": a DeiT-S-shaped classifier that learns expressions under masks."""
-
-    def __init__(self, cfg: MVTConfig):
-        super().__init__()
-        self.net = vit(cfg)
-
-    def forward(self, x):
-        return self.net(x)
-
+def discriminator(cfg: MVTConfig) -> VisionTransformer:
+    """The MGN stage's "extra ViT" (section 3.2): a DeiT-S-shaped classifier that learns expressions under masks."""
+    return vit(cfg)

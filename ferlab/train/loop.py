@@ -155,15 +155,12 @@ def train_loop_per_worker(config: dict):
                 first_wait = wait  # the per-epoch start-up of the Ray Data execution
             if batch is None:
                 break
-            y = batch["label"]
+            y, probs = batch["label"], None
             if tc.relabel != "none":  # train on the stored labels; relabel from relabel_start on (Eq. 6)
-                y = table.labels(batch["key"], y, batch.get("clean_label"))
-                probs = []
-                loss_sum += train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"), probs)
-                if epoch + 1 >= tc.relabel_start:
-                    relabeled += table.update(batch["key"], relabel(probs[0], y, tc.relabel, tc.relabel_delta))
-            else:
-                loss_sum += train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"))
+                y, probs = table.labels(batch["key"], y, batch.get("clean_label")), []
+            loss_sum += train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"), probs)
+            if probs and epoch + 1 >= tc.relabel_start:
+                relabeled += table.update(batch["key"], relabel(probs[0], y, tc.relabel, tc.relabel_delta))
             seen += len(y)
             class_counts += torch.bincount(y.long(), minlength=mcfg.num_classes)
             steps += 1

@@ -47,7 +47,7 @@ def mgn_loop_per_worker(config: dict):
     import ray.train.torch
 
     from ferlab.models import model_config
-    from ferlab.models.mvt import Discriminator, MaskGenerator, random_patch_mask
+    from ferlab.models.mvt import MaskGenerator, discriminator, random_patch_mask
     from ferlab.models.weights import load_deit, load_deit_into_mgn
     from ferlab.train.loop import _unwrap, _worker_threads, to_input
     from ferlab.config import TrainConfig
@@ -56,10 +56,10 @@ def mgn_loop_per_worker(config: dict):
     torch.manual_seed(config["seed"])
     cfg = model_config(config["preset"], **config.get("model", {}))
     m = config["mask_ratio"]
-    mgn, disc = MaskGenerator(cfg), Discriminator(cfg)
+    mgn, disc = MaskGenerator(cfg), discriminator(cfg)
     if cfg.deit_weights:  # section 4.2: both start from DeiT-S (the MGN from its first blocks)
         load_deit_into_mgn(mgn, cfg.deit_weights)
-        load_deit(disc.net, cfg.deit_weights)
+        load_deit(disc, cfg.deit_weights)
     mgn, disc = ray.train.torch.prepare_model(mgn), ray.train.torch.prepare_model(disc)
     opt_g = torch.optim.AdamW(mgn.parameters(), lr=config["lr"])
     opt_d = torch.optim.AdamW(disc.parameters(), lr=config["lr"])

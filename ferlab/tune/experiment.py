@@ -36,7 +36,7 @@ def run_experiment(spec, args, label_noise: float = 0.0) -> int:
     if "best_val_acc" in table and table["best_val_acc"].notna().any():
         best = table.iloc[0]
         knobs = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
-                          for k in STUDIES[spec.study])
+                          for k in STUDIES[spec.study][1])
         print(f"\nbest: {knobs}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']})")
     print(f"{len(table)} trials in {elapsed / 60:.1f} min; results in {os.path.abspath(results_dir)} "
           f"({', '.join(os.path.basename(p) for p in paths.values())})")

@@ -61,3 +61,10 @@ def mvt_space(trial, fixed: dict | None = None) -> dict:
 
 # The paper's RAF-DB setting (m = 15%, sigmoid f); FERPlus's is m = 20%, quadratic.
 MVT_PAPER_POINT = {"mask_ratio": 0.15, "relabel": "sigmoid"}
+
+
+# Each study: its define-by-run space, the knobs it searches, and the paper's point (evaluated first).
+STUDIES = {
+    "transfer": (transfer_space, tuple(TRANSFER_BOUNDS), TRANSFER_PAPER_POINT),
+    "mvt": (mvt_space, tuple(MVT_BOUNDS), MVT_PAPER_POINT),
+}

@@ -27,12 +27,11 @@ import pandas as pd
 from ferlab.config import TrainConfig
 from ferlab.data.pipeline import DATA_CPUS
 from ferlab.models import model_config
+from ferlab.tune.spaces import STUDIES
 
 DRIVER_CPUS = 0.25
 METRIC, MODE = "val_acc", "max"
-SEARCHED = ("branches", "p1", "p2", "stem_stage")
-# Each study: its search space, the knobs it searches, and the paper's point (tried first).
-STUDIES = {"transfer": SEARCHED, "mvt": ("mask_ratio", "relabel")}
+SEARCHED = STUDIES["transfer"][1]
 
 
 @dataclass
@@ -111,6 +110,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     gpus = spec["gpus_per_trial"]
     resources = {"CPU": spec["cpus_per_worker"]} | ({"GPU": gpus} if gpus else {})
     model, train = spec["model"] | config, spec["train"]
+    tc = TrainConfig(**train)
     if spec["study"] == "mvt":  # m selects (and if needed trains) the stored MGN; f switches relabeling
         from ferlab.train.mgn import ensure_mgn
 
@@ -119,18 +119,16 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
         train = train | {"relabel": f}
         if m > 0:
             model["mgn_weights"] = ensure_mgn(
-                datasets, storage=spec["storage"], preset=spec["preset"],
-                model=spec["model"], m=m, seed=spec["seed"], epochs=spec["mgn_epochs"],
-                lr=train.get("lr", 1e-3), batch_size=train.get("batch_size", 32), data_hash=spec["data_hash"],
-                cpus_per_worker=spec["cpus_per_worker"], gpus=gpus, augment=train.get("augment", "light"))
+                datasets, storage=spec["storage"], preset=spec["preset"], model=spec["model"], m=m,
+                seed=spec["seed"], epochs=spec["mgn_epochs"], lr=tc.lr, batch_size=tc.batch_size,
+                data_hash=spec["data_hash"], cpus_per_worker=spec["cpus_per_worker"], gpus=gpus, augment=tc.augment)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"preset": spec["preset"], "model": model, "train": train,
                            "eval_splits": [k for k in datasets if k not in ("train", "val")]},
         scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                      resources_per_worker=resources),
-        datasets=training_datasets(datasets, augment=spec["train"].get("augment", "light"), seed=spec["seed"],
-                                   factors=spec["balance_factors"]),
+        datasets=training_datasets(datasets, augment=tc.augment, seed=spec["seed"], factors=spec["balance_factors"]),
         dataset_config=data_config(),
         run_config=ray.train.RunConfig(
             name=tune.get_context().get_trial_id(),  # stable across resume; never a timestamp
@@ -155,7 +153,6 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
     from ferlab.data.augment import repeat_factors
     from ferlab.data.pipeline import decoded_splits, eval_split
     from ferlab.data.shards import open_shards
-    from ferlab.tune.spaces import MVT_PAPER_POINT, TRANSFER_PAPER_POINT, mvt_space, transfer_space
 
     shards = open_shards(spec.data)
     mcfg = model_config(spec.preset, **spec.model)
@@ -189,10 +186,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
-        searched = STUDIES[spec.study]
+        space, searched, paper = STUDIES[spec.study]
         fixed = {k: v for k, v in (spec.model | spec.fixed).items() if k in searched}
-        space, paper = (transfer_space, TRANSFER_PAPER_POINT) if spec.study == "transfer" else \
-            (mvt_space, MVT_PAPER_POINT)
         point = {k: v for k, v in paper.items() if k not in fixed}
         searcher = OptunaSearch(
             space=functools.partial(space, fixed=fixed), metric=METRIC, mode=MODE,
@@ -211,7 +206,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1) -> pd.Dat
                                       failure_config=tune.FailureConfig(max_failures=1)),
         )
     results = tuner.fit()
-    table = results_table(results, STUDIES[spec.study])
+    table = results_table(results, STUDIES[spec.study][1])
     table.attrs["decode_s"] = decode_s
     table.attrs["data_manifest_hash"] = shards.manifest.get("content_hash")
     table.attrs["eval_split"] = eval_split(shards)
