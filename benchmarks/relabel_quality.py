@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from ferlab.config import TrainConfig
+from ferlab.config import TrainConfig, parse_field
 from ferlab.data.augment import epoch_batch
 from ferlab.data.pipeline import decode_batch
 from ferlab.data.shards import open_shards
@@ -42,9 +42,12 @@ def load(shards, split, size):
 
 def run(f, data, val, args, size) -> dict:
     torch.manual_seed(args.seed)
-    overrides = {"use_mgn": False} if args.preset.startswith("mvt") else {}
+    overrides = {k: v for d in args.set for k, v in d.items()}
+    if "use_mgn" in model_config(args.preset).to_dict():  # MVT: the classifier alone; relabeling is what is measured
+        overrides = {"use_mgn": False} | overrides
     model = create_model(args.preset, **overrides)
-    tc = TrainConfig(epochs=args.epochs, lr=args.lr, relabel=f, relabel_start=args.start, relabel_delta=args.delta)
+    tc = TrainConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=args.warmup, relabel=f, relabel_start=args.start,
+                     relabel_delta=args.delta)
     opt = make_optimizer(model, tc)
     table, device, rng = LabelTable(), torch.device("cpu"), np.random.default_rng(args.seed)
     for epoch in range(args.epochs):
@@ -78,7 +81,12 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", type=float, default=0.0, help="epochs of linear learning-rate warm-up")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--functions", default="none,constant,linear,quadratic,sigmoid",
+                   help="comma-separated relabel functions to compare (none = no relabeling)")
+    p.add_argument("--set", action="append", default=[], type=parse_field, metavar="FIELD=VALUE",
+                   help="a model field for every run, e.g. --set B=0")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     size = model_config(args.preset).input_size
@@ -89,7 +97,7 @@ def main():
           f"{args.epochs} epochs, relabeling from epoch {args.start}, delta {args.delta}")
     print("| f | relabeled | precision | recall | val acc (clean labels) | seconds |")
     print("|---|---|---|---|---|---|")
-    for f in ("none", "constant", "linear", "quadratic", "sigmoid"):
+    for f in args.functions.split(","):
         t0 = time.perf_counter()
         r = run(f, data, val, args, size)
         print(f"| {f} | {r.get('relabeled', '-')} | {r.get('relabel_precision', float('nan')):.3f} | "

@@ -84,10 +84,10 @@ def main(argv=None) -> int:
     if not os.path.isfile(os.path.join(shards, MANIFEST)):
         prepare("ferplus", args.root, shards, size=size)
     open_shards(shards)
-    table = run_sweep(spec, verbose=1)
+    table, history = run_sweep(spec, verbose=1)
     elapsed = time.perf_counter() - t0
     results_dir = os.path.join("results", spec.name)
-    write_results(table, spec, results_dir, extra={"elapsed_s": elapsed})
+    write_results(table, spec, results_dir, extra={"elapsed_s": elapsed}, history=history)
     print()
     print(to_markdown(table))
     row = table.iloc[0]

@@ -32,9 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args(argv=None):
+    from ferlab.tune.experiment import add_run_args
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="shard folder (default: SynthFER with label noise)")
     p.add_argument("--preset", default="mvt_tiny", help="mvt_tiny (CPU) or mvt_paper (DeiT-S, 224x224)")
     p.add_argument("--samples", type=int, help="trials (default 8; --smoke 2)")
     p.add_argument("--epochs", type=int, help="classifier epochs per trial (default 6; --smoke 2)")
@@ -51,39 +52,23 @@ def parse_args(argv=None):
     p.add_argument("--augment", choices=["none", "light", "transfer", "mvt"], default=None,
                    help="default: mvt with --data (erasing, flip, colour jitter), light on SynthFER")
     p.add_argument("--label-noise", type=float, default=0.2, help="SynthFER label noise when --data is not given")
-    p.add_argument("--synth-n", type=int, help="SynthFER faces (default 3000; --smoke 600)")
-    p.add_argument("--workers-per-trial", type=int, default=1)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
-    p.add_argument("--cpus-per-worker", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--storage", default="~/ferlab_results")
-    p.add_argument("--name", default=None)
-    p.add_argument("--results-dir", default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--address", default=None)
-    p.add_argument("--num-cpus", type=int, default=None)
-    p.add_argument("--smoke", action="store_true")
+    add_run_args(p, "sweep_mvt", " (default 3000; --smoke 600)")
     return p.parse_args(argv)
 
 
 def build_spec(args):
     from ferlab.data.shards import open_shards
-    from ferlab.tune.experiment import local_cpus_per_worker
+    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, model_overrides
     from ferlab.tune.sweep import SweepSpec
 
-    defaults = dict(samples=2, epochs=2, mgn_epochs=1, grace_period=2, synth_n=600, relabel_start=1) if args.smoke \
-        else dict(samples=8, epochs=6, mgn_epochs=2, grace_period=4, synth_n=3000, relabel_start=3)
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, smoke={"samples": 2, "epochs": 2, "mgn_epochs": 1, "grace_period": 2, "synth_n": 600,
+                               "relabel_start": 1},
+                  full={"samples": 8, "epochs": 6, "mgn_epochs": 2, "grace_period": 4, "synth_n": 3000,
+                        "relabel_start": 3})
     if args.data:
         open_shards(args.data)
     fixed = {k: v for k, v in (("mask_ratio", args.mask_ratio), ("relabel", args.relabel)) if v is not None}
-    model = {"deit_weights": os.path.abspath(args.deit_weights)} if args.deit_weights else {}
-    if model:
-        from ferlab.models import create_model
-
-        create_model(args.preset, **model)  # a DeiT file of the wrong shape fails here, naming the keys
+    model = model_overrides(args, args.preset)  # a DeiT file of the wrong shape fails here, naming the keys
     train = {"batch_size": args.batch_size, "lr": args.lr, "relabel_delta": args.relabel_delta,
              "relabel_start": args.relabel_start, "augment": args.augment or ("mvt" if args.data else "light")}
     cpus = local_cpus_per_worker(args)
@@ -91,7 +76,8 @@ def build_spec(args):
                      grace_period=args.grace_period, workers_per_trial=args.workers_per_trial,
                      gpus_per_trial=args.gpus_per_trial, cpus_per_worker=cpus, storage=args.storage,
                      name=args.name or ("sweep_mvt_smoke" if args.smoke else "sweep_mvt"), seed=args.seed,
-                     train=train, model=model, study="mvt", fixed=fixed, mgn_epochs=args.mgn_epochs)
+                     train=train, model=model, study="mvt", fixed=fixed, mgn_epochs=args.mgn_epochs,
+                     max_concurrent=args.max_concurrent, limit=args.limit)
 
 
 def main(argv=None) -> int:

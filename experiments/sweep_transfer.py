@@ -31,18 +31,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 
 def parse_args(argv=None):
+    from ferlab.tune.experiment import add_run_args
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="shard folder (from `ferlab synth` or `ferlab prepare`); default: SynthFER")
     p.add_argument("--preset", default="transfer_tiny", help="model preset (transfer_tiny, transfer_paper)")
     p.add_argument("--samples", type=int, help="number of trials (default 8; --smoke: 2)")
     p.add_argument("--epochs", type=int, help="max epochs per trial, ASHA may stop earlier (default 6; --smoke: 2)")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial may be stopped (default 2; --smoke: 1)")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers (DDP ranks) per trial")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per worker (0 = CPU)")
-    p.add_argument("--cpus-per-worker", type=float, default=None,
-                   help="CPUs per training worker; default: 1 on a cluster, all but the data share locally")
-    p.add_argument("--max-concurrent", type=int, default=0, help="cap on concurrent trials (0 = what fits)")
     p.add_argument("--batch-size", type=int, default=32, help="per-worker batch size")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the TrainConfig's)")
     p.add_argument("--augment", choices=["none", "light", "transfer", "mvt"],
@@ -59,42 +55,21 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="fix any other model config field, e.g. --set msad=reference --set lanet_bn=True "
                         "(repeatable; `ferlab models` lists the fields)")
-    p.add_argument("--synth-n", type=int, help="SynthFER faces when --data is not given (default 3000; --smoke: 700)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N faces of each split (quick checks)")
-    p.add_argument("--seed", type=int, default=0, help="sampler, data and training seed")
-    p.add_argument("--storage", default="~/ferlab_results", help="Ray Tune storage path (folder or s3://...)")
-    p.add_argument("--name", default=None, help="experiment name under storage (default: sweep_transfer[_smoke])")
-    p.add_argument("--results-dir", default=None, help="where to write trials.csv/md (default: results/<name>)")
-    p.add_argument("--resume", action="store_true", help="continue the sweep of the same --name and --storage")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: os.cpu_count())")
-    p.add_argument("--smoke", action="store_true", help="tiny run that still exercises every piece")
+    add_run_args(p, "sweep_transfer", " (default 3000; --smoke 700)")
     return p.parse_args(argv)
 
 
 def build_spec(args):
     """Everything the sweep needs, validated before Ray starts: bad input is one line and a non-zero exit."""
     from ferlab.data.shards import open_shards
-    from ferlab.tune.experiment import local_cpus_per_worker
+    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, model_overrides
     from ferlab.tune.sweep import SweepSpec
 
-    # --smoke changes the defaults only; an option given explicitly always wins.
-    defaults = dict(samples=2, epochs=2, grace_period=1, synth_n=700) if args.smoke else \
-        dict(samples=8, epochs=6, grace_period=2, synth_n=3000)
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, smoke={"samples": 2, "epochs": 2, "grace_period": 1, "synth_n": 700},
+                  full={"samples": 8, "epochs": 6, "grace_period": 2, "synth_n": 3000})
     fixed = {k: v for k, v in (("branches", args.branches), ("p1", args.p1), ("p2", args.p2),
                                ("stem_stage", args.stage)) if v is not None}
-    for item in args.set:
-        fixed.update(parse_field(item))
-    for key in ("stem_weights", "encoder_weights"):
-        if getattr(args, key):
-            fixed[key] = os.path.abspath(os.path.expanduser(getattr(args, key)))
-    if "stem_weights" in fixed or "encoder_weights" in fixed:
-        from ferlab.models import create_model
-
-        create_model(args.preset, **fixed)  # a weight file that does not fit fails here, naming file and keys
+    fixed |= model_overrides(args, args.preset)  # --set, --stem-weights, --encoder-weights
     if args.data:
         open_shards(args.data)  # a missing or malformed folder fails here, naming the file
     name = args.name or ("sweep_transfer_smoke" if args.smoke else "sweep_transfer")
@@ -106,20 +81,6 @@ def build_spec(args):
                      gpus_per_trial=args.gpus_per_trial, cpus_per_worker=cpus, storage=args.storage, name=name,
                      seed=args.seed, train=train, model=fixed, max_concurrent=args.max_concurrent,
                      limit=args.limit)
-
-
-def parse_field(item: str) -> dict:
-    """"msad=reference" -> {"msad": "reference"}; values are Python literals when they parse as one."""
-    import ast
-
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
-    try:
-        value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        pass  # a bare word stays a string
-    return {key.strip(): value}
 
 
 def main(argv=None) -> int:

@@ -79,6 +79,18 @@ def _models(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from ferlab.report import build_report
+
+    r = build_report(args.results_dir, args.out, plots=not args.no_plots)
+    for t in r["tables"]:
+        print(t.markdown(), end="\n\n")
+    for reason in r["skipped"]:
+        print(f"not drawn: {reason}")
+    print(f"{len(r['tables'])} tables, {len(r['figures'])} figures in {r['out']}; page: {r['page']}")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sweep"]:  # the experiment script owns the sweep's options; one place, not two
@@ -120,6 +132,11 @@ def main(argv=None) -> int:
     pr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all cores)")
     pr.set_defaults(fn=_prepare)
     sub.add_parser("sweep", help="run a sweep (options: ferlab sweep --help)")
+    rp = sub.add_parser("report", help="paper-shaped tables, figures and an HTML page from a results folder")
+    rp.add_argument("results_dir", help="the folder an experiment wrote (trials.csv, history.csv, run.json)")
+    rp.add_argument("--out", default=None, help="where to write (default: RESULTS_DIR/report)")
+    rp.add_argument("--no-plots", action="store_true", help="tables and the page only")
+    rp.set_defaults(fn=_report)
     models = sub.add_parser("models", help="list model presets, or one preset's config fields")
     models.add_argument("name", nargs="?", help="a preset: print its config fields and values")
     models.set_defaults(fn=_models)

@@ -82,3 +82,17 @@ def strict_replace(cfg, where: str = "config", **overrides):
     if unknown:
         raise ValueError(f"unknown {where} key(s) {unknown}; known: {', '.join(sorted(known))}")
     return dataclasses.replace(cfg, **overrides)
+
+
+def parse_field(item: str) -> dict:
+    """"msad=reference" -> {"msad": "reference"}; values are Python literals when they parse as one."""
+    import ast
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass  # a bare word stays a string
+    return {key.strip(): value}

@@ -81,6 +81,18 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     saved = torch.load(ckpts[-1], weights_only=True)["model_config"]
     assert saved["lanet_bn"] is True and saved["encoder_weights"] == str(vit)  # the options reached the workers
     assert load_trained(ckpts[-1]).cfg.encoder_weights is None  # the state dict carries the weights
+    # observability: the Optuna study in SQLite (optuna-dashboard opens it), TensorBoard logs per trial, per-epoch
+    # history for the report
+    import json
+
+    import optuna
+
+    run = json.loads((results / "run.json").read_text())
+    studies = optuna.get_all_study_summaries(f"sqlite:///{run['optuna_db']}")
+    assert len(studies) == 1 and studies[0].n_trials == 2 and studies[0].study_name.startswith("it-")
+    assert len(glob.glob(str(tmp_path / "storage" / "it" / "trial_driver_*" / "events.out.tfevents.*"))) == 2
+    hist = pd.read_csv(results / "history.csv")
+    assert len(hist) == 4 and set(hist["trial"].astype(str)) == set(df["trial"].astype(str))
 
     # --resume restores the finished sweep from storage instead of training again: same trials, same numbers.
     again = _run(["--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period", "2",

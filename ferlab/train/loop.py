@@ -105,6 +105,7 @@ def _worker_threads(tc: TrainConfig) -> int:
 
 def train_loop_per_worker(config: dict):
     """config = {"preset": name, "model": {overrides}, "train": {TrainConfig fields}}."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -174,7 +175,8 @@ def train_loop_per_worker(config: dict):
         metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(steps, 1), best_val_acc=best,
                        lr=opt.param_groups[0]["lr"], train_images_per_s=seen * ctx.get_world_size() / train_time,
                        data_wait_frac=wait / train_time, first_batch_wait_s=first_wait,
-                       train_class_counts=class_counts.tolist())  # this worker's; with balancing, the effect
+                       train_class_counts=class_counts.tolist(),  # this worker's; with balancing, the effect
+                       node_id=ray.get_runtime_context().get_node_id())  # where rank 0 ran (which cluster node)
         if tc.relabel != "none":
             if ctx.get_world_size() > 1:  # every worker relabels its part of the epoch; all keep every change
                 gathered = [None] * ctx.get_world_size()

@@ -1,0 +1,233 @@
+"""The report's figures (matplotlib, PNG for the page and SVG for papers), each drawn from a results folder.
+
+Every function returns the paths it wrote, or an empty list with nothing written when the results cannot draw it
+(the caller says why). Measured and published accuracies share a figure but not an axis: the published ones are on
+the paper's data set at full scale, so each has its own y axis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a cluster node or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ferlab.report.paper import TABLES  # noqa: E402
+
+MEASURED, PUBLISHED = "#1f6fb4", "#d9822b"
+
+
+def save(fig, out_dir: str, name: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "svg")]
+    fig.tight_layout()
+    for p in paths:
+        fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def _series(ax, x, values: pd.DataFrame, label: str, xlabel: str):
+    """Measured mean +/- std on ax, published on a twin axis."""
+    ax.errorbar(x, 100 * values["mean"], yerr=100 * values["std"].fillna(0), marker="o", color=MEASURED,
+                capsize=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(label, color=MEASURED)
+    pub = values["paper"].astype(float)
+    if pub.notna().any():
+        twin = ax.twinx()
+        twin.plot(np.asarray(x)[pub.notna().to_numpy()], pub.dropna(), "s--", color=PUBLISHED, label="paper")
+        twin.set_ylabel("paper accuracy %", color=PUBLISHED)
+
+
+def axis_plot(report_table, out_dir: str, measured_label: str) -> list[str]:
+    """Accuracy against the knob a table sweeps (TransFER Fig. 3's B, Table 2's stage, MVT Table 1's m)."""
+    paper, key = report_table.key.split("_", 1)
+    table = TABLES[(paper, key)]
+    values = report_table.values
+    if table.axis is None or values is None or values["mean"].notna().sum() < 2:
+        return []
+    x = values[table.axis].astype(float)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    _series(ax, x, values, measured_label, table.axis)
+    ax.set_title(table.title, fontsize=10)
+    return save(fig, out_dir, f"{report_table.key}_{table.axis}")
+
+
+def p1_p2_plot(report_table, out_dir: str, measured_label: str) -> list[str]:
+    """TransFER Table 3 as two series: p1 with p2 = 0.3, and p2 with p1 = 0.6."""
+    v = report_table.values
+    if v is None or v["mean"].notna().sum() < 2:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, (knob, other, at) in zip(axes, (("p1", "p2", 0.3), ("p2", "p1", 0.6))):
+        part = v[np.isclose(v[other].astype(float), at)].sort_values(knob)
+        _series(ax, part[knob].astype(float), part, measured_label, f"{knob} ({other} = {at})")
+    fig.suptitle("TransFER Table 3: drop rates of MAD (p1) and MSAD (p2)", fontsize=10)
+    return save(fig, out_dir, "transfer_table3_p1_p2")
+
+
+def relabel_curves(trials: pd.DataFrame, history: pd.DataFrame, out_dir: str) -> list[str]:
+    """Validation (and test) accuracy per epoch for each relabel function without MGN (the paper's Fig. 5b),
+    mean over seeds."""
+    if history.empty or "relabel" not in trials or "mask_ratio" not in trials:
+        return []
+    cells = trials[(trials["mask_ratio"].astype(float) == 0.0) & (trials["status"] == "ok")]
+    if cells["relabel"].nunique() < 2:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for f, group in cells.groupby("relabel"):
+        h = history[history["trial"].isin(group["trial"])]
+        curve = h.groupby("epoch")["val_acc"].mean()
+        ax.plot(curve.index, 100 * curve.to_numpy(), marker=".", label=str(f))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val accuracy %")
+    ax.set_title("MVT: convergence per relabel function f (no MGN)", fontsize=10)
+    ax.legend(fontsize=8)
+    return save(fig, out_dir, "mvt_relabel_curves")
+
+
+def best_trial(trials: pd.DataFrame, where=None) -> pd.Series | None:
+    ok = trials[trials["status"] == "ok"] if "status" in trials else trials
+    if where is not None:
+        ok = ok[where(ok)]
+    ok = ok.dropna(subset=["best_val_acc"]) if "best_val_acc" in ok else ok.iloc[0:0]
+    return None if ok.empty else ok.loc[ok["best_val_acc"].idxmax()]
+
+
+def confusion_plot(trials: pd.DataFrame, history: pd.DataFrame, classes: list[str] | None, eval_split: str,
+                   out_dir: str) -> list[str]:
+    """Row-normalised confusion matrix of the best trial (on validation) at its chosen epoch, on the test split
+    when there is one."""
+    best = best_trial(trials)
+    if best is None or history.empty:
+        return []
+    h = history[(history["trial"] == best["trial"]) & (history["epoch"] == best["best_epoch"])]
+    col = "test_confusion" if "test_confusion" in h and h["test_confusion"].notna().any() else "confusion"
+    if h.empty or col not in h:
+        return []
+    cm = np.array(json.loads(h[col].iloc[0]), dtype=float)
+    split = "test" if col == "test_confusion" else ("test" if eval_split == "test" else "validation")
+    names = classes or [str(i) for i in range(len(cm))]
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(cm)):
+        for j in range(len(cm)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"best trial {best['trial']}, {split} split, epoch {int(best['best_epoch'])}", fontsize=9)
+    return save(fig, out_dir, "confusion_best")
+
+
+def importance_plot(optuna_db: str | None, out_dir: str) -> list[str]:
+    """Optuna's parameter importance (PED-ANOVA: needs no scikit-learn) of the newest study in the sweep's
+    SQLite file."""
+    if not optuna_db or not os.path.isfile(optuna_db):
+        return []
+    import optuna
+
+    storage = f"sqlite:///{optuna_db}"
+    studies = optuna.get_all_study_summaries(storage)
+    if not studies:
+        return []
+    newest = max(studies, key=lambda s: s.datetime_start or pd.Timestamp.min.to_pydatetime())
+    study = optuna.load_study(study_name=newest.study_name, storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(done) < 3:
+        return []
+    try:
+        imp = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    except (ValueError, RuntimeError):
+        return []
+    if not imp:
+        return []
+    fig, ax = plt.subplots(figsize=(5, 0.5 + 0.45 * len(imp)))
+    names = list(imp)[::-1]
+    ax.barh(names, [imp[n] for n in names], color=MEASURED)
+    ax.set_xlabel("importance (PED-ANOVA, normalised)")
+    ax.set_title(f"Optuna study {newest.study_name} ({len(done)} trials)", fontsize=9)
+    return save(fig, out_dir, "optuna_importance")
+
+
+def faces(data: str, split: str, size: int, n: int = 6) -> np.ndarray | None:
+    """The first n faces of a split, decoded at the model's size: (n, S, S, 3) uint8."""
+    import pyarrow.parquet as pq
+
+    from ferlab.data.pipeline import decode_batch
+    from ferlab.data.shards import open_shards
+
+    try:
+        shards = open_shards(data)
+        files = shards.files(split)
+    except (OSError, ValueError, KeyError):
+        return None
+    if not files:
+        return None
+    t = pq.ParquetDataset(files).read(columns=["image", "label"]).slice(0, n)
+    return decode_batch({"image": np.array(t.column("image").to_pylist(), dtype=object),
+                         "label": t.column("label").to_numpy()}, size)["image"]
+
+
+def attention_plot(trials: pd.DataFrame, run: dict, out_dir: str, n: int = 6) -> list[str]:
+    """LANet attention (TransFER, the max over branches that multiplies the stem features) or the MGN's mask
+    (MVT, 1 - Mp: dark = masked) over a few validation faces, from the best trial that has one."""
+    import torch
+
+    from ferlab.models import load_trained
+    from ferlab.train.loop import to_input
+
+    paper = (run.get("ablation") or {}).get("paper") or run.get("spec", {}).get("study", "transfer")
+    if paper == "mvt":
+        where = (lambda t: t["mask_ratio"].astype(float) > 0) if "mask_ratio" in trials else None
+    else:
+        where = (lambda t: t["branches"].astype(float) > 0) if "branches" in trials else None
+    best = best_trial(trials, where)
+    if best is None or not isinstance(best.get("checkpoint_path"), str):
+        return []
+    try:
+        model = load_trained(best["checkpoint_path"])
+    except (OSError, ValueError):
+        return []
+    split = "val" if run.get("eval_split") != "test" else "test"
+    images = faces(run.get("spec", {}).get("data", ""), split, model.cfg.input_size, n)
+    if images is None:
+        return []
+    model.eval()
+    x = to_input(torch.from_numpy(images))
+    with torch.no_grad():
+        if paper == "mvt":
+            if model.mgn is None:
+                return []
+            maps = model.mgn.spread(1.0 - model.mgn.patch_values(x))[:, 0].numpy()
+            title = "MGN mask 1 - Mp (black = masked) and the masked face"
+        else:
+            if model.cfg.branches == 0:
+                return []
+            maps = model.explain(x)["aggregated"].numpy()
+            title = "LANet attention (max over branches)"
+    rows = 3 if paper == "mvt" else 2
+    fig, axes = plt.subplots(rows, len(images), figsize=(1.6 * len(images), 1.7 * rows), squeeze=False)
+    for i, img in enumerate(images):
+        axes[0, i].imshow(img)
+        if paper == "mvt":  # the mask itself, then what the classifier sees: the face times the mask
+            axes[1, i].imshow(maps[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axes[2, i].imshow((img * maps[i][..., None]).astype(np.uint8))
+        else:
+            axes[1, i].imshow(img)
+            axes[1, i].imshow(maps[i], cmap="jet", alpha=0.5, interpolation="bilinear",
+                              extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
+        for ax in axes[:, i]:
+            ax.axis("off")
+    fig.suptitle(f"{title}: best trial {best['trial']}", fontsize=9)
+    return save(fig, out_dir, "attention_maps" if paper != "mvt" else "mgn_masks")

@@ -1,0 +1,92 @@
+"""Ablation experiments end to end through a real local Ray (subprocesses: one Ray at a time), then `ferlab report`
+on their folder: the paper tables with their paper column, the figures, and the page in a real browser.
+
+The full `--smoke` (every table: 31 TransFER settings, 8 MVT settings) takes about 7 and 4 minutes on 2 cores; the
+tests run `--smoke` on a subset of the tables that still covers each kind of row (plain rows, a grid row picked on
+validation, MVT's MGN stage and relabeling) to keep CI within its budget.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from test_report_page import check, dump_dom
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, args, timeout=900):
+    return subprocess.run([sys.executable, os.path.join(REPO, "experiments", script), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env=dict(os.environ))
+
+
+def _report(results):
+    return subprocess.run([sys.executable, "-m", "ferlab.cli", "report", str(results)], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+
+
+@pytest.mark.parametrize("script,args,match", [
+    ("ablation_transfer.py", ["--table", "table7"], "--table table7: transfer has the tables table1, table2"),
+    ("ablation_transfer.py", ["--seeds", "0"], "--seeds must be >= 1"),
+    ("ablation_mvt.py", ["--table", "table5"], "--table table5 needs the split(s) test_occlusion"),
+    ("ablation_mvt.py", ["--data", "/nonexistent/shards"], "/nonexistent/shards: no such shard folder"),
+])
+def test_bad_input_is_one_line_before_ray(script, args, match, tmp_path):
+    r = _run(script, args + ["--storage", str(tmp_path)], timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and match in lines[0], r.stderr
+
+
+def test_report_on_a_folder_that_is_not_results(tmp_path):
+    r = _report(tmp_path)
+    assert r.returncode == 2 and f"{tmp_path}/trials.csv: not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_transfer_ablation_smoke_and_report(tmp_path):
+    results = tmp_path / "results"
+    r = _run("ablation_transfer.py", ["--smoke", "--table", "table1,table4", "--storage", str(tmp_path / "ray"),
+                                      "--results-dir", str(results)])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    trials = pd.read_csv(results / "trials.csv")
+    # Table 1's four settings + Table 4's nine alternatives (its MAD row is Table 1's last): each trained once
+    assert len(trials) == 13 and (trials["status"] == "ok").all() and (trials["epochs"] == 1).all()
+    assert trials[["branches", "p1", "p2", "dropper", "drop_rate"]].drop_duplicates().shape[0] == 13
+    rep = _report(results)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    out = rep.stdout
+    for title in ("Table 1: the components", "Table 4: MAD against Dropout"):
+        assert title in out
+    assert "| paper (RAF-DB) |" in out and "| + MSAD (TransFER) |" in out and "90.91" in out
+    assert "(best on val)]" in out  # Table 4's alternatives name the rate chosen on validation
+    assert "Table 2" not in out  # not trained, not printed
+    page = results / "report" / "index.html"
+    assert (results / "report" / "plots" / "attention_maps.png").is_file()  # from the best trial's checkpoint
+    c = check(dump_dom(str(page), tmp_path))
+    assert c["tables"] == "2" and c["broken"] == "" and int(c["images"]) >= 2
+
+
+@pytest.mark.slow
+def test_mvt_ablation_smoke_and_report(tmp_path):
+    results = tmp_path / "results"
+    r = _run("ablation_mvt.py", ["--smoke", "--table", "table3", "--storage", str(tmp_path / "ray"),
+                                 "--results-dir", str(results)])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    trials = pd.read_csv(results / "trials.csv")
+    assert sorted(zip(trials["mask_ratio"], trials["relabel"])) == \
+        [(0.0, "none"), (0.0, "sigmoid"), (0.15, "none"), (0.15, "sigmoid")]
+    assert len(os.listdir(tmp_path / "ray" / "mgn")) == 1  # one MGN (m = 15%, seed 0) for both trials with m > 0
+    relabeling = trials[trials["relabel"] == "sigmoid"]
+    assert relabeling["relabel_precision"].notna().all() or (relabeling["relabeled"] == 0).all()
+    rep = _report(results)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    assert "Table 3: MGN and dynamic relabeling" in rep.stdout and "88.62" in rep.stdout
+    assert (results / "report" / "plots" / "mgn_masks.png").is_file()
+    c = check(dump_dom(str(results / "report" / "index.html"), tmp_path))
+    assert c["tables"] == "1" and c["broken"] == ""

@@ -1,0 +1,130 @@
+"""The results page in a real headless Chromium (Debian's `chromium`, which .ci/run installs): it renders, every
+table is there, every figure decodes; and the check notices a figure that is gone (so it can fail)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ferlab.report import build_report
+from test_report import fake_trials, write_results
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def dump_dom(page: str, tmp_path) -> str:
+    """The page's DOM after its scripts ran, or a skip saying why the browser could not give it."""
+    if not CHROMIUM:
+        pytest.skip("no chromium on PATH: install Debian's `chromium` package (.ci/run does) for the browser test")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--allow-file-access-from-files",
+           "--virtual-time-budget=5000", "--dump-dom", f"file://{page}"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"chromium could not start or did not finish: {e}")
+    if "<html" not in out.stdout:
+        pytest.skip(f"chromium gave no page (exit {out.returncode}): {out.stderr[-500:]}")
+    return out.stdout
+
+
+def check(dom: str) -> dict:
+    m = re.search(r'<div id="ferlab-check"([^>]*)>', dom)
+    assert m, "the page's check element is missing"
+    return dict(re.findall(r'data-([a-z]+)="([^"]*)"', m.group(1)))
+
+
+def fake_history(trials: pd.DataFrame, epochs: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in trials["trial"]:
+        for e in range(1, epochs + 1):
+            cm = rng.integers(0, 9, size=(7, 7)) + np.eye(7, dtype=int) * 10
+            rows.append({"trial": t, "epoch": e, "val_acc": 0.2 + 0.1 * e, "confusion": json.dumps(cm.tolist()),
+                         "test_confusion": json.dumps(cm.tolist())})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def transfer_report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("results") / "ablation"
+    trials = fake_trials("transfer", ["table1", "table2", "fig3", "table3", "table4"], seeds=2,
+                         acc=lambda c: 0.4 + 0.01 * c["branches"])
+    write_results(folder, trials, "transfer", history=fake_history(trials))
+    return build_report(str(folder))
+
+
+def test_page_renders_every_table_and_figure(transfer_report, tmp_path):
+    r = transfer_report
+    assert len(r["tables"]) == 5
+    # Fig. 3 and Table 2 against their knob, Table 3 over p1 and p2, the confusion matrix; no checkpoint, so no
+    # attention maps (said in the page, not drawn)
+    names = sorted(os.path.basename(p) for p, _ in r["figures"])
+    assert names == ["confusion_best.png", "transfer_fig3_branches.png", "transfer_table2_stem_stage.png",
+                     "transfer_table3_p1_p2.png"]
+    assert any("Attention" in s for s in r["skipped"])
+    for p, _ in r["figures"]:
+        assert os.path.getsize(os.path.join(r["out"], p[:-4] + ".svg")) > 1000
+    dom = dump_dom(r["page"], tmp_path)
+    c = check(dom)
+    assert c.get("done") == "1", "the page's load handler did not run"
+    assert c["tables"] == "5" and dom.count('<table class="ferlab">') == 5
+    assert c["images"] == "4" and c["broken"] == ""
+    for t in r["tables"]:
+        assert t.title.replace("&", "&amp;") in dom
+    assert "90.91" in dom  # the paper column is on the page
+
+
+def test_check_names_a_missing_figure(transfer_report, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(transfer_report["out"], out)
+    os.remove(out / "plots" / "confusion_best.png")
+    c = check(dump_dom(str(out / "index.html"), tmp_path))
+    assert c["broken"] == "plots/confusion_best.png"
+
+
+def test_report_files_per_table(transfer_report):
+    out = transfer_report["out"]
+    for t in transfer_report["tables"]:
+        for ext in ("md", "csv", "tex"):
+            assert os.path.getsize(os.path.join(out, "tables", f"{t.key}.{ext}")) > 100
+    csv = pd.read_csv(os.path.join(out, "tables", "transfer_fig3.csv"))
+    assert list(csv["branches"]) == list(range(9)) and (csv["n"] == 2).all()
+
+
+def test_optuna_importance_from_the_sweeps_sqlite_study(tmp_path):
+    """The study a sweep keeps in optuna.db: the knob that decides the value must come out most important."""
+    import optuna
+
+    from ferlab.report.plots import importance_plot
+
+    db = tmp_path / "optuna.db"
+    study = optuna.create_study(study_name="sweep-20261124", storage=f"sqlite:///{db}", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("p1", 0, 0.9) + 0.001 * t.suggest_float("p2", 0, 0.9), n_trials=30)
+    paths = importance_plot(str(db), str(tmp_path / "plots"))
+    assert [os.path.basename(p) for p in paths] == ["optuna_importance.png", "optuna_importance.svg"]
+    imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    assert max(imp, key=imp.get) == "p1"
+    assert importance_plot(str(tmp_path / "absent.db"), str(tmp_path / "plots")) == []
+
+
+def test_relabel_curves_one_line_per_function(tmp_path):
+    from ferlab.report.plots import relabel_curves
+
+    trials = fake_trials("mvt", ["table2", "table1"], seeds=2)
+    history = fake_history(trials, epochs=4)
+    paths = relabel_curves(trials, history, str(tmp_path))
+    assert paths and os.path.getsize(paths[0]) > 5000
+    import matplotlib.pyplot as plt  # the figure is closed after saving: nothing leaks between tests
+
+    assert plt.get_fignums() == []
+    assert relabel_curves(trials[trials["relabel"] == "none"], history, str(tmp_path / "x")) == []
