@@ -6,7 +6,7 @@ from ferlab.config import TrainConfig
 from ferlab.train.loop import lr_at, to_input
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
 from ferlab.tune.spaces import transfer_space
-from ferlab.tune.sweep import SweepSpec, concurrent_trials, to_markdown
+from ferlab.tune.sweep import SweepSpec, concurrent_trials, to_markdown, worker_resources
 
 
 def test_confusion_and_mean_class_accuracy():
@@ -60,8 +60,14 @@ def test_sweep_spec_validates_before_ray():
 def test_concurrent_trials():
     spec = SweepSpec(data="x", cpus_per_worker=1.0)
     assert concurrent_trials(spec, {"CPU": 8}) == 6  # (8 - 0.25 data) // 1.25
-    gpu = SweepSpec(data="x", gpus_per_trial=1, workers_per_trial=2)
+    gpu = SweepSpec(data="x", gpus_per_trial=2, workers_per_trial=2)  # two DDP ranks of one GPU each
     assert concurrent_trials(gpu, {"CPU": 64, "GPU": 4}) == 2
+    assert worker_resources(1.0, 2, 2) == {"CPU": 1.0, "GPU": 1.0}
+    assert concurrent_trials(SweepSpec(data="x", gpus_per_trial=1), {"CPU": 64, "GPU": 4}) == 4
+    assert concurrent_trials(SweepSpec(data="x", gpus_per_trial=0.5), {"CPU": 64, "GPU": 4}) == 8  # shared GPUs
+    assert worker_resources(2.0, 0, 1) == {"CPU": 2.0}  # no GPU asked: the same command runs on CPU
+    with pytest.raises(RuntimeError, match="and 4 GPUs"):  # a DDP trial bigger than the cluster is named
+        concurrent_trials(SweepSpec(data="x", gpus_per_trial=4, workers_per_trial=4), {"CPU": 64, "GPU": 2})
     with pytest.raises(RuntimeError, match="one trial needs"):
         concurrent_trials(SweepSpec(data="x", cpus_per_worker=4), {"CPU": 2})
 
