@@ -300,7 +300,8 @@ def history_table(results) -> pd.DataFrame:
         if hist is None or hist.empty:
             continue
         keep = [c for c in hist.columns if c == "confusion" or c.endswith("_confusion")
-                or (pd.api.types.is_numeric_dtype(hist[c]) and c not in ("timestamp", "pid", "done"))]
+                or (pd.api.types.is_numeric_dtype(hist[c]) and c not in ("timestamp", "pid", "done")
+                    and not c.startswith("config/"))]  # the trial's knobs are in trials.csv
         frame = hist[keep].copy()
         frame.insert(0, "trial", (r.metrics or {}).get("trial_id", os.path.basename(r.path)))
         frames.append(frame)
