@@ -16,10 +16,10 @@ MGN frozen, relabeling with f from --relabel-start on (f = none: off). The first
 labels) and writes trials.csv, trials.md, run.json.
 
 Expected on a 2-core CPU laptop (measured 2026-11-24): --smoke 1.3 minutes (2 trials, 2 MGNs trained). With no
-arguments each trial took 1.3 min (MGN reused) to 2 min (MGN trained), so 8 trials take about 13-16 minutes; the
-full default run was not completed. Accuracy: `mvt_tiny` from scratch stays near chance (0.12-0.2) on SynthFER with
-20% label noise in 6 epochs (a ViT without pretraining needs far more data or epochs), so relabeling finds little
-to change at this size; with DeiT-S weights on real data the paper reports 86.7-88.6% on RAF-DB.
+arguments: 9.6 minutes for 8 trials (MGNs trained once per m and reused). Accuracy: `mvt_tiny` from scratch stays
+near chance (best validation 0.18, chance 0.14) on SynthFER with 20% label noise in 6 epochs, and relabeling changes
+no label at that accuracy; a ViT without pretraining needs far more epochs (README "MVT": 0.23 after 40 with noise).
+With DeiT-S weights on real data the paper reports 86.7-88.6% on RAF-DB.
 """
 
 from __future__ import annotations

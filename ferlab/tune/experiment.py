@@ -90,7 +90,7 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
         for t in build_tables(results_dir):
             print(t.markdown(), end="\n\n")
     else:
-        print(to_markdown(table))
+        print(to_markdown(table.drop(columns=["checkpoint_path", "node_id"], errors="ignore")))  # both in trials.csv
         if "best_val_acc" in table and table["best_val_acc"].notna().any():
             best = table.iloc[0]
             knobs = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
