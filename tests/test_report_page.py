@@ -98,6 +98,9 @@ def test_report_files_per_table(transfer_report):
             assert os.path.getsize(os.path.join(out, "tables", f"{t.key}.{ext}")) > 100
     csv = pd.read_csv(os.path.join(out, "tables", "transfer_fig3.csv"))
     assert list(csv["branches"]) == list(range(9)) and (csv["n"] == 2).all()
+    # every row carries its full setting, also the default row that names no knob (the x of the stage plot)
+    stages = pd.read_csv(os.path.join(out, "tables", "transfer_table2.csv"))
+    assert list(stages["stem_stage"]) == [2, 3, 4] and list(stages["p1"]) == [0.6] * 3
 
 
 def test_optuna_importance_from_the_sweeps_sqlite_study(tmp_path):

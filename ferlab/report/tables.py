@@ -124,17 +124,18 @@ def _fmt(values: np.ndarray) -> str:
     return f"{pct.mean():.2f} ± {pct.std(ddof=1):.2f} ({len(values)})"
 
 
-def _row_trials(paper: str, row: Row, trials: pd.DataFrame, dataset: str | None) -> tuple[pd.DataFrame, str]:
-    """The trials of a row and how its setting reads; a row with a grid takes its best value on validation."""
+def _row_trials(paper: str, row: Row, trials: pd.DataFrame, dataset: str | None) -> tuple[pd.DataFrame, dict, str]:
+    """The trials of a row, its full setting, and how a grid choice reads; a row with a grid takes its best value
+    on validation."""
     settings = row_settings(paper, row, dataset)
     found = [(s, _matches(trials, s, KNOBS[paper])) for s in settings]
     if not row.grid:
-        return found[0][1], ""
+        return found[0][1], settings[0], ""
     found = [(s, t) for s, t in found if len(t)]
     if not found:
-        return trials.iloc[0:0], ""
+        return trials.iloc[0:0], settings[0], ""
     s, t = max(found, key=lambda st: st[1]["best_val_acc"].mean())
-    return t, ", ".join(f"{k} {s[k]:g}" for k in row.grid) + " (best on val)"
+    return t, s, ", ".join(f"{k} {s[k]:g}" for k in row.grid) + " (best on val)"
 
 
 def build_table(table: Table, trials: pd.DataFrame, run: dict) -> ReportTable | None:
@@ -146,20 +147,20 @@ def build_table(table: Table, trials: pd.DataFrame, run: dict) -> ReportTable | 
         return None
     per_row = []
     for row in table.rows:
-        t, setting = _row_trials(table.paper, row, ok, dataset)
+        t, knobs, setting = _row_trials(table.paper, row, ok, dataset)
         cols = metric_columns(ok, eval_split, row.split)
         get = (lambda key, t=t, cols=cols: t[cols[key]].dropna().to_numpy(float) if key in cols and cols[key] in t
                else np.array([]))
-        per_row.append((row, setting, {k: get(k) for k in ("chosen", "last", "best", "mca")}))
-    if not any(len(v["chosen"]) for _, _, v in per_row):
+        per_row.append((row, knobs, setting, {k: get(k) for k in ("chosen", "last", "best", "mca")}))
+    if not any(len(v["chosen"]) for *_, v in per_row):
         return None
-    base = per_row[table.baseline][2]["chosen"]
+    base = per_row[table.baseline][-1]["chosen"]
     show_mca = dataset == "affectnet"
     pub_sets = {published_for(dataset, row)[0] for row in table.rows if row.published}
     pub_name = DATASET_NAMES.get(next(iter(pub_sets)), "") if len(pub_sets) == 1 else ""
     chosen_name = "test acc % (epoch chosen on val)" if eval_split != "test" else "test acc % (best epoch = on test)"
     records, values = [], []
-    for i, (row, setting, v) in enumerate(per_row):
+    for i, (row, knobs, setting, v) in enumerate(per_row):
         p = welch(v["chosen"], base) if i != table.baseline else None
         if i == table.baseline:
             mark = "baseline"
@@ -185,7 +186,7 @@ def build_table(table: Table, trials: pd.DataFrame, run: dict) -> ReportTable | 
                        "std": v["chosen"].std(ddof=1) if len(v["chosen"]) > 1 else np.nan,
                        "last_mean": v["last"].mean() if len(v["last"]) else np.nan,
                        "best_mean": v["best"].mean() if len(v["best"]) else np.nan,
-                       "paper": pub, "p_value": p} | row.knobs)
+                       "paper": pub, "p_value": p} | knobs)
     notes = []
     if table.note:
         notes.append(table.note)

@@ -118,9 +118,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
 
     resources = worker_resources(spec["cpus_per_worker"], spec["gpus_per_trial"], spec["workers_per_trial"])
     gpus = resources.get("GPU", 0.0)
-    knobs = dict(config.get("cell", config))  # an ablation trial carries its cell (table row setting, seed)
-    for label in ("table", "row"):
-        knobs.pop(label, None)
+    knobs = dict(config.get("cell", config))  # an ablation trial's config is its cell: knobs and seed
     seed = knobs.pop("seed", spec["seed"])
     m = knobs.pop("mask_ratio", None)
     train = spec["train"] | {k: knobs.pop(k) for k in list(knobs) if k in TRAIN_FIELDS} | {"seed": seed}
@@ -266,14 +264,16 @@ def results_table(results, searched=SEARCHED) -> pd.DataFrame:
         cfg = r.config or {}
         cfg = cfg.get("cell", cfg)
         hist = r.metrics_dataframe
-        row = {"trial": (r.metrics or {}).get("trial_id", os.path.basename(r.path))}
+        row = {"trial": _trial_id(r)}
         row.update({k: cfg.get(k) for k in (searched if searched is not None else cfg)})
         if hist is not None and METRIC in hist:
             best_i = hist[METRIC].idxmax()
             row.update(best_val_acc=hist[METRIC].max(), best_epoch=int(hist.loc[best_i, "epoch"]),
                        best_val_mean_class_acc=hist.loc[best_i, "val_mean_class_acc"],
-                       last_val_acc=hist[METRIC].iloc[-1], last_val_mean_class_acc=hist["val_mean_class_acc"].iloc[-1],
-                       epochs=int(hist["epoch"].max()), train_images_per_s=hist["train_images_per_s"].mean())
+                       last_val_acc=hist[METRIC].iloc[-1],
+                       last_val_mean_class_acc=hist["val_mean_class_acc"].iloc[-1],
+                       epochs=int(hist["epoch"].max()),
+                       train_images_per_s=hist["train_images_per_s"].mean())
             for col in hist.columns:  # other evaluated splits
                 if col.endswith("_acc") and not col.startswith(("val_", "best_")):
                     row[f"{col}_at_best"] = hist.loc[best_i, col]  # at the epoch chosen on validation
@@ -291,6 +291,10 @@ def results_table(results, searched=SEARCHED) -> pd.DataFrame:
         if "best_val_acc" in df else df
 
 
+def _trial_id(result) -> str:
+    return (result.metrics or {}).get("trial_id", os.path.basename(result.path))
+
+
 def history_table(results) -> pd.DataFrame:
     """Every trial's per-epoch metrics (numbers only; confusion matrices as JSON text), one row per (trial, epoch):
     what convergence curves and the best trial's confusion matrix are drawn from."""
@@ -303,7 +307,7 @@ def history_table(results) -> pd.DataFrame:
                 or (pd.api.types.is_numeric_dtype(hist[c]) and c not in ("timestamp", "pid", "done")
                     and not c.startswith("config/"))]  # the trial's knobs are in trials.csv
         frame = hist[keep].copy()
-        frame.insert(0, "trial", (r.metrics or {}).get("trial_id", os.path.basename(r.path)))
+        frame.insert(0, "trial", _trial_id(r))
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
