@@ -56,24 +56,15 @@ def parse_args(argv=None):
 def build(args):
     """The spec and the grid, validated before Ray starts; tables whose splits the data lacks are left out."""
     from ferlab.data.shards import open_shards
-    from ferlab.report.paper import TABLES
     from ferlab.tune.ablation import ablation_grid, table_keys
     from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, model_overrides
     from ferlab.tune.sweep import SweepSpec
 
     fill_defaults(args, smoke={"epochs": 1, "mgn_epochs": 1, "synth_n": 420, "relabel_start": 1},
                   full={"epochs": 6, "mgn_epochs": 2, "synth_n": 3000, "relabel_start": 3})
-    keys = table_keys("mvt", args.table)
     shards = open_shards(args.data) if args.data else None
-    splits = shards.splits if shards else ["train", "val", "test"]
-    missing = [k for k in keys if TABLES[("mvt", k)].needs and TABLES[("mvt", k)].needs not in splits]
-    if missing and args.table != "all":
-        raise ValueError(f"--table {','.join(missing)} needs the split(s) "
-                         f"{', '.join(TABLES[('mvt', k)].needs for k in missing)}; the data has {splits}")
-    for k in missing:
-        print(f"ablation_mvt: {k} left out: the data has no {TABLES[('mvt', k)].needs} split", flush=True)
-    keys = [k for k in keys if k not in missing]
-    dataset = shards.manifest.get("source", {}).get("name") if shards else "synthfer"
+    keys = table_keys("mvt", args.table, shards.splits if shards else ["train", "val", "test"])
+    dataset = shards.dataset if shards else "synthfer"
     model = model_overrides(args, args.preset)  # a DeiT file of the wrong shape fails here, naming the keys
     train = {"batch_size": args.batch_size, "lr": args.lr, "relabel_delta": args.relabel_delta,
              "relabel_start": args.relabel_start, "augment": args.augment or ("mvt" if args.data else "light")}

@@ -59,8 +59,9 @@ def build(args):
     from ferlab.tune.sweep import SweepSpec
 
     fill_defaults(args, smoke={"epochs": 1, "synth_n": 420}, full={"epochs": 6, "synth_n": 3000})
-    keys = table_keys("transfer", args.table)
-    dataset = open_shards(args.data).manifest.get("source", {}).get("name") if args.data else "synthfer"
+    shards = open_shards(args.data) if args.data else None
+    keys = table_keys("transfer", args.table, shards.splits if shards else None)
+    dataset = shards.dataset if shards else "synthfer"
     model = model_overrides(args, args.preset)
     train = {"batch_size": args.batch_size, "augment": args.augment or ("transfer" if args.data else "light"),
              "balance": args.balance} | ({"lr": args.lr} if args.lr else {})

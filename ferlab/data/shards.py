@@ -140,6 +140,11 @@ class Shards:
         return self.manifest["image_size"]
 
     @property
+    def dataset(self) -> str:
+        """Which data set the shards hold ("rafdb", "ferplus", ...; "synthfer" for drawn faces)."""
+        return self.manifest.get("source", {}).get("name", "synthfer")
+
+    @property
     def splits(self) -> list[str]:
         return sorted(self.manifest["files"])
 

@@ -236,7 +236,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
     table.attrs["decode_s"] = decode_s
     table.attrs["data_manifest_hash"] = shards.manifest.get("content_hash")
     table.attrs["eval_split"] = eval_split(shards)
-    table.attrs["dataset"] = shards.manifest.get("source", {}).get("name", "synthfer")
+    table.attrs["dataset"] = shards.dataset
     table.attrs["classes"] = list(shards.classes)
     return table, history_table(results)
 
