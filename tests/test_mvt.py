@@ -38,7 +38,7 @@ def test_classifier_stage_freezes_the_mgn_and_the_switch_removes_it():
     assert off.mgn is None and torch.equal(off(x), off.classifier(x))  # Table 3's first column: the raw image
 
 
-def test_random_masks_cover_m_of_the_patches():
+def test_random_masks_keep_m_of_the_patches():
     mp = random_patch_mask(500, 64, 0.2, "cpu")
     assert (mp.sum(1) == round(0.2 * 64)).all()
     assert abs(mp.mean(0) - 0.2).max() < 0.1  # every patch equally likely
@@ -68,7 +68,7 @@ def test_generator_steps_move_the_mean_mask_toward_m():
     x = torch.randn(16, 3, 64, 64)
     start = mgn.patch_values(x).mean().item()
     for _ in range(40):
-        masked, mp = mgn(x)
+        masked, mp = mgn.discriminator_view(x)
         loss, _, _ = generator_loss(disc(masked), mp, m=0.1)
         opt.zero_grad()
         loss.backward()

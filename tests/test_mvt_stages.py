@@ -38,10 +38,11 @@ def test_unknown_relabel_function_is_refused():
 def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys):
     from ferlab.data.pipeline import decoded_splits
     from ferlab.data.shards import open_shards
-    from ferlab.train.mgn import ensure_mgn
+    from ferlab.train.mgn import ensure_mgn, mgn_metrics
 
     shards = open_shards(tiny_synth)
-    decoded = decoded_splits(shards, 64, splits=("train",))
+    decoded = decoded_splits(shards, 64, splits=("train", "val"), masks=True)
+    assert "nuisance" not in decoded["train"].columns() and "nuisance" in decoded["val"].columns()
     kw = dict(storage=str(tmp_path), preset="mvt_tiny", model={}, m=0.2, seed=0, epochs=1, lr=1e-3, batch_size=16,
               data_hash=shards.manifest["content_hash"], cpus_per_worker=1.0, gpus=0)
     first = ensure_mgn(decoded, **kw)
@@ -51,6 +52,9 @@ def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys)
     out = capsys.readouterr().out
     assert out.count(": training (") == 1 and out.count(": reusing ") == 1
     assert ensure_mgn(decoded, **kw | {"m": 0.1}) != first  # another m is another MGN
+    quality = mgn_metrics(first)  # the stage's last epoch, with SynthFER's background/occluder precision
+    assert 0 <= quality["mgn_nuisance_precision"] <= 1 and 0 < quality["mgn_nuisance_chance"] < 1
+    assert abs(quality["mgn_mask_mean"] - 0.2) < 0.3
     from ferlab.models import create_model
 
     m = create_model("mvt_tiny", mgn_weights=first)  # the stored file loads strictly into the classifier stage

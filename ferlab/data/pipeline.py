@@ -49,7 +49,18 @@ def decode_batch(batch: dict, size: int) -> dict:
                                >> 1 for i in batch["id"]], dtype=np.int64)
     if "clean_label" in batch:  # SynthFER's truth, to score relabeling
         out["clean_label"] = batch["clean_label"].astype(np.int64)
+    if "bg_mask" in batch:  # SynthFER's truth, to score the MGN: (N, S, S) uint8, 1 = background or occluder
+        out["nuisance"] = np.stack([decode_mask(b, size) | decode_mask(o, size)
+                                    for b, o in zip(batch["bg_mask"], batch["occ_mask"])])
     return out
+
+
+def decode_mask(data: bytes, size: int) -> np.ndarray:
+    """A stored PNG mask -> (size, size) uint8 in {0, 1}, resized with nearest neighbour (stays binary)."""
+    img = Image.open(io.BytesIO(data)).convert("L")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.NEAREST)
+    return (np.asarray(img) > 0).astype(np.uint8)
 
 
 def quiet_progress():
@@ -69,13 +80,14 @@ def eval_split(shards: Shards) -> str:
 
 
 def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | None = None,
-                   soft: bool = False, keys: bool = False) -> dict:
+                   soft: bool = False, keys: bool = False, masks: bool = False) -> dict:
     """Decode each split once and keep it in the object store; returns {name: MaterializedDataset}.
 
     By default {"train": train, "val": the evaluation split} plus every other split under its own name (FERPlus's
     test beside its val, RAF-DB's occlusion and pose lists): the trainer's dataset names stay the same for every
     data set. `soft` keeps FERPlus's soft labels (when the shards have them); `keys` adds a per-row integer `key`
-    (and SynthFER's `clean_label`) for relabeling.
+    (and SynthFER's `clean_label`) for relabeling; `masks` adds SynthFER's background/occluder mask as `nuisance` to
+    the evaluation splits (to score MVT's mask network), never to train, whose augmentation would misalign it.
     """
     import ray.data
 
@@ -89,9 +101,11 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
     columns = ["image", "label"] + (["soft"] if soft and "soft" in shards.manifest["columns"] else [])
     if keys:
         columns += ["id"] + (["clean_label"] if "clean_label" in shards.manifest["columns"] else [])
+    has_masks = masks and {"bg_mask", "occ_mask"} <= set(shards.manifest["columns"])
     out = {}
     for name, split in splits.items():
-        ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(columns)
+        cols = columns + (["bg_mask", "occ_mask"] if has_masks and name != "train" else [])
+        ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(cols)
         if limit:
             ds = ds.limit(limit)
         decoded = ds.map_batches(decode_batch, fn_kwargs={"size": input_size}, batch_format="numpy",

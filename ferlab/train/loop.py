@@ -177,6 +177,7 @@ def train_loop_per_worker(config: dict):
                        data_wait_frac=wait / train_time, first_batch_wait_s=first_wait,
                        train_class_counts=class_counts.tolist(),  # this worker's; with balancing, the effect
                        node_id=ray.get_runtime_context().get_node_id())  # where rank 0 ran (which cluster node)
+        metrics |= config.get("constants", {})  # what the work before the trial measured (MVT: the MGN's quality)
         if tc.relabel != "none":
             if ctx.get_world_size() > 1:  # every worker relabels its part of the epoch; all keep every change
                 gathered = [None] * ctx.get_world_size()

@@ -1,11 +1,12 @@
 """MVT's mask generation network (MGN) stage (section 3.2), trained like a GAN against a ViT discriminator.
 
 Alternating per batch:
-  discriminator step, MGN frozen:  L_D = CE(D(MGN-masked image)) + CE(D(randomly masked image))          (Eq. 1)
-  generator step, D frozen:        L_G = var(softmax(D(MGN-masked image))) + |mean(Mp) - m|         (Eqs. 2-4)
-with var over the K class probabilities with the K - 1 denominator, Mp the MGN's per-patch values (the masked
-share of the image) and m the mask ratio. The random masks cover round(m N) patches, so the discriminator sees
-both kinds of masks at the same area.
+  discriminator step, MGN frozen:  L_D = CE(D(x * Mp)) + CE(D(x * R))                                    (Eq. 1)
+  generator step, D frozen:        L_G = var(softmax(D(x * Mp))) + |mean(Mp) - m|                     (Eqs. 2-4)
+with var over the K class probabilities with the K - 1 denominator, Mp the MGN's per-patch values spread over
+each patch's pixels, R a random mask keeping round(m N) patches (so the discriminator sees both kinds of masks at
+the same area) and m the mask ratio. Hiding the expression from D means LOW Mp on it; the classifier stage keeps
+x * (1 - Mp). Why this direction is the paper's: ferlab/models/mvt.py and README, "Paper vs code".
 
 The stage runs as its own Ray Train job and writes one `mgn.pt` per (data set, preset, m, seed, epochs) under the
 sweep's storage path. `ensure_mgn` trains it only when it is not there yet, under a file lock, so a sweep never
@@ -16,6 +17,7 @@ that; an object-store URI such as s3:// is not supported for the MGN stage).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 MGN_FILE = "mgn.pt"
+MGN_METRICS = "mgn.json"  # the stage's per-epoch metrics, beside the file they describe
 
 
 def discriminator_loss(logits_generated: torch.Tensor, logits_random: torch.Tensor, labels: torch.Tensor):
@@ -34,11 +37,84 @@ def discriminator_loss(logits_generated: torch.Tensor, logits_random: torch.Tens
 
 def generator_loss(logits_generated: torch.Tensor, patch_values: torch.Tensor, m: float):
     """Eqs. 2-4, averaged over the batch: (total, variance term, area term). A mask that hides the expression makes
-    the discriminator's probabilities equal (variance 0); the area term holds the mean masked share at m."""
+    the discriminator's probabilities equal (variance 0); the area term holds the mean of Mp at m."""
     probs = logits_generated.softmax(1)  # (B, K)
     variance = probs.var(dim=1, unbiased=True).mean()  # K - 1 denominator, Eq. 3
     area = (patch_values.mean(1) - m).abs().mean()  # |M_avg - m|, Eq. 4 per image
     return variance + area, variance, area
+
+
+def mgn_step(mgn, disc, opt_g, opt_d, x: torch.Tensor, y: torch.Tensor, m: float) -> dict:
+    """One alternation of section 3.2 on a batch (x normalised, (B, 3, H, W)): a discriminator step with the MGN
+    fixed, then a generator step with the discriminator fixed. The discriminator sees the image as Mp keeps it
+    (`MaskGenerator.discriminator_view`) and random masks keeping round(m N) patches (see ferlab/models/mvt.py for
+    why this direction). Returns the step's losses as floats."""
+    from ferlab.models.mvt import random_patch_mask
+
+    with torch.no_grad():  # discriminator step: the MGN's masks are inputs here, not trained
+        x_gen, _ = mgn.discriminator_view(x)
+    keep = random_patch_mask(len(x), mgn.cfg.grid ** 2, m, x.device)
+    loss_d = discriminator_loss(disc(x_gen), disc(x * mgn.spread(keep)), y)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    average_gradients(disc)
+    opt_d.step()
+    # generator step: gradients flow through the discriminator, whose weights do not move
+    x_gen, mp = mgn.discriminator_view(x)
+    loss_g, variance, _ = generator_loss(disc(x_gen), mp, m)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    average_gradients(mgn)
+    opt_g.step()
+    opt_d.zero_grad(set_to_none=True)  # the generator step's gradients on D are discarded
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "variance": variance.item(),
+            "mask_mean": mp.mean().item()}
+
+
+def average_gradients(module) -> None:
+    """Data parallelism by hand for the MGN stage: with several Ray Train workers, average each gradient over the
+    ranks. Not DDP, because the MGN is called through `discriminator_view` rather than its forward, and the
+    discriminator runs forward twice per backward, neither of which DDP's reducer supports."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world = torch.distributed.get_world_size()
+    for p in module.parameters():
+        if p.grad is not None and world > 1:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= world
+
+
+def patch_share(mask: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, H, W) {0, 1} pixel mask -> (B, N): the share of each P x P patch that the mask covers."""
+    return F.avg_pool2d(mask[:, None].float(), patch).flatten(1)
+
+
+def nuisance_hits(mp: torch.Tensor, nuisance: torch.Tensor, m: float) -> tuple[float, float, int]:
+    """How well Mp finds what the classifier can do without (SynthFER's background and occluder pixels).
+    mp, nuisance: (B, N), nuisance = the share of each patch on background or occluder. Returns (sum over images of
+    the mean nuisance share of the round(m N) patches with the highest Mp, the same for random patches (its
+    expectation: the mean over all patches), images)."""
+    k = max(1, int(round(m * mp.shape[1])))
+    top = mp.topk(k, dim=1).indices
+    return nuisance.gather(1, top).mean(1).sum().item(), nuisance.mean(1).sum().item(), len(mp)
+
+
+@torch.no_grad()
+def mask_quality(mgn, batches, m: float, device) -> dict:
+    """On a split with ground-truth masks (decoded with `nuisance`): `mgn_nuisance_precision`, the share of the
+    top-m-area patches by Mp that lie on background or occluder, and `mgn_nuisance_chance`, the same share for
+    random patches. An MGN that learned the paper's direction is above chance."""
+    from ferlab.train.loop import to_input
+
+    mgn.eval()
+    hit = chance = n = 0
+    for batch in batches:
+        if "nuisance" not in batch:
+            return {}
+        mp = mgn.patch_values(to_input(batch["image"].to(device)))
+        h, c, b = nuisance_hits(mp, patch_share(batch["nuisance"].to(device), mgn.cfg.patch), m)
+        hit, chance, n = hit + h, chance + c, n + b
+    return {"mgn_nuisance_precision": hit / n, "mgn_nuisance_chance": chance / n} if n else {}
 
 
 def mgn_loop_per_worker(config: dict):
@@ -47,9 +123,9 @@ def mgn_loop_per_worker(config: dict):
     import ray.train.torch
 
     from ferlab.models import model_config
-    from ferlab.models.mvt import MaskGenerator, discriminator, random_patch_mask
+    from ferlab.models.mvt import MaskGenerator, discriminator
     from ferlab.models.weights import load_deit, load_deit_into_mgn
-    from ferlab.train.loop import _unwrap, _worker_threads, to_input
+    from ferlab.train.loop import _worker_threads, to_input
     from ferlab.config import TrainConfig
 
     torch.set_num_threads(_worker_threads(TrainConfig()))
@@ -60,58 +136,61 @@ def mgn_loop_per_worker(config: dict):
     if cfg.deit_weights:  # section 4.2: both start from DeiT-S (the MGN from its first blocks)
         load_deit_into_mgn(mgn, cfg.deit_weights)
         load_deit(disc, cfg.deit_weights)
-    mgn, disc = ray.train.torch.prepare_model(mgn), ray.train.torch.prepare_model(disc)
+    device = ray.train.torch.get_device()
+    mgn, disc = mgn.to(device), disc.to(device)  # not DDP-wrapped: see average_gradients
     opt_g = torch.optim.AdamW(mgn.parameters(), lr=config["lr"])
     opt_d = torch.optim.AdamW(disc.parameters(), lr=config["lr"])
-    device = ray.train.torch.get_device()
-    n_patches = cfg.grid ** 2
     shard = ray.train.get_dataset_shard("train")
+    val = ray.train.get_dataset_shard("val") if config.get("has_val") else None
     for epoch in range(config["epochs"]):
         mgn.train()
         disc.train()
-        sums, steps, t0 = {"loss_d": 0.0, "loss_g": 0.0, "variance": 0.0, "mask_mean": 0.0}, 0, time.perf_counter()
+        sums, steps, t0 = {}, 0, time.perf_counter()
         for batch in shard.iter_torch_batches(batch_size=config["batch_size"], drop_last=True):
             x = to_input(batch["image"].to(device))
-            y = batch["label"].to(device).long()
-            # discriminator step: the MGN's masks are inputs here, not trained
-            with torch.no_grad():
-                x_gen, _ = mgn(x)
-            rand = random_patch_mask(len(x), n_patches, m, device)
-            x_rand = x * _unwrap(mgn).spread(1.0 - rand)
-            loss_d = discriminator_loss(disc(x_gen), disc(x_rand), y)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            # generator step: gradients flow through the discriminator, whose weights do not move
-            x_gen, mp = mgn(x)
-            loss_g, variance, _ = generator_loss(disc(x_gen), mp, m)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            opt_d.zero_grad(set_to_none=True)  # the generator step's gradients on D are discarded
-            for k, v in (("loss_d", loss_d), ("loss_g", loss_g), ("variance", variance), ("mask_mean", mp.mean())):
-                sums[k] += v.item()
+            losses = mgn_step(mgn, disc, opt_g, opt_d, x, batch["label"].to(device).long(), m)
+            sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
             steps += 1
         metrics = {k: v / max(steps, 1) for k, v in sums.items()} | {
             "epoch": epoch + 1, "mask_ratio": m, "images_per_s": steps * config["batch_size"] / (time.perf_counter() - t0)}
+        if val is not None:  # SynthFER: does Mp find background and occluders? (issue 12: report it per epoch)
+            metrics |= mask_quality(mgn, val.iter_torch_batches(batch_size=256), m, device)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if ray.train.get_context().get_world_rank() == 0 and epoch + 1 == config["epochs"]:
-                torch.save(_unwrap(mgn).state_dict(), os.path.join(tmp, MGN_FILE))
+                torch.save(mgn.state_dict(), os.path.join(tmp, MGN_FILE))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
 
 
+# Part of every stored MGN's key: MGNs trained before the direction fix (issue 12) learned the opposite mask and must
+# never be reused.
+MGN_VERSION = 2
+
+
 def mgn_key(data_hash: str | None, preset: str, m: float, seed: int, epochs: int) -> str:
     digest = (data_hash or "nohash").split(":")[-1][:12]
-    return f"{preset}-{digest}-m{m:.3f}-seed{seed}-e{epochs}"
+    return f"{preset}-{digest}-m{m:.3f}-seed{seed}-e{epochs}-v{MGN_VERSION}"
+
+
+def mgn_metrics(path: str) -> dict:
+    """The last epoch's metrics of a stored MGN (`mgn.json` beside `mgn.pt`), prefixed `mgn_`: its losses, mean
+    mask value and, on SynthFER, the background/occluder precision against chance."""
+    try:
+        with open(os.path.join(os.path.dirname(path), MGN_METRICS)) as f:
+            last = json.load(f)[-1]
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {(k if k.startswith("mgn_") else f"mgn_{k}"): v for k, v in last.items()
+            if isinstance(v, (int, float)) and k not in ("epoch", "mask_ratio")}
 
 
 def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: float, seed: int, epochs: int,
                lr: float, batch_size: int, data_hash: str | None, cpus_per_worker: float, gpus: float,
                augment: str = "none") -> str:
     """The path of the trained MGN for these settings: trained now (one Ray Train run) if no earlier trial did it.
-    Concurrent callers with the same key wait on a file lock and then reuse the file."""
+    Concurrent callers with the same key wait on a file lock and then reuse the file. `datasets` holds "train" and,
+    for the per-epoch mask quality, a "val" split decoded with its `nuisance` masks (SynthFER)."""
     import ray.train
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -128,21 +207,29 @@ def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: flo
             print(f"MGN {key}: reusing {path}", flush=True)
             return path
         print(f"MGN {key}: training ({epochs} epochs, m={m})", flush=True)
+        train = {"train": training_datasets(datasets, augment=augment, seed=seed)["train"]}
+        has_val = "val" in datasets
         trainer = TorchTrainer(
             mgn_loop_per_worker,
             train_loop_config={"preset": preset, "model": model, "mask_ratio": m, "epochs": epochs, "lr": lr,
-                               "batch_size": batch_size, "seed": seed},
+                               "batch_size": batch_size, "seed": seed, "has_val": has_val},
             scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                          resources_per_worker={"CPU": cpus_per_worker} | ({"GPU": gpus} if gpus else {})),
-            datasets={"train": training_datasets(datasets, augment=augment, seed=seed)["train"]},
+            datasets=train | ({"val": datasets["val"]} if has_val else {}),
             dataset_config=data_config(),
             run_config=ray.train.RunConfig(name=f"mgn-{key}", storage_path=os.path.join(storage, "mgn_runs")),
         )
         result = trainer.fit()
+        history = result.metrics_dataframe
+        with open(os.path.join(folder, MGN_METRICS), "w") as f:
+            json.dump(history.select_dtypes("number").to_dict("records") if history is not None else
+                      [result.metrics], f, indent=1)
         with result.checkpoint.as_directory() as d:
             shutil.copyfile(os.path.join(d, MGN_FILE), path + ".tmp")
         os.replace(path + ".tmp", path)  # complete or absent, never half-written
         last = result.metrics
+        quality = (f", background/occluder share of the top-m patches {last['mgn_nuisance_precision']:.3f} "
+                   f"(chance {last['mgn_nuisance_chance']:.3f})" if "mgn_nuisance_precision" in last else "")
         print(f"MGN {key}: done, mean mask value {last['mask_mean']:.3f} (target {m}), "
-              f"discriminator loss {last['loss_d']:.3f}, variance {last['variance']:.4f}", flush=True)
+              f"discriminator loss {last['loss_d']:.3f}, variance {last['variance']:.4f}{quality}", flush=True)
         return path

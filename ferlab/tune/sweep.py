@@ -124,8 +124,9 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     train = spec["train"] | {k: knobs.pop(k) for k in list(knobs) if k in TRAIN_FIELDS} | {"seed": seed}
     model = spec["model"] | knobs
     tc = TrainConfig(**train)
+    constants = {}  # metrics of the work before the trial, reported with every epoch (MVT: the MGN's quality)
     if m is not None:  # MVT: m selects (and if needed trains) the stored MGN; m = 0 is the model without MGN
-        from ferlab.train.mgn import ensure_mgn
+        from ferlab.train.mgn import ensure_mgn, mgn_metrics
 
         model["use_mgn"] = m > 0
         if m > 0:
@@ -133,10 +134,11 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
                 datasets, storage=spec["storage"], preset=spec["preset"], model=spec["model"], m=m,
                 seed=seed, epochs=spec["mgn_epochs"], lr=tc.lr, batch_size=tc.batch_size,
                 data_hash=spec["data_hash"], cpus_per_worker=spec["cpus_per_worker"], gpus=gpus, augment=tc.augment)
+            constants = mgn_metrics(model["mgn_weights"])
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"preset": spec["preset"], "model": model, "train": train,
-                           "eval_splits": [k for k in datasets if k not in ("train", "val")]},
+                           "eval_splits": [k for k in datasets if k not in ("train", "val")], "constants": constants},
         scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                      resources_per_worker=resources),
         datasets=training_datasets(datasets, augment=tc.augment, seed=seed, factors=spec["balance_factors"]),
@@ -194,7 +196,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
     else:
         relabels = spec.study == "mvt" and (spec.fixed.get("relabel", "any") != "none" or tc.relabel != "none")
     decoded = decoded_splits(shards, mcfg.input_size, limit=spec.limit or None, soft=tc.label_mode != "majority",
-                             keys=relabels)
+                             keys=relabels, masks=spec.study == "mvt")
     decode_s = time.perf_counter() - t0
 
     driver_spec = asdict(spec) | {"train": spec.train_config(), "balance_factors": factors,
@@ -279,7 +281,8 @@ def results_table(results, searched=SEARCHED) -> pd.DataFrame:
                     row[f"{col}_at_best"] = hist.loc[best_i, col]  # at the epoch chosen on validation
                     row[f"{col}_last"] = hist[col].iloc[-1]
                     row[f"{col}_max"] = hist[col].max()  # the best epoch on this split itself
-            for col in ("relabeled", "relabel_precision", "relabel_recall"):  # MVT: the relabeling at the end
+            for col in ("relabeled", "relabel_precision", "relabel_recall", "mgn_nuisance_precision",
+                        "mgn_nuisance_chance"):  # MVT: the relabeling at the end, the MGN's mask quality
                 if col in hist:
                     row[col] = hist[col].iloc[-1]
             row["checkpoint_path"] = hist["checkpoint_path"].iloc[-1] if "checkpoint_path" in hist else None
