@@ -37,8 +37,8 @@ def _pairs(items, option) -> dict:
 
 
 def _prepare(args) -> int:
-    from ferlab.data.prepare import prepare
-    from ferlab.tune.sweep import init_ray
+    from ferlab.data.prepare import prepare, require_samples
+    from ferlab.tune.resources import init_ray
 
     options = {"strict": args.strict}
     given = {"labels": args.labels, "mode": args.mode, "num_classes": args.classes, "images": args.images}
@@ -60,6 +60,7 @@ def _prepare(args) -> int:
     from ferlab.data.sources import read_source
 
     listing = read_source(args.source, args.root, **options)  # reader errors (a missing label file, --strict) first
+    require_samples(listing, args.source, args.root)  # an empty or unrecognised folder: exit 2 before Ray starts
     init_ray(args.address, args.num_cpus)
     prepare(args.source, args.root, args.out, size=args.size, strict=args.strict, listing=listing)
     return 0

@@ -159,3 +159,24 @@ def test_prepare_cli_bad_input_is_one_line_before_ray(tmp_path):
     r = run("rafdb", "--root", str(tmp_path), "--out", str(tmp_path / "out"), "--mode", "majority")
     assert r.returncode == 2 and "--mode does not apply to rafdb" in r.stderr
     assert "Started a local Ray" not in r.stdout + r.stderr
+    (tmp_path / "empty" / "nothing").mkdir(parents=True)  # a folder with no image: refused before Ray starts
+    r = run("folder", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "out2"))
+    assert r.returncode == 2 and "found no usable image" in r.stderr and "Ray" not in r.stdout + r.stderr
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("mode", ["majority", "probability", "crossentropy", "multi_target"])
+def test_real_ferplus_evaluates_every_mode_on_the_majority_faces(ferplus_root, mode):
+    """FERPlus's code reads validation and test in majority mode whatever the training mode: the same 3,191 / 3,137
+    faces in every mode (before the fix, probability mode's test set had 3,507)."""
+    from collections import Counter
+
+    from ferlab.data.sources.ferplus import MULTI_TARGET_EPS, read
+
+    listing = read(ferplus_root, mode=mode)
+    counts = Counter(s.split for s in listing.samples)
+    assert (counts["val"], counts["test"]) == (3191, 3137)
+    if mode == "multi_target":  # the official target: 1 per accepted class, then (1 - eps) t + eps
+        train = [s.soft for s in listing.samples if s.split == "train"]
+        assert {round(v, 6) for t in train for v in t} == {round(MULTI_TARGET_EPS, 6), 1.0}
+        assert any(sum(v > 0.5 for v in t) > 1 for t in train)  # faces with more than one accepted class

@@ -67,6 +67,14 @@ def _process(batch: dict, size: int) -> dict:
     return out
 
 
+def require_samples(listing: Listing, source: str, root) -> Listing:
+    """A listing with no usable image is an error naming the folder and the first problem (before Ray starts)."""
+    if not listing.samples:
+        raise PrepareError(f"{root}: {source} reader found no usable image ({len(listing.problems)} problems: "
+                           f"{listing.problems[0].message() if listing.problems else 'none'})")
+    return listing
+
+
 def prepare(source: str, root, out, size: int = 112, strict: bool = False, progress: bool = True,
             listing: Listing | None = None, **reader_options) -> dict:
     """Read `source` at `root`, write shards to `out`; returns the manifest. Needs a connected Ray (ray.init).
@@ -76,10 +84,7 @@ def prepare(source: str, root, out, size: int = 112, strict: bool = False, progr
     from ferlab.data.pipeline import quiet_progress
 
     t0 = time.perf_counter()
-    listing = listing or read_source(source, root, strict=strict, **reader_options)
-    if not listing.samples:
-        raise PrepareError(f"{root}: {source} reader found no usable image ({len(listing.problems)} problems: "
-                           f"{listing.problems[0].message() if listing.problems else 'none'})")
+    listing = require_samples(listing or read_source(source, root, strict=strict, **reader_options), source, root)
     n = len(listing.samples)
     if progress:
         print(f"prepare {source}: {n} faces listed from {root} in {time.perf_counter() - t0:.1f} s "

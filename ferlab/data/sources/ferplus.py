@@ -12,7 +12,10 @@ and the soft targets depend on its exact rules): single votes are removed as out
   crossentropy  than half of the votes; the target is their normalised vote distribution;
   multi_target  every class with at least 30% of the votes.
 Faces whose top entry is unknown or NF are left out (counted in `excluded`). 8 classes, or 7 without contempt
-(contempt faces are then excluded and contempt's share removed from soft targets).
+(contempt faces are then excluded and contempt's share removed from soft targets). As FERPlus's code does, only the
+training split follows the mode: validation and test are always read in majority mode (3,191 / 3,137 faces with
+label.csv), so every mode is evaluated on the same faces. The multi_target target is the official one
+(`_process_target`): 1 for every accepted class, then (1 - eps) t + eps with eps = 0.001, not vote shares.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ FOLDERS = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"
 USAGE = {"Training": "FER2013Train", "PublicTest": "FER2013Valid", "PrivateTest": "FER2013Test"}
 MODES = ("majority", "probability", "crossentropy", "multi_target")
 N_VOTES = 10  # 8 expressions + unknown + NF
+MULTI_TARGET_EPS = 0.001  # FERPlus's "small epsilon in order to avoid ill-conditioned computation"
 
 
 def process_votes(votes: list[float], mode: str) -> list[float]:
@@ -93,10 +97,11 @@ def read(root, labels: str = "label.csv", mode: str = "majority", num_classes: i
         if not os.path.isfile(path):
             listing.problem("missing_file", where, f"{path} does not exist")
             continue
-        target = process_votes(votes, mode)
+        split_mode = mode if FOLDERS[folder] == "train" else "majority"  # FERPlus evaluates in majority mode
+        target = process_votes(votes, split_mode)
         top = max(range(N_VOTES), key=lambda i: target[i])  # first maximum, as numpy's argmax
         if top >= 8:
-            listing.exclude(f"unknown, non-face or no agreement ({mode})")
+            listing.exclude(f"unknown, non-face or no agreement ({split_mode})")
             continue
         if num_classes == 7 and top == 7:
             listing.exclude("contempt (7 classes)")
@@ -104,6 +109,8 @@ def read(root, labels: str = "label.csv", mode: str = "majority", num_classes: i
         soft = target[:num_classes]
         s = sum(soft)
         soft = [v / s for v in soft]
+        if split_mode == "multi_target":
+            soft = [(1 - MULTI_TARGET_EPS) * (1.0 if v > 0 else 0.0) + MULTI_TARGET_EPS for v in soft]
         listing.samples.append(Sample(id=f"{folder}/{name}", split=FOLDERS[folder], path=path, label=top,
                                       where=where, soft=None if mode == "majority" else soft, aligned=True))
     return listing
