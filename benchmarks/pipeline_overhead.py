@@ -107,7 +107,7 @@ def main():
 
     import ray
 
-    from ferlab.tune.sweep import init_ray
+    from ferlab.tune.resources import init_ray
 
     shards = open_shards(args.data or cached_synthfer(n=args.n, size=model_config(PRESET).input_size))
     cores = os.cpu_count()

@@ -65,13 +65,12 @@ def run(f, data, val, args, size) -> dict:
             sl = slice(i, i + args.batch)
             keys, given = torch.from_numpy(b["key"][sl]), torch.from_numpy(b["label"][sl])
             y = table.labels(keys, given, b["clean_label"][sl]) if f != "none" else given
-            probs = []
-            train_step(model, opt, torch.from_numpy(b["image"][sl]), y, tc, device, probs_out=probs)
+            _, probs = train_step(model, opt, torch.from_numpy(b["image"][sl]), y, tc, device)
             if f != "none" and epoch + 1 >= args.start:
-                table.update(keys, relabel(probs[0], y, f, args.delta))
+                table.update(keys, relabel(probs, y, f, args.delta))
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(to_input(torch.from_numpy(val["image"][i:i + 256]))).argmax(1)
+        pred = torch.cat([model(to_input(torch.from_numpy(val["image"][i:i + 256]), model.cfg)).argmax(1)
                           for i in range(0, len(val["label"]), 256)]).numpy()
     return {"f": f, "val_acc_clean": float(np.mean(pred == val["clean_label"]))} | (table.stats() if f != "none" else {})
 
@@ -92,7 +91,7 @@ def main():
     p.add_argument("--functions", default="none,constant,linear,quadratic,sigmoid",
                    help="comma-separated relabel functions to compare (none = no relabeling)")
     p.add_argument("--set", action="append", default=[], type=parse_field, metavar="FIELD=VALUE",
-                   help="a model field for every run, e.g. --set B=0")
+                   help="a model field for every run, e.g. --set branches=0")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     size = model_config(args.preset).input_size

@@ -5,8 +5,8 @@
     python experiments/ablation_mvt.py                          # laptop: SynthFER with 20% label noise, mvt_tiny
     python experiments/ablation_mvt.py --table table2 --seeds 3
     python experiments/ablation_mvt.py --data /data/shards/rafdb224 --preset mvt_paper \
-        --deit-weights deit_small_patch16_224-cd65a155.pth --lr 9e-5 --epochs 40 --relabel-start 10 \
-        --mgn-epochs 5 --seeds 3 --gpus-per-trial 1 --augment mvt
+        --deit-weights deit_small_patch16_224-cd65a155.pth --recipe paper --mgn-epochs 5 --seeds 3 \
+        --gpus-per-trial 1
     ferlab report results/ablation_mvt                          # tables (Markdown, CSV, LaTeX), plots, HTML
 
 What it trains: each distinct (m, f) the chosen tables need, once per seed, all for the same epochs. A trial with
@@ -32,23 +32,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 
 def parse_args(argv=None):
-    from ferlab.tune.experiment import add_run_args
+    from ferlab.tune.experiment import add_run_args, add_study_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default="all", help="table1, table2, table3, table5 (comma-separated) or all")
     p.add_argument("--seeds", type=int, default=1, help="trainings per cell, seeds --seed, --seed + 1, ...")
-    p.add_argument("--preset", default="mvt_tiny", help="mvt_tiny (CPU) or mvt_paper (DeiT-S, 224x224)")
-    p.add_argument("--epochs", type=int, help="classifier epochs per trial (default 6; --smoke 1)")
+    p.add_argument("--epochs", type=int, help="classifier epochs per trial (default 6; --smoke 1; --recipe paper 40)")
     p.add_argument("--mgn-epochs", type=int, help="MGN stage epochs (default 2; --smoke 1)")
     p.add_argument("--relabel-delta", type=float, default=0.2, help="delta of Eq. 6 (the paper's 0.2)")
     p.add_argument("--relabel-start", type=int, help="first epoch that relabels (default 3; --smoke 1; paper 10)")
-    p.add_argument("--deit-weights", help="local DeiT-S file ({'model': state_dict}) for MGN, D and classifier")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (the paper: 9e-5 with DeiT weights)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--augment", choices=["none", "light", "transfer", "mvt"],
-                   help="default: mvt with --data (erasing, flip, colour jitter), light on SynthFER")
     p.add_argument("--label-noise", type=float, default=0.2, help="SynthFER label noise when --data is not given")
+    add_study_args(p, "mvt", fix_knobs=False)
     add_run_args(p, "ablation_mvt", " (default 3000; --smoke 420)")
     return p.parse_args(argv)
 
@@ -57,23 +52,24 @@ def build(args):
     """The spec and the grid, validated before Ray starts; tables whose splits the data lacks are left out."""
     from ferlab.data.shards import open_shards
     from ferlab.tune.ablation import ablation_grid, table_keys
-    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, model_overrides
-    from ferlab.tune.sweep import SweepSpec
+    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, recipe_epochs, sections_from_args
+    from ferlab.tune.spec import SweepSpec
 
-    fill_defaults(args, smoke={"epochs": 1, "mgn_epochs": 1, "synth_n": 420, "relabel_start": 1},
-                  full={"epochs": 6, "mgn_epochs": 2, "synth_n": 3000, "relabel_start": 3})
     shards = open_shards(args.data) if args.data else None
-    keys = table_keys("mvt", args.table, shards.splits if shards else ["train", "val", "test"])
     dataset = shards.dataset if shards else "synthfer"
-    model = model_overrides(args, args.preset)  # a DeiT file of the wrong shape fails here, naming the keys
-    train = {"batch_size": args.batch_size, "lr": args.lr, "relabel_delta": args.relabel_delta,
-             "relabel_start": args.relabel_start, "augment": args.augment or ("mvt" if args.data else "light")}
+    fill_defaults(args, smoke={"epochs": 1, "mgn_epochs": 1, "synth_n": 420},
+                  full={"epochs": recipe_epochs(args, "mvt", dataset) or 6, "mgn_epochs": 2, "synth_n": 3000})
+    keys = table_keys("mvt", args.table, shards.splits if shards else ["train", "val", "test"])
+    train = {"lr": 5e-4, "relabel_start": 1 if args.smoke else 3}  # CPU defaults; the paper recipe replaces them
+    sections = sections_from_args(args, "mvt", dataset, train=train, settings={"mgn_epochs": args.mgn_epochs},
+                                  explicit={"relabel_delta": args.relabel_delta, "relabel_start": args.relabel_start})
     cpus = args.cpus_per_worker or (0.5 if args.smoke else local_cpus_per_worker(args))
-    spec = SweepSpec(data=args.data or "", preset=args.preset, epochs=args.epochs,
-                     workers_per_trial=args.workers_per_trial,
-                     gpus_per_trial=args.gpus_per_trial, cpus_per_worker=cpus, storage=args.storage,
+    spec = SweepSpec(data=args.data or "", study="mvt", preset=args.preset, epochs=args.epochs,
+                     workers_per_trial=args.workers_per_trial, gpus_per_trial=args.gpus_per_trial,
+                     cpus_per_worker=cpus, storage=args.storage,
                      name=args.name or ("ablation_mvt_smoke" if args.smoke else "ablation_mvt"), seed=args.seed,
-                     train=train, model=model, study="mvt", mgn_epochs=args.mgn_epochs,
+                     model=sections["model"], train=sections["train"], settings=sections["study"],
+                     pretrained=sections["pretrained"],
                      max_concurrent=args.max_concurrent, limit=args.limit)
     return spec, ablation_grid("mvt", keys, dataset, args.seeds, args.seed), keys
 
@@ -91,7 +87,7 @@ def main(argv=None) -> int:
     from ferlab.tune.experiment import run_experiment
 
     return run_experiment(spec, args, label_noise=0.0 if args.data else args.label_noise, grid=grid,
-                          paper="mvt", tables=keys)
+                          tables=keys)
 
 
 if __name__ == "__main__":

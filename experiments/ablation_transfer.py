@@ -5,7 +5,7 @@
     python experiments/ablation_transfer.py --table table3 --seeds 3
     python experiments/ablation_transfer.py --data /data/shards/rafdb --preset transfer_paper \
         --stem-weights backbone_ir50_ms1m_epoch120.pth --encoder-weights vit_small_p16_224-15ec54c9.pth \
-        --epochs 40 --seeds 3 --gpus-per-trial 1 --augment transfer --balance repeat
+        --recipe paper --seeds 3 --gpus-per-trial 1
     ferlab report results/ablation_transfer                      # tables (Markdown, CSV, LaTeX), plots, HTML
 
 What it trains: every distinct setting of (B, p1, p2, stem stage, dropper, drop rate) that the chosen tables need,
@@ -30,23 +30,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 
 def parse_args(argv=None):
-    from ferlab.tune.experiment import add_run_args
+    from ferlab.tune.experiment import add_run_args, add_study_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default="all", help="table1, table2, fig3, table3, table4 (comma-separated) or all")
     p.add_argument("--seeds", type=int, default=1, help="trainings per cell, seeds --seed, --seed + 1, ...")
-    p.add_argument("--preset", default="transfer_tiny", help="transfer_tiny (CPU) or transfer_paper")
-    p.add_argument("--epochs", type=int, help="epochs per trial (default 6; --smoke 1)")
-    p.add_argument("--batch-size", type=int, default=32, help="per-worker batch size")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the TrainConfig's)")
-    p.add_argument("--augment", choices=["none", "light", "transfer", "mvt"],
-                   help="training augmentation (default: transfer with --data, light on SynthFER)")
-    p.add_argument("--balance", choices=["none", "repeat", "full"], default="none", help="class-balanced sampling")
-    p.add_argument("--stem-weights", help="face.evoLVe IR-50 checkpoint for the stem (a path every worker can read)")
-    p.add_argument("--encoder-weights", help="timm-named ViT checkpoint for the encoder (a path every worker reads)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="fix another model field for every cell, e.g. --set msad=reference")
+    p.add_argument("--epochs", type=int, help="epochs per trial (default 6; --smoke 1; --recipe paper 40)")
+    add_study_args(p, "transfer", fix_knobs=False)
     add_run_args(p, "ablation_transfer", " (default 3000; --smoke 420)")
     return p.parse_args(argv)
 
@@ -55,23 +46,24 @@ def build(args):
     """The spec and the grid, validated before Ray starts."""
     from ferlab.data.shards import open_shards
     from ferlab.tune.ablation import ablation_grid, table_keys
-    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, model_overrides
-    from ferlab.tune.sweep import SweepSpec
+    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, recipe_epochs, sections_from_args
+    from ferlab.tune.spec import SweepSpec
 
-    fill_defaults(args, smoke={"epochs": 1, "synth_n": 420}, full={"epochs": 6, "synth_n": 3000})
     shards = open_shards(args.data) if args.data else None
-    keys = table_keys("transfer", args.table, shards.splits if shards else None)
     dataset = shards.dataset if shards else "synthfer"
-    model = model_overrides(args, args.preset)
-    train = {"batch_size": args.batch_size, "augment": args.augment or ("transfer" if args.data else "light"),
-             "balance": args.balance} | ({"lr": args.lr} if args.lr else {})
+    fill_defaults(args, smoke={"epochs": 1, "synth_n": 420},
+                  full={"epochs": recipe_epochs(args, "transfer", dataset) or 6, "synth_n": 3000})
+    keys = table_keys("transfer", args.table, shards.splits if shards else None)
+    sections = sections_from_args(args, "transfer", dataset)
     # --smoke runs several small trials at once (half a logical CPU each); otherwise one trial gets the machine.
     cpus = args.cpus_per_worker or (0.5 if args.smoke else local_cpus_per_worker(args))
-    spec = SweepSpec(data=args.data or "", preset=args.preset, epochs=args.epochs,
-                     workers_per_trial=args.workers_per_trial,
-                     gpus_per_trial=args.gpus_per_trial, cpus_per_worker=cpus, storage=args.storage,
+    spec = SweepSpec(data=args.data or "", study="transfer", preset=args.preset, epochs=args.epochs,
+                     workers_per_trial=args.workers_per_trial, gpus_per_trial=args.gpus_per_trial,
+                     cpus_per_worker=cpus, storage=args.storage,
                      name=args.name or ("ablation_transfer_smoke" if args.smoke else "ablation_transfer"),
-                     seed=args.seed, train=train, model=model, max_concurrent=args.max_concurrent, limit=args.limit)
+                     seed=args.seed, model=sections["model"], train=sections["train"], settings=sections["study"],
+                     pretrained=sections["pretrained"],
+                     max_concurrent=args.max_concurrent, limit=args.limit)
     return spec, ablation_grid("transfer", keys, dataset, args.seeds, args.seed), keys
 
 
@@ -87,7 +79,7 @@ def main(argv=None) -> int:
 
     from ferlab.tune.experiment import run_experiment
 
-    return run_experiment(spec, args, grid=grid, paper="transfer", tables=keys)
+    return run_experiment(spec, args, grid=grid, tables=keys)
 
 
 if __name__ == "__main__":

@@ -57,14 +57,19 @@ def main(argv=None) -> int:
     from ferlab.data.shards import MANIFEST, ShardError, open_shards
     from ferlab.data.synth import default_cache
     from ferlab.models import model_config
-    from ferlab.tune.sweep import SweepSpec, init_ray, run_sweep, to_markdown, write_results
+    from ferlab.report.markdown import to_markdown
+    from ferlab.studies import get_study
+    from ferlab.tune.resources import init_ray
+    from ferlab.tune.results import write_results
+    from ferlab.tune.spec import SweepSpec
+    from ferlab.tune.sweep import run_sweep
 
     size = model_config(args.preset).input_size
     shards = args.shards or os.path.join(default_cache(), f"ferplus-majority-s{size}")
-    model = {"branches": 2, "p1": 0.6, "p2": 0.3, "stem_stage": 3}
-    for key in ("stem_weights", "encoder_weights"):
-        if getattr(args, key):
-            model[key] = os.path.abspath(getattr(args, key))
+    study = get_study("transfer")
+    model = study.nest(study.paper_point("ferplus"))["model"]  # the paper's FERPlus point, every knob fixed
+    pretrained = {k: os.path.abspath(getattr(args, f"{k}_weights")) for k in ("stem", "encoder")
+                  if getattr(args, f"{k}_weights")}
     try:
         spec = SweepSpec(data=shards, preset=args.preset, samples=1, epochs=args.epochs, grace_period=args.epochs,
                          gpus_per_trial=args.gpus_per_trial, cpus_per_worker=1.0 if args.gpus_per_trial else
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
                          storage=args.storage, name=f"ferplus_{args.preset}_s{args.seed}", seed=args.seed,
                          train={"batch_size": args.batch_size, "lr": args.lr, "augment": args.augment,
                                 "balance": args.balance},
-                         model=model, limit=args.limit)
+                         model=model, pretrained=pretrained, limit=args.limit)
         if not os.path.isfile(os.path.join(shards, MANIFEST)) and not os.path.isdir(os.path.join(args.root, "FER2013Train")):
             raise ShardError(f"{args.root}: no FERPlus copy here (FER2013Train/...); pass --root or set FERLAB_FERPLUS")
     except ValueError as e:

@@ -6,7 +6,7 @@ ICCV 2021 (Fig. 3, Tables 2 and 3 are slices of this search space).
     python experiments/sweep_transfer.py            # laptop: SynthFER, transfer_tiny, 8 trials, local Ray
     python experiments/sweep_transfer.py --smoke    # the smallest run that exercises every piece (~2 min)
     python experiments/sweep_transfer.py --data /data/shards/rafdb --preset transfer_paper \
-        --gpus-per-trial 1 --storage s3://bucket/ferlab --samples 32 --epochs 40
+        --recipe paper --gpus-per-trial 1 --storage s3://bucket/ferlab --samples 32
 
 What it does: starts (or joins, with --address / RAY_ADDRESS) a Ray cluster; draws SynthFER once into the cache
 (~/.cache/ferlab, or $FERLAB_CACHE) unless --data names a shard folder; decodes the shards once into Ray's object
@@ -31,30 +31,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 
 def parse_args(argv=None):
-    from ferlab.tune.experiment import add_run_args
+    from ferlab.tune.experiment import add_run_args, add_study_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="transfer_tiny", help="model preset (transfer_tiny, transfer_paper)")
     p.add_argument("--samples", type=int, help="number of trials (default 8; --smoke: 2)")
-    p.add_argument("--epochs", type=int, help="max epochs per trial, ASHA may stop earlier (default 6; --smoke: 2)")
+    p.add_argument("--epochs", type=int, help="max epochs per trial, ASHA may stop earlier (default 6; --smoke: 2; "
+                                              "--recipe paper: 40)")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial may be stopped (default 2; --smoke: 1)")
-    p.add_argument("--batch-size", type=int, default=32, help="per-worker batch size")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the TrainConfig's)")
-    p.add_argument("--augment", choices=["none", "light", "transfer", "mvt"],
-                   help="training augmentation (default: transfer with --data, the paper's; light on SynthFER)")
-    p.add_argument("--balance", choices=["none", "repeat", "full"], default="none",
-                   help="class-balanced up-sampling: LVIS repeat factor, or full balance (default none)")
-    p.add_argument("--branches", type=int, help="fix B instead of searching it")
-    p.add_argument("--p1", type=float, help="fix MAD's p1 instead of searching it")
-    p.add_argument("--p2", type=float, help="fix MSAD's p2 instead of searching it")
-    p.add_argument("--stage", type=int, help="fix the IR-50 stem stage (2, 3 or 4) instead of searching it")
-    p.add_argument("--stem-weights", help="face.evoLVe IR-50 checkpoint for the stem (a path every worker can read)")
-    p.add_argument("--encoder-weights", help="timm-named ViT checkpoint for the encoder, e.g. the legacy ViT-Small "
-                                             "vit_small_p16_224-15ec54c9.pth (a path every worker can read)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="fix any other model config field, e.g. --set msad=reference --set lanet_bn=True "
-                        "(repeatable; `ferlab models` lists the fields)")
+    add_study_args(p, "transfer")
     add_run_args(p, "sweep_transfer", " (default 3000; --smoke 700)")
     return p.parse_args(argv)
 
@@ -62,25 +47,21 @@ def parse_args(argv=None):
 def build_spec(args):
     """Everything the sweep needs, validated before Ray starts: bad input is one line and a non-zero exit."""
     from ferlab.data.shards import open_shards
-    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, model_overrides
-    from ferlab.tune.sweep import SweepSpec
+    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, recipe_epochs, sections_from_args
+    from ferlab.tune.spec import SweepSpec
 
+    dataset = open_shards(args.data).dataset if args.data else None  # a malformed folder fails here, naming it
     fill_defaults(args, smoke={"samples": 2, "epochs": 2, "grace_period": 1, "synth_n": 700},
-                  full={"samples": 8, "epochs": 6, "grace_period": 2, "synth_n": 3000})
-    fixed = {k: v for k, v in (("branches", args.branches), ("p1", args.p1), ("p2", args.p2),
-                               ("stem_stage", args.stage)) if v is not None}
-    fixed |= model_overrides(args, args.preset)  # --set, --stem-weights, --encoder-weights
-    if args.data:
-        open_shards(args.data)  # a missing or malformed folder fails here, naming the file
-    name = args.name or ("sweep_transfer_smoke" if args.smoke else "sweep_transfer")
-    train = {"batch_size": args.batch_size, "augment": args.augment or ("transfer" if args.data else "light"),
-             "balance": args.balance} | ({"lr": args.lr} if args.lr else {})
-    cpus = local_cpus_per_worker(args)
-    return SweepSpec(data=args.data or "", preset=args.preset, samples=args.samples, epochs=args.epochs,
-                     grace_period=args.grace_period, workers_per_trial=args.workers_per_trial,
-                     gpus_per_trial=args.gpus_per_trial, cpus_per_worker=cpus, storage=args.storage, name=name,
-                     seed=args.seed, train=train, model=fixed, max_concurrent=args.max_concurrent,
-                     limit=args.limit)
+                  full={"samples": 8, "epochs": recipe_epochs(args, "transfer", dataset) or 6, "grace_period": 2,
+                        "synth_n": 3000})
+    sections = sections_from_args(args, "transfer", dataset)
+    return SweepSpec(data=args.data or "", study="transfer", preset=args.preset, samples=args.samples,
+                     epochs=args.epochs, grace_period=args.grace_period, workers_per_trial=args.workers_per_trial,
+                     gpus_per_trial=args.gpus_per_trial, cpus_per_worker=local_cpus_per_worker(args),
+                     storage=args.storage, name=args.name or ("sweep_transfer_smoke" if args.smoke else "sweep_transfer"),
+                     seed=args.seed, model=sections["model"], train=sections["train"], settings=sections["study"],
+                     pretrained=sections["pretrained"],
+                     max_concurrent=args.max_concurrent, limit=args.limit)
 
 
 def main(argv=None) -> int:

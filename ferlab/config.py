@@ -1,8 +1,9 @@
 """Training configuration: one dataclass, every field commented with why it exists.
 
-Model knobs live in the model's own config (`ferlab.models`); this holds what the training loop needs. A trial's
-config is `{"preset": str, "model": {overrides}, "train": {TrainConfig fields}}`: plain dicts, so Ray Tune can
-search any field and the resolved config is saved with every run.
+Model knobs live in the model's own config (`ferlab.models`), a study's own settings in its study
+(`ferlab.studies`); this holds what the training loop needs. A trial's config is nested,
+`{"model": {overrides}, "train": {TrainConfig fields}, "study": {...}}`: plain dicts, so Ray Tune can search any
+field, each section is validated once by its dataclass, and the resolved config is saved with every run.
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ class TrainConfig:
     epochs: int = 6  # passes over the training split
     batch_size: int = 32  # per worker; the global batch is batch_size * workers. Small batches = more steps,
     # which is what a from-scratch model needs on a CPU budget (SynthFER, 6 epochs: 0.55 at 32 against 0.29 at 64)
+    # The papers state the global batch (TransFER: 256 over two GPUs); when set, it is split evenly over the workers
+    # and replaces batch_size (0 = use batch_size per worker).
+    global_batch: int = 0
     optimizer: str = "adamw"  # "sgd" (the paper's, momentum 0.9) or "adamw" (faster from scratch on SynthFER)
     lr: float = 1e-3  # peak learning rate (2e-3 was unstable from scratch on SynthFER)
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.01  # decoupled for AdamW, L2 for SGD
-    lr_milestones: tuple = ()  # epochs at which lr is divided by 10 (the paper: 15 and 30 of 40); () = cosine
+    lr_milestones: tuple = ()  # epochs at which lr is divided by 10 (TransFER: 15 and 30 of 40)
+    lr_decay: float = 0.0  # exponential decay: lr * lr_decay ** epoch (MVT "decreased at an exponential rate")
+    # With neither milestones nor lr_decay the schedule is a cosine to zero (the CPU default).
     warmup_epochs: int = 0  # linear warm-up before the schedule
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU where it would only slow the small models
@@ -54,6 +60,12 @@ class TrainConfig:
     relabel_start: int = 10
 
     def __post_init__(self):
+        checked(self, "train config")
+
+    def per_worker_batch(self, workers: int) -> int:
+        return max(1, self.global_batch // workers) if self.global_batch else self.batch_size
+
+    def _check(self):
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer={self.optimizer!r}: expected 'sgd' or 'adamw'")
         for knob in ("epochs", "batch_size"):
@@ -73,15 +85,20 @@ class TrainConfig:
             raise ValueError(f"relabel_delta={self.relabel_delta} is outside its range: >= 0")
         if not 0 < self.balance_threshold <= 1:
             raise ValueError(f"balance_threshold={self.balance_threshold} is outside its range: (0, 1]")
+        if not 0 <= self.lr_decay < 1 or self.global_batch < 0:
+            raise ValueError(f"lr_decay={self.lr_decay} must be in [0, 1) and global_batch={self.global_batch} >= 0")
 
 
-def strict_replace(cfg, where: str = "config", **overrides):
-    """dataclasses.replace that names unknown keys instead of raising a bare TypeError."""
-    known = {f.name for f in dataclasses.fields(cfg)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown {where} key(s) {unknown}; known: {', '.join(sorted(known))}")
-    return dataclasses.replace(cfg, **overrides)
+def checked(cfg, where: str) -> None:
+    """Run a config dataclass's `_check`; a value of the wrong type ("abc" where a number goes) becomes one
+    ValueError naming the field, instead of a TypeError from deep inside a comparison."""
+    try:
+        cfg._check()
+    except TypeError:
+        bad = [f"{f.name}={getattr(cfg, f.name)!r} (expected a number)" for f in dataclasses.fields(cfg)
+               if isinstance(f.default, (int, float)) and not isinstance(f.default, bool)
+               and not isinstance(getattr(cfg, f.name), (int, float))]
+        raise ValueError(f"{where}: wrong type: {', '.join(bad) or 'a value'}") from None
 
 
 def parse_field(item: str) -> dict:

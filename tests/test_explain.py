@@ -49,14 +49,14 @@ def test_rollout_by_hand():
     assert torch.allclose(attention_rollout([two])[0, 0], torch.tensor([0.75, 0, 0.25]))
 
 
-def test_load_trained_drops_weight_paths(tmp_path):
+def test_load_trained_reads_checkpoints_that_name_weight_files(tmp_path):
     torch.manual_seed(0)
     m = create_model("transfer_tiny", branches=1)
-    cfg = m.cfg.to_dict() | {"stem_weights": "/elsewhere/ir50.pth"}  # a file that does not exist here
+    cfg = m.cfg.to_dict() | {"stem_weights": "/elsewhere/ir50.pth"}  # an older checkpoint: a path in the config
     torch.save({"model": m.state_dict(), "preset": "transfer_tiny", "model_config": cfg, "epoch": 0},
                tmp_path / "checkpoint.pt")
     back = load_trained(tmp_path)
-    assert back.cfg.branches == 1 and back.cfg.stem_weights is None and not back.training
+    assert back.cfg.branches == 1 and not back.training
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(back(x), m.eval()(x))

@@ -64,3 +64,18 @@ def test_patch_share_and_nuisance_hits_by_hand():
     assert (hit, chance, n) == (0.5, 1.25 / 4, 1)
     hit, _, _ = nuisance_hits(mp, share, m=0.25)  # top quarter: patch 0 only
     assert hit == 1.0
+
+
+def test_attention_mass_by_hand():
+    from ferlab.train.metrics import attention_mass
+
+    maps = torch.tensor([[[3.0, 1.0], [0.0, 0.0]]])  # (1, 2, 2): 3/4 of the mass on the top-left cell
+    occ = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    occ[0, :2, :2] = 1  # the top-left quarter is an occluder
+    bg = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    bg[0, 2:, :] = 1  # the bottom half is background
+    r = attention_mass(maps, occ, bg)
+    assert r["mass_occluder"] == 0.75 and r["mass_face"] == 0.25 and r["mass_background"] == 0.0
+    assert (r["area_occluder"], r["area_face"], r["area_background"]) == (0.25, 0.25, 0.5)
+    uniform = attention_mass(torch.ones(1, 2, 2), occ, bg)
+    assert uniform["mass_occluder"] == 0.25 and abs(uniform["spread"] - 1.0) < 1e-6

@@ -199,6 +199,31 @@ def test_dropblock_drops_blocks_per_map():
     out = m.local.mad.train()(torch.ones(64, 2, 8, 8))
     zero = out == 0
     assert zero.any() and not torch.equal(zero[:, 0], zero[:, 1])  # each map has its own blocks
+    # blocks, not single elements: a dropped cell's right-hand neighbour is mostly dropped too (Dropout at the same
+    # rate: about 0.3). Broken once locally: with nn.Dropout in DropBlock's place this fails.
+    left = zero[..., :-1]
+    assert (zero[..., 1:] & left).sum() / left.sum() > 0.6
+
+
+def test_mad_drops_a_map_before_the_max():
+    """Eq. 1 takes the max over the maps MAD has already dropped: with B = 2, a sample that loses a map keeps the
+    other one, never an all-zero aggregate. Broken once locally: dropping the aggregated map (after the max)
+    zeroes a p1 share of the samples and this fails."""
+    torch.manual_seed(0)
+    local = LocalCNNs(channels=8, branches=2, reduction=2, p1=0.8).train()
+    maps, agg = local.attention(torch.rand(2000, 8, 3, 3))
+    agg = agg[:, 0]
+    assert (agg.flatten(1) > 0).all()  # sigmoid maps: one map always survives
+
+    def same(a, b):
+        return torch.isclose(a, b).flatten(1).all(1)
+
+    only0, only1, both = same(agg, maps[:, 0]), same(agg, maps[:, 1]), same(agg, maps.max(1).values)
+    assert (only0 | only1 | both).all()  # the aggregate is one surviving map, or the max of both
+    # p1 of the samples lost a map, chosen uniformly; it shows where the lost map was the larger one somewhere
+    matters = ((maps[:, 0] > maps[:, 1]).flatten(1).any(1).float() + (maps[:, 1] > maps[:, 0]).flatten(1).any(
+        1).float()) / 2
+    assert abs((~both).float().mean() - 0.8 * matters.mean()) < 0.04
 
 
 def test_reference_msad_zeroes_one_token_of_q_k_v():

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from ferlab.config import TrainConfig
@@ -60,21 +59,35 @@ def test_generator_loss_by_hand():
     assert total.item() == pytest.approx(var0 / 2 + 0.2, rel=1e-5)
 
 
-def test_generator_steps_move_the_mean_mask_toward_m():
-    torch.manual_seed(0)
-    cfg = model_config("mvt_tiny")
-    mgn, disc = MaskGenerator(cfg), discriminator(cfg).eval()
-    opt = torch.optim.AdamW(mgn.parameters(), lr=1e-3)
+def test_generator_steps_move_the_mean_mask_toward_m_and_flatten_the_discriminator():
+    """Both terms of L_G act: the mean of Mp moves to m (Eq. 4); and with m at the mask's own mean (the area term
+    satisfied), D's softmax on x * Mp ends flatter than with the area term alone (Eqs. 2-3). Broken once locally:
+    with the variance term deleted the last assertion fails."""
     x = torch.randn(16, 3, 64, 64)
-    start = mgn.patch_values(x).mean().item()
-    for _ in range(40):
-        masked, mp = mgn.discriminator_view(x)
-        loss, _, _ = generator_loss(disc(masked), mp, m=0.1)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    end = mgn.patch_values(x).mean().item()
+
+    def run(use_loss: bool, m: float = 0.1):
+        torch.manual_seed(0)
+        cfg = model_config("mvt_tiny")
+        mgn, disc = MaskGenerator(cfg), discriminator(cfg).eval()
+        with torch.no_grad():  # a confident discriminator, so that there is a variance to remove
+            disc.head.weight.mul_(50)
+        opt = torch.optim.AdamW(mgn.parameters(), lr=1e-3)
+        start = mgn.patch_values(x).mean().item()
+        for _ in range(40):
+            masked, mp = mgn.discriminator_view(x)
+            total, _, area = generator_loss(disc(masked), mp, m=m)
+            opt.zero_grad()
+            (total if use_loss else area).backward()
+            opt.step()
+        with torch.no_grad():
+            masked, mp = mgn.discriminator_view(x)
+            return start, mp.mean().item(), generator_loss(disc(masked), mp, m=m)[1].item()
+
+    start, end, _ = run(use_loss=True)
     assert abs(start - 0.5) < 0.15 and abs(end - 0.1) < abs(start - 0.1) / 3, (start, end)
+    _, _, variance = run(use_loss=True, m=start)
+    _, _, variance_area_only = run(use_loss=False, m=start)
+    assert variance < 0.9 * variance_area_only, (variance, variance_area_only)
 
 
 @pytest.mark.parametrize("f,p_gt,p_max,expected", [
@@ -130,7 +143,7 @@ def test_deit_file_loads_into_classifier_and_mgn(tmp_path):
     deit = VisionTransformer(img_size=32, patch_size=8, embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0,
                              qkv_bias=True, num_classes=1000)  # a 4x4 grid: resampled to the model's 8x8
     torch.save({"model": deit.state_dict()}, tmp_path / "deit.pth")
-    m = create_model("mvt_tiny", deit_weights=str(tmp_path / "deit.pth"))
+    m = create_model("mvt_tiny", patch_stem="linear", pretrained={"deit": str(tmp_path / "deit.pth")})
     sd = deit.state_dict()
     assert torch.equal(m.classifier.blocks[3].attn.qkv.weight, sd["blocks.3.attn.qkv.weight"])
     assert torch.equal(m.mgn.blocks[1].mlp.fc2.weight, sd["blocks.1.mlp.fc2.weight"])
@@ -139,11 +152,38 @@ def test_deit_file_loads_into_classifier_and_mgn(tmp_path):
     bad = VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4, qkv_bias=True)
     torch.save({"model": bad.state_dict()}, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match=r"bad.pth: does not fit the DeiT.*mis-shaped"):
-        create_model("mvt_tiny", deit_weights=str(tmp_path / "bad.pth"))
+        create_model("mvt_tiny", patch_stem="linear", pretrained={"deit": str(tmp_path / "bad.pth")})
 
 
 def test_paper_preset_is_deit_small():
     m = create_model("mvt_paper", use_mgn=False)
     assert sum(p.numel() for p in m.classifier.parameters()) == 21_668_359  # DeiT-S with a 7-class head
-    assert m(torch.randn(1, 3, 224, 224)).shape == (1, 7)
-    assert F.softmax(m(torch.randn(1, 3, 224, 224)), 1).sum().item() == pytest.approx(1.0)
+    x = torch.randn(2, 3, 224, 224)
+    out = m.eval()(x)
+    assert out.shape == (2, 7) and not torch.allclose(out[0], out[1])  # the logits depend on the face
+    assert [b.attn.num_heads for b in m.classifier.blocks] == [6] * 12 and m.classifier.patch_embed.num_patches == 196
+
+
+def test_relabels_merged_from_another_rank_are_used_on_first_sight():
+    """DDP: rank 1 relabels row 7; rank 0 has not met row 7 yet. After the merge, rank 0 must train row 7 with the
+    new label when it first meets it (before the fix, merge ignored rows the rank had not seen)."""
+    rank0, rank1 = LabelTable(), LabelTable()
+    rank1.labels(torch.tensor([7]), torch.tensor([0]), torch.tensor([2]))
+    rank1.update(torch.tensor([7]), torch.tensor([2]))
+    rank0.merge(rank1.changed())
+    assert rank0.labels(torch.tensor([7]), torch.tensor([0])).tolist() == [2]
+    assert rank0.original[7] == 0 and rank0.stats()["relabeled"] == 1 and rank0.stats()["relabel_precision"] == 1.0
+
+
+def test_relabeling_starts_at_its_epoch():
+    from ferlab.train.relabel import Relabeler
+
+    r = Relabeler("constant", 0.2, start=3)
+    batch = {"key": torch.tensor([1])}
+    y = r.labels(batch, torch.tensor([0]))
+    probs = torch.tensor([[0.1, 0.9]])  # 0.8 > 0.2: relabel to 1 once relabeling has started
+    r.step(batch, probs, y, epoch=1)  # the 2nd epoch: not yet
+    assert r.labels(batch, torch.tensor([0])).tolist() == [0]
+    r.step(batch, probs, y, epoch=2)  # the 3rd epoch (start=3, counted from 1 as SCN's "from epoch 10")
+    assert r.labels(batch, torch.tensor([0])).tolist() == [1]
+    assert r.end_epoch(world_size=1)["relabel_changed"] == 1

@@ -57,5 +57,5 @@ def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys)
     assert abs(quality["mgn_mask_mean"] - 0.2) < 0.3
     from ferlab.models import create_model
 
-    m = create_model("mvt_tiny", mgn_weights=first)  # the stored file loads strictly into the classifier stage
+    m = create_model("mvt_tiny", pretrained={"mgn": first})  # the stored file loads strictly into the classifier stage
     assert not m.mgn.training

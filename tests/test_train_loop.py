@@ -72,3 +72,33 @@ def test_epochs_are_shuffled_differently_and_completely(ray_local, tiny_synth, m
 
     a, b, c = first_epoch(5), first_epoch(5), first_epoch(6)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_two_workers_share_every_relabel(ray_local, tiny_synth, tmp_path):
+    """DDP: each rank relabels its half of the epoch, and after the merge rank 0 holds the other rank's relabels
+    too, also for rows it has never met (before the fix, merge dropped those, so a rank met such a row with its old
+    label). delta 0 and f constant relabel every row the model gets wrong."""
+    import ray.train
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ferlab.data.pipeline import data_config, decoded_splits, training_datasets
+    from ferlab.data.shards import open_shards
+    from ferlab.train.loop import train_loop_per_worker
+
+    decoded = decoded_splits(open_shards(tiny_synth), 64, keys=True)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"preset": "transfer_tiny", "model": {},
+                           "train": {"epochs": 1, "batch_size": 8, "torch_threads": 1, "relabel": "constant",
+                                     "relabel_delta": 0.0, "relabel_start": 1}},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        datasets=training_datasets(decoded), dataset_config=data_config(),
+        run_config=ray.train.RunConfig(name="ddp", storage_path=str(tmp_path)),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        labels = torch.load(os.path.join(d, "checkpoint.pt"), weights_only=True)["labels"]
+    met = len(labels["original"])  # rows rank 0 met, plus those whose relabel it merged
+    assert result.metrics["relabeled"] > 0
+    assert len(labels["current"]) == met and met > 80  # more than its own half of the 160 training rows

@@ -5,8 +5,13 @@ import torch
 from ferlab.config import TrainConfig
 from ferlab.train.loop import lr_at, to_input
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
-from ferlab.tune.spaces import transfer_space
-from ferlab.tune.sweep import SweepSpec, concurrent_trials, to_markdown, worker_resources
+from ferlab.report.markdown import to_markdown
+from ferlab.studies import get_study
+from ferlab.tune.resources import concurrent_trials, worker_resources
+from ferlab.tune.spec import SweepSpec
+
+TRANSFER = get_study("transfer")
+SEARCHED = TRANSFER.searched_knobs({})
 
 
 def test_confusion_and_mean_class_accuracy():
@@ -30,22 +35,27 @@ def test_lr_schedule():
     assert [lr_at(tc, e) for e in (0, 14, 15, 30)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])
     cos = TrainConfig(epochs=10, lr=1.0)
     assert lr_at(cos, 0) == 1.0 and lr_at(cos, 5) == pytest.approx(0.5)
+    exp = TrainConfig(epochs=10, lr=1.0, lr_decay=0.9)  # MVT's "decreased at an exponential rate"
+    assert [lr_at(exp, e) for e in (0, 1, 3)] == pytest.approx([1.0, 0.9, 0.729])
+    assert TrainConfig(global_batch=256).per_worker_batch(2) == 128 and TrainConfig().per_worker_batch(2) == 32
 
 
 def test_space_is_conditional_and_respects_fixed_knobs():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(30):
         t = study.ask()
-        const = transfer_space(t)
-        if t.params["branches"] == 0:
-            assert const == {"p1": 0.0} and "p1" not in t.params
+        const = TRANSFER.space(t, searched=SEARCHED)
+        if t.params["model/branches"] == 0:
+            assert const == {"model/p1": 0.0} and "model/p1" not in t.params
         else:
-            assert 0.0 <= t.params["p1"] <= 0.9
-        assert t.params["stem_stage"] in (2, 3, 4)
+            assert 0.0 <= t.params["model/p1"] <= 0.9
+        assert t.params["model/stem_stage"] in (2, 3, 4)
         study.tell(t, 0.0)
     t = study.ask()
-    assert transfer_space(t, fixed={"branches": 2, "stem_stage": 3}) == {"branches": 2, "stem_stage": 3}
-    assert set(t.params) == {"p1", "p2"}
+    fixed = {"branches": 2, "stem_stage": 3}
+    assert TRANSFER.space(t, fixed=fixed, searched=TRANSFER.searched_knobs(fixed)) == {
+        "model/branches": 2, "model/stem_stage": 3}
+    assert set(t.params) == {"model/p1", "model/p2"}
 
 
 def test_sweep_spec_validates_before_ray():

@@ -24,7 +24,7 @@ def evolve_ir50(tmp_path_factory):
 @pytest.mark.parametrize("stage,units", [(2, 7), (3, 21), (4, 24)])
 def test_ir50_checkpoint_loads_at_every_stage_cut(evolve_ir50, stage, units):
     path, sd = evolve_ir50
-    m = create_model("transfer_paper", stem_stage=stage, depth=1, stem_weights=str(path))
+    m = create_model("transfer_paper", stem_stage=stage, depth=1, pretrained={"stem": str(path)})
     own = m.stem.state_dict()
     assert all(torch.equal(own[k], sd[k]) for k in own)
     assert "output_layer.0.weight" in m.unused_weights
@@ -48,7 +48,7 @@ def _vit_file(tmp_path, wrap, **kw):
 def test_timm_vit_loads_and_pos_embed_is_resampled(tmp_path, wrap, stage, tokens):
     dims = dict(embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0, qkv_bias=False)
     path, sd = _vit_file(tmp_path, wrap, **dims)
-    m = create_model("transfer_tiny", input_size=112, stem_stage=stage, encoder_weights=str(path))
+    m = create_model("transfer_tiny", input_size=112, stem_stage=stage, pretrained={"encoder": str(path)})
     assert m.pos_embed.shape == (1, tokens + 1, 128)
     enc = m.encoder.state_dict()
     assert torch.equal(enc["blocks.1.attn.qkv.weight"], sd["blocks.1.attn.qkv.weight"])
@@ -64,12 +64,12 @@ def test_timm_vit_loads_and_pos_embed_is_resampled(tmp_path, wrap, stage, tokens
 def test_wrong_architecture_names_the_file_and_keys(tmp_path):
     path, _ = _vit_file(tmp_path, "plain", embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0, qkv_bias=True)
     with pytest.raises(WeightsError) as e:
-        create_model("transfer_tiny", input_size=112, encoder_weights=str(path))
+        create_model("transfer_tiny", input_size=112, pretrained={"encoder": str(path)})
     msg = str(e.value)
     assert str(path) in msg and "unexpected blocks.0.attn.qkv.bias" in msg
     assert "mis-shaped" in msg and "blocks.0.attn.proj.weight: file (64, 64) vs model (128, 128)" in msg
     with pytest.raises(WeightsError, match=r"does not fit the IR stem.*missing body.0.res_layer.0.bias.*unexpected blocks"):
-        create_model("transfer_tiny", stem_weights=str(path))
+        create_model("transfer_tiny", pretrained={"stem": str(path)})
 
 
 def test_not_a_checkpoint(tmp_path):
@@ -91,7 +91,7 @@ def test_paper_preset_loads_full_size_files(evolve_ir50, tmp_path):
     vit_path, vit_sd = _vit_file(tmp_path, "plain", embed_dim=768, depth=8, num_heads=8, mlp_ratio=3.0,
                                  qkv_bias=False)
     assert vit_sd["pos_embed"].shape == (1, 197, 768)
-    m = create_model("transfer_paper", stem_weights=str(stem_path), encoder_weights=str(vit_path))
+    m = create_model("transfer_paper", pretrained={"stem": str(stem_path), "encoder": str(vit_path)})
     assert torch.equal(m.encoder.state_dict()["blocks.7.mlp.fc1.weight"], vit_sd["blocks.7.mlp.fc1.weight"])
     assert torch.equal(m.stem.state_dict()["body.20.res_layer.3.weight"], stem_sd["body.20.res_layer.3.weight"])
     assert torch.equal(m.pos_embed, vit_sd["pos_embed"])  # stage 3 at 112: 14x14, the file's own grid

@@ -53,7 +53,6 @@ class IRStem(nn.Module):
                 in_ch = depth
         self.body = nn.Sequential(*blocks)
         self.out_channels = in_ch
-        self.reduction = 2 ** stage  # total stride: the token grid is input_size / reduction per side
 
     def forward(self, x):  # (N, 3, H, W) -> (N, C, H / 2^stage, W / 2^stage)
         return self.body(self.input_layer(x))

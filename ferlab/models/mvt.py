@@ -24,6 +24,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ferlab.config import checked
+
 
 @dataclass(frozen=True)
 class MVTConfig:
@@ -35,23 +37,35 @@ class MVTConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True  # DeiT has qkv bias
     mgn_depth: int = 6  # the MGN uses the first 6 DeiT-S blocks (section 4.2)
+    # Input normalisation belongs to the weights the preset starts from (timm's pretrained-config habit): DeiT-S was trained on ImageNet-normalised RGB.
+    input_mean: tuple = (0.485, 0.456, 0.406)
+    input_std: tuple = (0.229, 0.224, 0.225)
     num_classes: int = 7
     # What the head reads (timm's global_pool): "token" is DeiT's class token, the paper's; "avg" averages the patch
     # tokens, which learns much faster from scratch on a CPU budget (as transfer_tiny's pool="mean").
     pool: str = "token"
+    # How patches become tokens: "linear" is ViT / DeiT's (one P x P conv, stride P), the paper's; "conv" is a small
+    # convolutional stem with the same total stride (Xiao et al. 2021, "Early convolutions help transformers see
+    # better"): a CPU-budget stand-in for ImageNet pretraining, without which a from-scratch ViT does not learn
+    # SynthFER in a laptop budget (benchmarks/relabel_quality.py --preset mvt_tiny). Mp stays one value per patch.
+    patch_stem: str = "linear"
     # Table 3's first column / Table 1's m = 0: the classifier sees the raw image. With use_mgn the MGN's weights come
-    # from `mgn_weights` (a file written by the MGN stage); without a file the MGN is random, which is only for tests.
+    # from the "mgn" pretrained file (written by the MGN stage); without one the MGN is random, which is for tests.
     use_mgn: bool = True
-    deit_weights: str | None = None  # a local DeiT-S file ({"model": state_dict}): classifier, MGN and discriminator
-    mgn_weights: str | None = None  # a trained MGN (`mgn.pt` from the MGN stage), loaded strictly
 
     def __post_init__(self):
+        checked(self, "MVT config")
+
+    def _check(self):
         checks = [
             ("input_size", self.input_size % self.patch == 0, f"multiples of patch={self.patch}"),
             ("heads", self.heads >= 1 and self.dim % self.heads == 0, "divisors of dim"),
             ("mgn_depth", 1 <= self.mgn_depth <= self.depth, f"1..depth={self.depth}"),
             ("num_classes", self.num_classes >= 2, "integers >= 2"),
             ("pool", self.pool in ("token", "avg"), "'token' or 'avg'"),
+            ("patch_stem", self.patch_stem in ("linear", "conv") and (self.patch_stem == "linear" or
+                                                                       self.patch & (self.patch - 1) == 0),
+             "'linear', or 'conv' with a power-of-two patch"),
         ]
         for knob, ok, allowed in checks:
             if not ok:
@@ -67,10 +81,24 @@ class MVTConfig:
 
 def vit(cfg: MVTConfig) -> VisionTransformer:
     """A DeiT-S-shaped timm ViT (class token, learned position embedding, MLP-less linear head)."""
-    return VisionTransformer(img_size=cfg.input_size, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth,
-                             num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias,
-                             num_classes=cfg.num_classes, global_pool=cfg.pool,
-                             fc_norm=False)  # keep DeiT's final `norm` (timm would swap it for fc_norm with "avg")
+    model = VisionTransformer(img_size=cfg.input_size, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth,
+                              num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias,
+                              num_classes=cfg.num_classes, global_pool=cfg.pool,
+                              fc_norm=False)  # keep DeiT's final `norm` (timm would swap it for fc_norm with "avg")
+    if cfg.patch_stem == "conv":
+        model.patch_embed.proj = conv_stem(cfg.dim, cfg.patch)
+    return model
+
+
+def conv_stem(dim: int, patch: int) -> nn.Sequential:
+    """3x3 stride-2 convolutions (BatchNorm, ReLU) halving the image log2(P) times, then a 1x1 to the token width:
+    the same (B, D, H / P, W / P) grid as the P x P patch projection it replaces."""
+    layers, ch = [], 3
+    for i in range(patch.bit_length() - 1):
+        out = max(dim // 2 ** (patch.bit_length() - 2 - i), 16)
+        layers += [nn.Conv2d(ch, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        ch = out
+    return nn.Sequential(*layers, nn.Conv2d(ch, dim, 1))
 
 
 class MaskGenerator(nn.Module):
@@ -121,22 +149,32 @@ def random_patch_mask(batch: int, n: int, ratio: float, device) -> torch.Tensor:
 class MVT(nn.Module):
     """The classifier stage: a frozen MGN (unless use_mgn is off) in front of a DeiT-S classifier."""
 
+    # Local weight files, applied after the architecture is built: "deit", a DeiT-S file ({"model": state_dict})
+    # for the classifier and (without an "mgn" file) the MGN's first blocks; "mgn", a trained MGN (`mgn.pt`).
+    PRETRAINED = ("deit", "mgn")
+
     def __init__(self, cfg: MVTConfig):
         super().__init__()
-        from ferlab.models.weights import load_deit, load_deit_into_mgn, load_mgn
-
         self.cfg = cfg
         self.classifier = vit(cfg)
         self.mgn = MaskGenerator(cfg) if cfg.use_mgn else None
         self.unused_weights: list[str] = []
-        if cfg.deit_weights:
-            self.unused_weights += load_deit(self.classifier, cfg.deit_weights)
         if self.mgn is not None:
-            if cfg.mgn_weights:
-                load_mgn(self.mgn, cfg.mgn_weights)
-            elif cfg.deit_weights:
-                self.unused_weights += load_deit_into_mgn(self.mgn, cfg.deit_weights)
             self.mgn.requires_grad_(False).eval()  # section 3.1: only the classifier's parameters are optimised
+
+    def load_pretrained(self, files: dict) -> list[str]:
+        """Load the named files strictly; returns the keys of the files this configuration does not use."""
+        from ferlab.models.weights import load_deit, load_deit_into_mgn, load_mgn
+
+        unused = []
+        if files.get("deit"):
+            unused += load_deit(self.classifier, files["deit"])
+        if self.mgn is not None:
+            if files.get("mgn"):
+                load_mgn(self.mgn, files["mgn"])
+            elif files.get("deit"):
+                unused += load_deit_into_mgn(self.mgn, files["deit"])
+        return unused
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -5,10 +5,12 @@ to tokens -> ViT encoder with MSAD -> classification head. Section references ar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from ferlab.config import checked
 
 from ferlab.models.dropping import DROPPERS, make_dropper
 from ferlab.models.encoder import MSAD_VARIANTS, MSADEncoder
@@ -41,18 +43,19 @@ class TransFERConfig:
     # weights"), so the paper preset, which starts from that file, uses it: with head_dim ** -0.5 the pretrained
     # attention would be 2.8x sharper than it was trained.
     attn_scale: float | None = None
+    # Input normalisation belongs to the weights the preset starts from (timm's pretrained-config habit): face.evoLVe's IR-50 was trained on RGB scaled to [-1, 1].
+    input_mean: tuple = (0.5, 0.5, 0.5)
+    input_std: tuple = (0.5, 0.5, 0.5)
     num_classes: int = 7  # 7 basic expressions (8 with contempt on FERPlus / AffectNet-8)
     # What the head reads: "cls" is the paper's (ViT's class token); "mean" averages the patch tokens. From scratch
     # on a CPU budget the class token learns far more slowly (SynthFER, 150 steps: 0.16 vs 0.54 validation
     # accuracy), so the CPU preset uses "mean"; the class token is still there and still attends.
     pool: str = "cls"
-    # Local weight files, loaded when the model is built (nothing is downloaded). stem_weights: face.evoLVe's IR-50
-    # checkpoint (backbone_ir50_ms1m_epoch120.pth); encoder_weights: a timm-named ViT file, e.g. the legacy
-    # ViT-Small vit_small_p16_224-15ec54c9.pth (768 dims, 8 blocks, 8 heads, MLP ratio 3, no qkv bias).
-    stem_weights: str | None = None
-    encoder_weights: str | None = None
 
     def __post_init__(self):
+        checked(self, "TransFER config")
+
+    def _check(self):
         checks = [
             ("stem_stage", self.stem_stage in (2, 3, 4), "{2, 3, 4}"),
             ("branches", isinstance(self.branches, int) and self.branches >= 0, "integers >= 0"),
@@ -130,10 +133,20 @@ class TransFER(nn.Module):
                                     cfg.attn_scale)
         self.head = nn.Linear(cfg.dim, cfg.num_classes)  # sized for the class count, never loaded from a file
         self.unused_weights: list[str] = []  # keys of the weight files that this configuration does not use
-        if cfg.stem_weights:
-            self.unused_weights += load_stem(self.stem, cfg.stem_weights)
-        if cfg.encoder_weights:
-            self.unused_weights += load_encoder(self, cfg.encoder_weights)
+
+    # Local weight files (nothing is downloaded), applied after the architecture is built (timm's habit):
+    # "stem": face.evoLVe's IR-50 checkpoint (backbone_ir50_ms1m_epoch120.pth); "encoder": a timm-named ViT file,
+    # e.g. the legacy ViT-Small vit_small_p16_224-15ec54c9.pth (768 dims, 8 blocks, 8 heads, MLP ratio 3, no bias).
+    PRETRAINED = ("stem", "encoder")
+
+    def load_pretrained(self, files: dict) -> list[str]:
+        """Load the named files strictly; returns the keys of the files this configuration does not use."""
+        unused = []
+        if files.get("stem"):
+            unused += load_stem(self.stem, files["stem"])
+        if files.get("encoder"):
+            unused += load_encoder(self, files["encoder"])
+        return unused
 
     def forward_features(self, x):  # (N, 3, S, S) -> (N, dim): the class token (or mean token) after the encoder
         f = self.local(self.stem(x))  # (N, c, h, w)
@@ -198,7 +211,3 @@ def attention_rollout(per_block: list[torch.Tensor]) -> torch.Tensor:
 
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def config_fields() -> set[str]:
-    return {f.name for f in fields(TransFERConfig)}

@@ -12,6 +12,7 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
 
     from ferlab.report import html, plots as P
     from ferlab.report.tables import DATASET_NAMES, build_tables, load_results
+    from ferlab.studies import get_study
 
     trials, run = load_results(results_dir)
     out = out_dir or os.path.join(results_dir, "report")
@@ -46,17 +47,19 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
                 skipped.append(caption if "failed" in caption else f"{caption}: the results do not hold it")
 
         for t in report_tables:
-            if t.key == "transfer_table3":
-                draw("TransFER Table 3 as curves over p1 and p2", P.p1_p2_plot, t, pdir, label)
-            elif t.key in ("transfer_fig3", "transfer_table2", "mvt_table1"):
+            if t.table is not None and t.table.plot:
+                draw(f"{t.title} as curves", P.TABLE_PLOTS[t.table.plot], t, pdir, label)
+            elif t.table is not None and t.table.axis:
                 draw(f"{t.title} against its knob", P.axis_plot, t, pdir, label)
-        if (run.get("ablation") or {}).get("paper") == "mvt":
-            draw("MVT convergence per relabel function", P.relabel_curves, trials, history, pdir)
+        paper = (run.get("ablation") or {}).get("paper")
+        for name in (get_study(paper).figures if paper else ()):
+            draw(f"{name.replace('_', ' ')}", P.STUDY_PLOTS[name], trials, history, pdir)
         draw("Confusion matrix of the best trial", P.confusion_plot, trials, history, run.get("classes"),
              run.get("eval_split") or "val", pdir)
         if not run.get("ablation"):
             draw("Optuna parameter importance", P.importance_plot, run.get("optuna_db"), pdir)
-        draw("Attention maps (TransFER LANet) or MGN masks (MVT) over validation faces", P.attention_plot,
+        draw("What the mechanism looks at (TransFER: LANet attention; MVT: the MGN's mask) over validation faces",
+             P.attention_plot,
              trials, run, pdir)
 
     spec = run.get("spec", {})

@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ferlab.report.paper import TABLES  # noqa: E402
+from ferlab.studies import get_study  # noqa: E402
+from ferlab.train import metrics as M  # noqa: E402
 
 MEASURED, PUBLISHED = "#1f6fb4", "#d9822b"
 
@@ -47,8 +48,7 @@ def _series(ax, x, values: pd.DataFrame, label: str, xlabel: str):
 
 def axis_plot(report_table, out_dir: str, measured_label: str) -> list[str]:
     """Accuracy against the knob a table sweeps (TransFER Fig. 3's B, Table 2's stage, MVT Table 1's m)."""
-    paper, key = report_table.key.split("_", 1)
-    table = TABLES[(paper, key)]
+    table = report_table.table
     values = report_table.values
     if table.axis is None or values is None or values["mean"].notna().sum() < 2:
         return []
@@ -83,7 +83,7 @@ def relabel_curves(trials: pd.DataFrame, history: pd.DataFrame, out_dir: str) ->
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for f, group in cells.groupby("relabel"):
         h = history[history["trial"].isin(group["trial"])]
-        curve = h.groupby("epoch")["val_acc"].mean()
+        curve = h.groupby(M.EPOCH)[M.VAL_ACC].mean()
         ax.plot(curve.index, 100 * curve.to_numpy(), marker=".", label=str(f))
     ax.set_xlabel("epoch")
     ax.set_ylabel("val accuracy %")
@@ -96,8 +96,8 @@ def best_trial(trials: pd.DataFrame, where=None) -> pd.Series | None:
     ok = trials[trials["status"] == "ok"] if "status" in trials else trials
     if where is not None:
         ok = ok[where(ok)]
-    ok = ok.dropna(subset=["best_val_acc"]) if "best_val_acc" in ok else ok.iloc[0:0]
-    return None if ok.empty else ok.loc[ok["best_val_acc"].idxmax()]
+    ok = ok.dropna(subset=[M.BEST_VAL_ACC]) if M.BEST_VAL_ACC in ok else ok.iloc[0:0]
+    return None if ok.empty else ok.loc[ok[M.BEST_VAL_ACC].idxmax()]
 
 
 def confusion_plot(trials: pd.DataFrame, history: pd.DataFrame, classes: list[str] | None, eval_split: str,
@@ -107,7 +107,7 @@ def confusion_plot(trials: pd.DataFrame, history: pd.DataFrame, classes: list[st
     best = best_trial(trials)
     if best is None or history.empty:
         return []
-    h = history[(history["trial"] == best["trial"]) & (history["epoch"] == best["best_epoch"])]
+    h = history[(history["trial"] == best["trial"]) & (history[M.EPOCH] == best["best_epoch"])]
     col = "test_confusion" if "test_confusion" in h and h["test_confusion"].notna().any() else "confusion"
     if h.empty or col not in h:
         return []
@@ -179,55 +179,55 @@ def faces(data: str, split: str, size: int, n: int = 6) -> np.ndarray | None:
                          "label": t.column("label").to_numpy()}, size)["image"]
 
 
-def attention_plot(trials: pd.DataFrame, run: dict, out_dir: str, n: int = 6) -> list[str]:
-    """LANet attention (TransFER, the max over branches that multiplies the stem features) or the MGN's mask
-    (MVT, 1 - Mp: dark = masked) over a few validation faces, from the best trial that has one."""
+def attention_plot(trials: pd.DataFrame, run: dict, out_dir: str, n: int = 6, tries: int = 5) -> list[str]:
+    """What the study's mechanism looks at (Study.attention: TransFER's LANet attention, MVT's mask 1 - Mp) over a
+    few validation faces, from the best trial whose model has one (the first of the `tries` best)."""
     import torch
 
     from ferlab.models import load_trained
     from ferlab.train.loop import to_input
 
-    paper = (run.get("ablation") or {}).get("paper") or run.get("spec", {}).get("study", "transfer")
-    if paper == "mvt":
-        where = (lambda t: t["mask_ratio"].astype(float) > 0) if "mask_ratio" in trials else None
+    study = get_study(run.get("study") or (run.get("ablation") or {}).get("paper") or
+                      run.get("spec", {}).get("study", "transfer"))
+    ok = trials[trials["status"] == "ok"] if "status" in trials else trials
+    if M.BEST_VAL_ACC not in ok or M.CHECKPOINT not in ok:
+        return []
+    for _, best in ok.dropna(subset=[M.BEST_VAL_ACC]).sort_values(M.BEST_VAL_ACC, ascending=False).head(tries).iterrows():
+        if not isinstance(best.get(M.CHECKPOINT), str):
+            continue
+        try:
+            model = load_trained(best[M.CHECKPOINT])
+        except (OSError, ValueError):
+            continue
+        split = "val" if run.get("eval_split") != "test" else "test"
+        images = faces(run.get("spec", {}).get("data", ""), split, model.cfg.input_size, n)
+        if images is None:
+            return []
+        with torch.no_grad():
+            shown = study.attention(model.eval(), to_input(torch.from_numpy(images), model.cfg))
+        if shown is not None:
+            break
     else:
-        where = (lambda t: t["branches"].astype(float) > 0) if "branches" in trials else None
-    best = best_trial(trials, where)
-    if best is None or not isinstance(best.get("checkpoint_path"), str):
         return []
-    try:
-        model = load_trained(best["checkpoint_path"])
-    except (OSError, ValueError):
-        return []
-    split = "val" if run.get("eval_split") != "test" else "test"
-    images = faces(run.get("spec", {}).get("data", ""), split, model.cfg.input_size, n)
-    if images is None:
-        return []
-    model.eval()
-    x = to_input(torch.from_numpy(images))
-    with torch.no_grad():
-        if paper == "mvt":
-            if model.mgn is None:
-                return []
-            maps = model.mgn.spread(1.0 - model.mgn.patch_values(x))[:, 0].numpy()
-            title = "MGN mask 1 - Mp (black = masked) and the masked face"
-        else:
-            if model.cfg.branches == 0:
-                return []
-            maps = model.explain(x)["aggregated"].numpy()
-            title = "LANet attention (max over branches)"
-    rows = 3 if paper == "mvt" else 2
-    fig, axes = plt.subplots(rows, len(images), figsize=(1.6 * len(images), 1.7 * rows), squeeze=False)
+    maps, title, overlay = shown
+    maps = maps.numpy()
+    fig, axes = plt.subplots(2 if overlay else 3, len(images), figsize=(1.6 * len(images), 1.7 * (2 if overlay else 3)),
+                             squeeze=False)
     for i, img in enumerate(images):
         axes[0, i].imshow(img)
-        if paper == "mvt":  # the mask itself, then what the classifier sees: the face times the mask
-            axes[1, i].imshow(maps[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            axes[2, i].imshow((img * maps[i][..., None]).astype(np.uint8))
-        else:
+        if overlay:  # a heat map over the face
             axes[1, i].imshow(img)
             axes[1, i].imshow(maps[i], cmap="jet", alpha=0.5, interpolation="bilinear",
                               extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
+        else:  # a mask: itself, then what the classifier sees, the face times the mask
+            axes[1, i].imshow(maps[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axes[2, i].imshow((img * maps[i][..., None]).astype(np.uint8))
         for ax in axes[:, i]:
             ax.axis("off")
     fig.suptitle(f"{title}: best trial {best['trial']}", fontsize=9)
-    return save(fig, out_dir, "attention_maps" if paper != "mvt" else "mgn_masks")
+    return save(fig, out_dir, f"{study.name}_attention")
+
+
+# Figures a paper table asks for (Table.plot) and study-wide figures (Study.figures), by name.
+TABLE_PLOTS = {"p1_p2": p1_p2_plot}
+STUDY_PLOTS = {"relabel_curves": relabel_curves}

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ferlab.report.paper import KNOBS, PAPER_NAMES, Row, Table, published_for, row_settings, tables
+from ferlab.report.markdown import to_markdown
+from ferlab.studies import get_study
+from ferlab.train import metrics as M
+from ferlab.studies.base import Row, Study, Table, published_for
 
 ALPHA = 0.05
 TEST_NAME = "Welch's t-test, two-sided, p < 0.05"
@@ -35,10 +38,9 @@ class ReportTable:
     df: pd.DataFrame  # what is printed: one row per paper row
     notes: list[str] = field(default_factory=list)
     values: pd.DataFrame | None = None  # numbers behind the cells (mean, std, n, p) for plots and CSV
+    table: Table | None = None  # the paper table it fills (None: a sweep's trial table)
 
     def markdown(self) -> str:
-        from ferlab.tune.sweep import to_markdown
-
         return "\n".join([f"### {self.title}", "", to_markdown(self.df)] + [f"\n{n}" for n in self.notes])
 
     def latex(self) -> str:
@@ -99,7 +101,7 @@ def metric_columns(trials: pd.DataFrame, eval_split: str, split: str | None = No
         return {"chosen": f"{name}_acc_at_best", "last": f"{name}_acc_last", "best": f"{name}_acc_max",
                 "mca": f"{name}_mean_class_acc_at_best"}
     if split is None and eval_split == "test":  # no validation split: "val" is the test split
-        return {"chosen": "best_val_acc", "last": "last_val_acc", "best": "best_val_acc",
+        return {"chosen": M.BEST_VAL_ACC, "last": "last_val_acc", "best": M.BEST_VAL_ACC,
                 "mca": "best_val_mean_class_acc"}
     return {}
 
@@ -124,21 +126,21 @@ def _fmt(values: np.ndarray) -> str:
     return f"{pct.mean():.2f} ± {pct.std(ddof=1):.2f} ({len(values)})"
 
 
-def _row_trials(paper: str, row: Row, trials: pd.DataFrame, dataset: str | None) -> tuple[pd.DataFrame, dict, str]:
+def _row_trials(study: Study, row: Row, trials: pd.DataFrame, dataset: str | None) -> tuple[pd.DataFrame, dict, str]:
     """The trials of a row, its full setting, and how a grid choice reads; a row with a grid takes its best value
     on validation."""
-    settings = row_settings(paper, row, dataset)
-    found = [(s, _matches(trials, s, KNOBS[paper])) for s in settings]
+    settings = study.row_settings(row, dataset)
+    found = [(s, _matches(trials, s, study.knob_names)) for s in settings]
     if not row.grid:
         return found[0][1], settings[0], ""
     found = [(s, t) for s, t in found if len(t)]
     if not found:
         return trials.iloc[0:0], settings[0], ""
-    s, t = max(found, key=lambda st: st[1]["best_val_acc"].mean())
+    s, t = max(found, key=lambda st: st[1][M.BEST_VAL_ACC].mean())
     return t, s, ", ".join(f"{k} {s[k]:g}" for k in row.grid) + " (best on val)"
 
 
-def build_table(table: Table, trials: pd.DataFrame, run: dict) -> ReportTable | None:
+def build_table(study: Study, table: Table, trials: pd.DataFrame, run: dict) -> ReportTable | None:
     """One paper table from the trials, or None when the results do not hold any of its rows."""
     dataset = run.get("dataset") or "synthfer"
     eval_split = run.get("eval_split") or "val"
@@ -147,7 +149,7 @@ def build_table(table: Table, trials: pd.DataFrame, run: dict) -> ReportTable | 
         return None
     per_row = []
     for row in table.rows:
-        t, knobs, setting = _row_trials(table.paper, row, ok, dataset)
+        t, knobs, setting = _row_trials(study, row, ok, dataset)
         cols = metric_columns(ok, eval_split, row.split)
         get = (lambda key, t=t, cols=cols: t[cols[key]].dropna().to_numpy(float) if key in cols and cols[key] in t
                else np.array([]))
@@ -171,6 +173,8 @@ def build_table(table: Table, trials: pd.DataFrame, run: dict) -> ReportTable | 
         else:
             mark = f"~ p={p:.2f}"
         src, pub = published_for(dataset, row)
+        if not study.at_paper_setting(row, dataset):  # a paper number only beside a row at the paper's setting
+            pub = None
         rec = {"row": row.label + (f" [{setting}]" if setting else ""), chosen_name: _fmt(v["chosen"])}
         if eval_split != "test":
             rec["test acc % (last epoch)"] = _fmt(v["last"])
@@ -197,8 +201,8 @@ def build_table(table: Table, trials: pd.DataFrame, run: dict) -> ReportTable | 
     if dataset not in {d for row in table.rows for d in row.published}:
         notes.append("The paper column is the paper's number on its data set, for orientation; it is not the same "
                      "benchmark as the measured one.")
-    return ReportTable(key=f"{table.paper}_{table.key}", title=f"{PAPER_NAMES[table.paper]}, {table.title}",
-                       df=pd.DataFrame(records), notes=notes, values=pd.DataFrame(values))
+    return ReportTable(key=f"{study.name}_{table.key}", title=f"{study.title}, {table.title}",
+                       df=pd.DataFrame(records), notes=notes, values=pd.DataFrame(values), table=table)
 
 
 def build_tables(results_dir: str) -> list[ReportTable]:
@@ -207,14 +211,15 @@ def build_tables(results_dir: str) -> list[ReportTable]:
     ablation = run.get("ablation") or {}
     paper, chosen = ablation.get("paper"), ablation.get("tables")
     if paper:  # the tables the ablation was run for (a shared row alone does not make another table)
-        wanted = [t for t in tables(paper) if not isinstance(chosen, list) or t.key in chosen]
-        return [t for t in (build_table(table, trials, run) for table in wanted) if t is not None]
+        study = get_study(paper)
+        wanted = [t for t in study.tables if not isinstance(chosen, list) or t.key in chosen]
+        return [t for t in (build_table(study, table, trials, run) for table in wanted) if t is not None]
     return [sweep_table(trials, run)]
 
 
 def sweep_table(trials: pd.DataFrame, run: dict) -> ReportTable:
     """A search's trials, best first (what `ferlab report` shows for a sweep folder)."""
-    keep = [c for c in trials.columns if c not in ("checkpoint_path", "train_images_per_s", "node_id")]
+    keep = [c for c in trials.columns if c not in (M.CHECKPOINT, "train_images_per_s", "node_id")]
     df = trials[keep].copy()
     spec = run.get("spec", {})
     return ReportTable(key="trials", title=f"Sweep {spec.get('name', '')}: {spec.get('preset', '')} on "

@@ -18,17 +18,19 @@ import torch.nn.functional as F
 
 from ferlab.config import TrainConfig
 from ferlab.models import create_model
+from ferlab.train import metrics as M
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
-from ferlab.train.relabel import LabelTable, relabel
+from ferlab.train.relabel import Relabeler
 
 CHECKPOINT_FILE = "checkpoint.pt"
-# face.evoLVe's IR-50 was trained on RGB scaled to [-1, 1] (mean 0.5, std 0.5); its weights expect that input.
-MEAN, STD = 0.5, 0.5
 
 
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1], on whatever device `images` is on."""
-    return (images.permute(0, 3, 1, 2).float() / 255.0 - MEAN) / STD
+def to_input(images: torch.Tensor, cfg=None) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float normalised with the model's input mean and std (`cfg`, a model
+    config; None = 0.5 / 0.5), on whatever device `images` is on."""
+    mean = torch.tensor(getattr(cfg, "input_mean", (0.5,) * 3), device=images.device)[:, None, None]
+    std = torch.tensor(getattr(cfg, "input_std", (0.5,) * 3), device=images.device)[:, None, None]
+    return (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -43,6 +45,8 @@ def lr_at(tc: TrainConfig, epoch: float) -> float:
         return tc.lr * (epoch + 1e-3) / tc.warmup_epochs
     if tc.lr_milestones:
         return tc.lr * 0.1 ** sum(epoch >= m for m in tc.lr_milestones)
+    if tc.lr_decay:
+        return tc.lr * tc.lr_decay ** (epoch - tc.warmup_epochs)
     span = max(tc.epochs - tc.warmup_epochs, 1e-9)
     return tc.lr * 0.5 * (1 + math.cos(math.pi * (epoch - tc.warmup_epochs) / span))
 
@@ -59,42 +63,42 @@ def loss_fn(logits, labels, soft, tc: TrainConfig) -> torch.Tensor:
     return -torch.log((soft * logits.softmax(1)).amax(1).clamp_min(1e-12)).mean()
 
 
-def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device, soft=None, probs_out=None):
-    """One optimisation step on a uint8 image batch; returns the loss. Shared by Ray's loop and the benchmark.
-    `probs_out`, a list, receives the batch's softmax outputs (for relabeling)."""
-    x = to_input(images.to(device, non_blocking=True))
+def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device, soft=None) -> tuple:
+    """One optimisation step on a uint8 image batch; returns (loss, the batch's softmax on the CPU). Shared by Ray's
+    loop and the benchmarks."""
+    x = to_input(images.to(device, non_blocking=True), _unwrap(model).cfg)
     y = labels.to(device, non_blocking=True).long()
     soft = soft.to(device, non_blocking=True).float() if soft is not None else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp and device.type == "cuda"):
         logits = model(x)
     loss = loss_fn(logits.float(), y, soft, tc)
-    if probs_out is not None:
-        probs_out.append(logits.detach().float().softmax(1).cpu())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss.item()
+    return loss.item(), logits.detach().float().softmax(1).cpu()
 
 
 @torch.no_grad()
 def evaluate(model, batches, num_classes: int, device: torch.device, amp: bool, prefix: str = "val") -> dict:
     model.eval()
+    cfg = _unwrap(model).cfg
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     loss_sum, n = 0.0, 0
     for batch in batches:
-        x, y = to_input(batch["image"].to(device)), batch["label"].to(device).long()
+        x, y = to_input(batch["image"].to(device), cfg), batch["label"].to(device).long()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         n += len(y)
         cm += confusion(logits.argmax(1), y, num_classes)
     cm = cm.cpu().numpy()
-    return {f"{prefix}_loss": loss_sum / max(n, 1), f"{prefix}_acc": accuracy(cm),
-            f"{prefix}_mean_class_acc": mean_class_accuracy(cm), f"{prefix}_images": n,
-            "confusion" if prefix == "val" else f"{prefix}_confusion": cm.tolist()}
+    names = M.split_metrics(prefix)
+    return {names["loss"]: loss_sum / max(n, 1), names["acc"]: accuracy(cm), names["mca"]: mean_class_accuracy(cm),
+            names["images"]: n, names["confusion"]: cm.tolist()}
 
 
-def _worker_threads(tc: TrainConfig) -> int:
+def worker_threads(tc: TrainConfig) -> int:
+    """Intra-op threads of a worker: TrainConfig.torch_threads, or the CPUs Ray gave it."""
     if tc.torch_threads:
         return tc.torch_threads
     import ray
@@ -103,35 +107,93 @@ def _worker_threads(tc: TrainConfig) -> int:
     return max(1, int(round(cpus)))
 
 
+def restore(model, opt, relabeler, device) -> tuple[int, float]:
+    """Continue a restored trial (or a retried worker group) where its last report left it: (next epoch, best)."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return 0, 0.0
+    with checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=device, weights_only=True)
+    _unwrap(model).load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if relabeler is not None:
+        relabeler.table.load(state.get("labels", {}))
+    return state["epoch"] + 1, state["best_val_acc"]
+
+
+def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world: int, device, relabeler) -> dict:
+    """One pass over this worker's shard of the training set; returns the epoch's training metrics."""
+    model.train()
+    for group in opt.param_groups:  # the schedule steps once per epoch, like the paper's /10 milestones
+        group["lr"] = lr_at(tc, epoch)
+    num_classes = _unwrap(model).cfg.num_classes
+    t0, seen, loss_sum, steps, wait, first_wait = time.perf_counter(), 0, 0.0, 0, 0.0, 0.0
+    class_counts = torch.zeros(num_classes, dtype=torch.long)  # the epoch's effective histogram
+    batches = iter(shard.iter_torch_batches(batch_size=tc.per_worker_batch(world), device="cpu", drop_last=True,
+                                            local_shuffle_buffer_size=tc.shuffle_buffer or None,
+                                            local_shuffle_seed=tc.seed + 1000 * epoch + rank))
+    while True:
+        tw = time.perf_counter()
+        batch = next(batches, None)
+        wait += time.perf_counter() - tw  # time the model waited for input: the pipeline's visible cost
+        if steps == 0:
+            first_wait = wait  # the per-epoch start-up of the Ray Data execution
+        if batch is None:
+            break
+        y = batch["label"] if relabeler is None else relabeler.labels(batch, batch["label"])
+        loss, probs = train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"))
+        if relabeler is not None:
+            relabeler.step(batch, probs, y, epoch)
+        loss_sum += loss
+        seen += len(y)
+        class_counts += torch.bincount(y.long(), minlength=num_classes)
+        steps += 1
+    train_time = time.perf_counter() - t0
+    return {M.TRAIN_LOSS: loss_sum / max(steps, 1), "lr": opt.param_groups[0]["lr"],
+            M.IMAGES_PER_S: seen * world / train_time, M.DATA_WAIT: wait / train_time,
+            M.FIRST_BATCH_WAIT: first_wait,
+            "train_class_counts": class_counts.tolist()}  # this worker's; with balancing, the effect
+
+
+def report(model, opt, metrics: dict, epoch: int, best: float, config: dict, relabeler, rank: int) -> None:
+    """Report the epoch's metrics with a checkpoint (rank 0 writes it) that carries everything a resume needs."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if rank == 0:
+            torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                        "best_val_acc": best, "preset": config["preset"],
+                        "model_config": _unwrap(model).cfg.to_dict(),
+                        "pretrained": config.get("pretrained") or {},  # provenance: the files it started from
+                        "labels": relabeler.table.state() if relabeler is not None else {}},
+                       os.path.join(tmp, CHECKPOINT_FILE))
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
 def train_loop_per_worker(config: dict):
-    """config = {"preset": name, "model": {overrides}, "train": {TrainConfig fields}}."""
+    """config = {"preset": name, "model": {overrides}, "train": {TrainConfig fields}, "pretrained": {files},
+    "eval_splits": [...], "constants": {metrics of the work before the trial}}: restore, then per epoch train,
+    evaluate, report."""
     import ray
     import ray.train
     import ray.train.torch
 
     tc = TrainConfig(**config.get("train", {}))
     ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    torch.set_num_threads(_worker_threads(tc))
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(worker_threads(tc))
     torch.manual_seed(tc.seed)  # same init on every rank; DDP would broadcast rank 0's anyway
     device = ray.train.torch.get_device()
-
-    model = create_model(config["preset"], **config.get("model", {}))
-    mcfg = model.cfg
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(create_model(config["preset"], pretrained=config.get("pretrained"),
+                                                       **config.get("model", {})))
+    num_classes = _unwrap(model).cfg.num_classes
     opt = make_optimizer(model, tc)
-    start_epoch, best = 0, 0.0
-    table = LabelTable()  # the training set's current labels, when relabeling is on
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # a restored trial (or a retried worker group) continues where its last report left it
-        with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=device, weights_only=True)
-        _unwrap(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, best = state["epoch"] + 1, state["best_val_acc"]
-        for name, saved in state.get("labels", {}).items():  # relabels persist across a resume too
-            setattr(table, name, {int(k): int(v) for k, v in saved.items()})
+    relabeler = Relabeler(tc.relabel, tc.relabel_delta, tc.relabel_start) if tc.relabel != "none" else None
+    start_epoch, best = restore(model, opt, relabeler, device)
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")  # the selection split: "val", or "test" where there is no val
@@ -139,65 +201,22 @@ def train_loop_per_worker(config: dict):
     # too, so a table can report test accuracy at the epoch chosen on validation, never the best epoch on test.
     others = {name: ray.train.get_dataset_shard(name) for name in config.get("eval_splits", [])}
     for epoch in range(start_epoch, tc.epochs):
-        model.train()
-        for group in opt.param_groups:  # the schedule steps once per epoch, like the paper's /10 milestones
-            group["lr"] = lr_at(tc, epoch)
-        t0, seen, loss_sum, steps, wait, first_wait = time.perf_counter(), 0, 0.0, 0, 0.0, 0.0
-        class_counts = torch.zeros(mcfg.num_classes, dtype=torch.long)  # the epoch's effective histogram
-        relabeled = 0
-        batches = iter(train_shard.iter_torch_batches(batch_size=tc.batch_size, device="cpu", drop_last=True,
-                                                      local_shuffle_buffer_size=tc.shuffle_buffer or None,
-                                                      local_shuffle_seed=tc.seed + 1000 * epoch + rank))
-        while True:
-            tw = time.perf_counter()
-            batch = next(batches, None)
-            wait += time.perf_counter() - tw  # time the model waited for input: the pipeline's visible cost
-            if steps == 0:
-                first_wait = wait  # the per-epoch start-up of the Ray Data execution
-            if batch is None:
-                break
-            y, probs = batch["label"], None
-            if tc.relabel != "none":  # train on the stored labels; relabel from relabel_start on (Eq. 6)
-                y, probs = table.labels(batch["key"], y, batch.get("clean_label")), []
-            loss_sum += train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"), probs)
-            if probs and epoch + 1 >= tc.relabel_start:
-                relabeled += table.update(batch["key"], relabel(probs[0], y, tc.relabel, tc.relabel_delta))
-            seen += len(y)
-            class_counts += torch.bincount(y.long(), minlength=mcfg.num_classes)
-            steps += 1
-        train_time = time.perf_counter() - t0
-        metrics = evaluate(model, val_shard.iter_torch_batches(batch_size=256, device="cpu"),
-                           mcfg.num_classes, device, tc.amp)
+        metrics = train_epoch(model, opt, train_shard, tc, epoch, rank, world, device, relabeler)
+        metrics |= evaluate(model, val_shard.iter_torch_batches(batch_size=256, device="cpu"), num_classes, device,
+                            tc.amp)
         for name, shard in others.items():
-            metrics |= evaluate(model, shard.iter_torch_batches(batch_size=256, device="cpu"), mcfg.num_classes,
-                                device, tc.amp, prefix=name)
-        best = max(best, metrics["val_acc"])
-        metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(steps, 1), best_val_acc=best,
-                       lr=opt.param_groups[0]["lr"], train_images_per_s=seen * ctx.get_world_size() / train_time,
-                       data_wait_frac=wait / train_time, first_batch_wait_s=first_wait,
-                       train_class_counts=class_counts.tolist(),  # this worker's; with balancing, the effect
-                       node_id=ray.get_runtime_context().get_node_id())  # where rank 0 ran (which cluster node)
+            metrics |= evaluate(model, shard.iter_torch_batches(batch_size=256, device="cpu"), num_classes, device,
+                                tc.amp, prefix=name)
+        best = max(best, metrics[M.VAL_ACC])
+        metrics |= {M.EPOCH: epoch + 1, M.BEST_VAL_ACC: best,
+                    M.NODE: ray.get_runtime_context().get_node_id()}  # where rank 0 ran (which cluster node)
         metrics |= config.get("constants", {})  # what the work before the trial measured (MVT: the MGN's quality)
-        if tc.relabel != "none":
-            if ctx.get_world_size() > 1:  # every worker relabels its part of the epoch; all keep every change
-                gathered = [None] * ctx.get_world_size()
-                torch.distributed.all_gather_object(gathered, table.changed())
-                for changes in gathered:
-                    table.merge(changes)
-            metrics |= {"relabel_changed": relabeled} | table.stats()
+        if relabeler is not None:
+            metrics |= relabeler.end_epoch(world)
         if rank == 0:
-            print(f"epoch {epoch + 1}: val_acc {metrics['val_acc']:.4f}, train class histogram "
-                  f"{class_counts.tolist()}", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                            "best_val_acc": best, "preset": config["preset"], "model_config": mcfg.to_dict(),
-                            "labels": {"original": table.original, "current": table.current,
-                                       "clean": table.clean}},
-                           os.path.join(tmp, CHECKPOINT_FILE))
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+            print(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f}, train class histogram "
+                  f"{metrics['train_class_counts']}", flush=True)
+        report(model, opt, metrics, epoch, best, config, relabeler, rank)
 
 
 def _unwrap(model):

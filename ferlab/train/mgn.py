@@ -111,31 +111,33 @@ def mask_quality(mgn, batches, m: float, device) -> dict:
     for batch in batches:
         if "nuisance" not in batch:
             return {}
-        mp = mgn.patch_values(to_input(batch["image"].to(device)))
+        mp = mgn.patch_values(to_input(batch["image"].to(device), mgn.cfg))
         h, c, b = nuisance_hits(mp, patch_share(batch["nuisance"].to(device), mgn.cfg.patch), m)
         hit, chance, n = hit + h, chance + c, n + b
     return {"mgn_nuisance_precision": hit / n, "mgn_nuisance_chance": chance / n} if n else {}
 
 
 def mgn_loop_per_worker(config: dict):
-    """config = {"preset", "model": overrides, "mask_ratio", "epochs", "lr", "batch_size", "seed"}."""
+    """config = {"preset", "model": overrides, "pretrained": {"deit": file}, "mask_ratio", "epochs", "lr",
+    "batch_size", "seed", "has_val"}."""
     import ray.train
     import ray.train.torch
 
     from ferlab.models import model_config
     from ferlab.models.mvt import MaskGenerator, discriminator
     from ferlab.models.weights import load_deit, load_deit_into_mgn
-    from ferlab.train.loop import _worker_threads, to_input
+    from ferlab.train.loop import to_input, worker_threads
     from ferlab.config import TrainConfig
 
-    torch.set_num_threads(_worker_threads(TrainConfig()))
+    torch.set_num_threads(worker_threads(TrainConfig()))
     torch.manual_seed(config["seed"])
     cfg = model_config(config["preset"], **config.get("model", {}))
     m = config["mask_ratio"]
     mgn, disc = MaskGenerator(cfg), discriminator(cfg)
-    if cfg.deit_weights:  # section 4.2: both start from DeiT-S (the MGN from its first blocks)
-        load_deit_into_mgn(mgn, cfg.deit_weights)
-        load_deit(disc, cfg.deit_weights)
+    deit = (config.get("pretrained") or {}).get("deit")
+    if deit:  # section 4.2: both start from DeiT-S (the MGN from its first blocks)
+        load_deit_into_mgn(mgn, deit)
+        load_deit(disc, deit)
     device = ray.train.torch.get_device()
     mgn, disc = mgn.to(device), disc.to(device)  # not DDP-wrapped: see average_gradients
     opt_g = torch.optim.AdamW(mgn.parameters(), lr=config["lr"])
@@ -147,7 +149,7 @@ def mgn_loop_per_worker(config: dict):
         disc.train()
         sums, steps, t0 = {}, 0, time.perf_counter()
         for batch in shard.iter_torch_batches(batch_size=config["batch_size"], drop_last=True):
-            x = to_input(batch["image"].to(device))
+            x = to_input(batch["image"].to(device), cfg)
             losses = mgn_step(mgn, disc, opt_g, opt_d, x, batch["label"].to(device).long(), m)
             sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
             steps += 1
@@ -187,7 +189,7 @@ def mgn_metrics(path: str) -> dict:
 
 def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: float, seed: int, epochs: int,
                lr: float, batch_size: int, data_hash: str | None, cpus_per_worker: float, gpus: float,
-               augment: str = "none") -> str:
+               augment: str = "none", pretrained: dict | None = None) -> str:
     """The path of the trained MGN for these settings: trained now (one Ray Train run) if no earlier trial did it.
     Concurrent callers with the same key wait on a file lock and then reuse the file. `datasets` holds "train" and,
     for the per-epoch mask quality, a "val" split decoded with its `nuisance` masks (SynthFER)."""
@@ -212,7 +214,8 @@ def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: flo
         trainer = TorchTrainer(
             mgn_loop_per_worker,
             train_loop_config={"preset": preset, "model": model, "mask_ratio": m, "epochs": epochs, "lr": lr,
-                               "batch_size": batch_size, "seed": seed, "has_val": has_val},
+                               "batch_size": batch_size, "seed": seed, "has_val": has_val,
+                               "pretrained": {k: v for k, v in (pretrained or {}).items() if k == "deit"}},
             scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                          resources_per_worker={"CPU": cpus_per_worker} | ({"GPU": gpus} if gpus else {})),
             datasets=train | ({"val": datasets["val"]} if has_val else {}),

@@ -51,11 +51,13 @@ class LabelTable:
         self.clean: dict[int, int] = {}
 
     def labels(self, keys, given, clean=None) -> torch.Tensor:
-        """The labels to train on for a batch (the stored ones; first sight stores the given label)."""
+        """The labels to train on for a batch (the stored ones; first sight stores the given label, unless another
+        worker already relabeled the row)."""
         out = []
         for i, (k, y) in enumerate(zip(keys.tolist(), given.tolist())):
             if k not in self.original:
-                self.original[k] = self.current[k] = y
+                self.original[k] = y
+                self.current.setdefault(k, y)  # a relabel merged from another rank wins over the given label
                 if clean is not None:
                     self.clean[k] = int(clean[i])
             out.append(self.current[k])
@@ -70,19 +72,31 @@ class LabelTable:
                 changed += 1
         return changed
 
-    def merge(self, other: dict[int, int]) -> None:
-        """Take relabels made by other workers (DDP: each sees a different part of the epoch)."""
-        for k, y in other.items():
-            if k in self.current:
-                self.current[k] = y
+    def changed(self) -> dict[int, tuple]:
+        """{key: (original, current, clean or -1)} of the rows whose label differs from the original."""
+        return {k: (self.original[k], y, self.clean.get(k, -1)) for k, y in self.current.items()
+                if k in self.original and y != self.original[k]}
 
-    def changed(self) -> dict[int, int]:
-        return {k: y for k, y in self.current.items() if y != self.original[k]}
+    def merge(self, other: dict[int, tuple]) -> None:
+        """Take relabels made by another worker (DDP: each sees a different part of the epoch), also for rows this
+        worker has not met yet: when it meets them, it trains them with the new label."""
+        for k, (original, y, clean) in other.items():
+            self.original.setdefault(k, original)
+            if clean >= 0:
+                self.clean.setdefault(k, clean)
+            self.current[k] = y
+
+    def state(self) -> dict:
+        return {"original": self.original, "current": self.current, "clean": self.clean}
+
+    def load(self, state: dict) -> None:
+        for name, saved in state.items():  # relabels persist across a resume too
+            setattr(self, name, {int(k): int(v) for k, v in saved.items()})
 
     def stats(self) -> dict:
         """relabeled: samples whose label differs from the original; with clean labels, precision (relabeled to the
         clean label) and recall (noisy samples whose label is now clean)."""
-        changed = self.changed()
+        changed = {k: y for k, (_, y, _) in self.changed().items()}
         out = {"relabeled": len(changed)}
         if self.clean:
             noisy = [k for k in self.original if self.original[k] != self.clean.get(k, self.original[k])]
@@ -92,3 +106,33 @@ class LabelTable:
                                      if noisy else float("nan"))
             out["noisy_labels"] = len(noisy)
         return out
+
+
+class Relabeler:
+    """The training loop's relabeling hook (Eq. 6 from `relabel_start` on, labels persisting in a LabelTable).
+
+    The loop asks it for each batch's labels (`labels`), hands it the batch's softmax after the step (`step`),
+    and at the end of an epoch (`end_epoch`) every worker's relabels are shared with every other worker."""
+
+    def __init__(self, f: str, delta: float, start: int):
+        self.f, self.delta, self.start = f, delta, start
+        self.table = LabelTable()
+        self.changed_this_epoch = 0
+
+    def labels(self, batch, given):
+        return self.table.labels(batch["key"], given, batch.get("clean_label"))
+
+    def step(self, batch, probs, labels, epoch: int) -> None:
+        """`epoch` counts from 0; relabeling starts at the 1-based epoch `start`, as SCN's "from epoch 10"."""
+        if epoch + 1 >= self.start:
+            self.changed_this_epoch += self.table.update(batch["key"], relabel(probs, labels, self.f, self.delta))
+
+    def end_epoch(self, world_size: int) -> dict:
+        if world_size > 1:  # every worker relabels its part of the epoch; all keep every change
+            gathered = [None] * world_size
+            torch.distributed.all_gather_object(gathered, self.table.changed())
+            for changes in gathered:
+                self.table.merge(changes)
+        metrics = {"relabel_changed": self.changed_this_epoch} | self.table.stats()
+        self.changed_this_epoch = 0
+        return metrics

@@ -1,10 +1,15 @@
-"""What every experiment file does after parsing its options: data, Ray, the sweep or ablation, the tables, the exit
-code. Shared so that experiments/*.py stay about their own knobs (big_vision's habit: the file is the experiment)."""
+"""What every experiment file does after parsing its options: the options every experiment shares (taken from its
+Study: knob flags, recipes, `--set section.field=value`), the spec, data, Ray, the sweep or ablation, the tables and
+the exit code. Shared so that experiments/*.py stay about what differs from the defaults (big_vision's habit: the
+file is the experiment)."""
 
 from __future__ import annotations
 
 import os
 import time
+
+from ferlab.studies import get_study
+from ferlab.studies.base import SECTIONS
 
 
 def add_run_args(p, name: str, smoke_note: str = "") -> None:
@@ -29,29 +34,77 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
     p.add_argument("--smoke", action="store_true", help="tiny run that still exercises every piece")
 
 
+def add_study_args(p, study_name: str, fix_knobs: bool = True) -> None:
+    """The options that come from the study: its presets, one flag per searched knob (fixes it instead of searching
+    it; type and choices from the knob), its recipes, weight files and `--set`."""
+    from ferlab.data.augment import BALANCE, RECIPES
+
+    study = get_study(study_name)
+    p.add_argument("--preset", default=study.presets[0],
+                   help=f"model preset: {', '.join(study.presets)} (default {study.presets[0]}: CPU size)")
+    p.add_argument("--recipe", default="cpu", choices=("cpu", *study.recipes),
+                   help="training recipe: cpu (the laptop defaults) or paper (the paper's optimiser, schedule, "
+                        "batch, epochs and augmentation, per data set); explicit options win over it")
+    p.add_argument("--batch-size", type=int, help="per-worker batch size (default 32)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the recipe's, else TrainConfig's)")
+    p.add_argument("--augment", choices=RECIPES, help="training augmentation (default: the recipe's; on the "
+                                                      "cpu recipe, the paper's with --data, light on SynthFER)")
+    p.add_argument("--balance", choices=BALANCE, help="class-balanced up-sampling (default: the recipe's, else none)")
+    if fix_knobs:
+        for k in study.knobs:
+            if k.search:
+                p.add_argument(f"--{(k.flag or k.name).replace('_', '-')}", dest=k.name, type=k.parse,
+                               choices=k.choices,
+                               help=f"fix {k.help} instead of searching it")
+    for key, what in study.weight_files:
+        p.add_argument(f"--{key}-weights", help=f"{what} (a path every worker can read)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="any config field: model.FIELD (or plain FIELD), train.FIELD or study.FIELD, e.g. "
+                        "--set model.msad=reference --set train.label_smoothing=0.1 (repeatable)")
+
+
 def fill_defaults(args, smoke: dict, full: dict) -> None:
     """--smoke changes the defaults only; an option given explicitly always wins."""
     for key, value in (smoke if args.smoke else full).items():
-        if getattr(args, key) is None:
+        if getattr(args, key, None) is None:
             setattr(args, key, value)
 
 
-def model_overrides(args, preset: str) -> dict:
-    """--set FIELD=VALUE items and the weight-file options as model overrides. With a weight file the model is
-    built once here, so a file that does not fit fails before Ray starts, naming the file and the keys."""
+def sections_from_args(args, study_name: str, dataset: str | None, train: dict | None = None,
+                       settings: dict | None = None, explicit: dict | None = None) -> dict:
+    """{"model", "train", "study"} fixed settings from the options, in order of precedence: the experiment's own
+    CPU defaults (`train`, `settings`), the recipe, the knob flags and explicit options (`explicit`: the
+    experiment's own train options that were given), then --set; and "pretrained", the weight files given."""
     from ferlab.config import parse_field
 
-    model = {}
-    for item in getattr(args, "set", []):
-        model.update(parse_field(item))
-    for key in ("stem_weights", "encoder_weights", "deit_weights"):
-        if getattr(args, key, None):
-            model[key] = os.path.abspath(os.path.expanduser(getattr(args, key)))
-    if any(k.endswith("_weights") for k in model):
-        from ferlab.models import create_model
+    study = get_study(study_name)
+    out = {"model": {}, "train": dict(train or {}), "study": dict(settings or {}), "pretrained": {}}
+    recipe = study.recipe(args.recipe, dataset)
+    out["train"] |= {k: v for k, v in recipe.items() if k != "epochs"}
+    given = {"batch_size": args.batch_size, "lr": args.lr, "augment": args.augment, "balance": args.balance}
+    out["train"] |= {k: v for k, v in (given | (explicit or {})).items() if v is not None}
+    if "augment" not in out["train"]:
+        out["train"]["augment"] = study.data_augment if args.data else "light"
+    for k in study.knobs:
+        if getattr(args, k.name, None) is not None:
+            out[k.section][k.name] = getattr(args, k.name)
+    for key, _ in study.weight_files:
+        path = getattr(args, f"{key}_weights", None)
+        if path:
+            out["pretrained"][key] = os.path.abspath(os.path.expanduser(path))
+    for item in args.set:
+        (key, value), = parse_field(item).items()
+        section, _, field = key.rpartition(".")
+        section = section or "model"
+        if section not in SECTIONS:
+            raise ValueError(f"--set {item!r}: the section must be one of {', '.join(SECTIONS)}")
+        out[section][field] = value
+    return out
 
-        create_model(preset, **model)
-    return model
+
+def recipe_epochs(args, study_name: str, dataset: str | None):
+    """The recipe's epochs when --epochs is not given (None: the experiment's default)."""
+    return get_study(study_name).recipe(args.recipe, dataset).get("epochs")
 
 
 def local_cpus_per_worker(args) -> float:
@@ -64,12 +117,15 @@ def local_cpus_per_worker(args) -> float:
 
 
 def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None = None,
-                   paper: str | None = None, tables: list[str] | None = None) -> int:
-    """SynthFER when no --data, Ray, the sweep (or with `grid`, the ablation of `paper`'s `tables`), its results
+                   tables: list[str] | None = None) -> int:
+    """SynthFER when no --data, Ray, the sweep (or with `grid`, the ablation of the study's `tables`), its results
     folder (trials.csv/md, history.csv, run.json), and a printed table: the search's trials, or the paper tables."""
     from ferlab.data.synth import cached_synthfer
     from ferlab.models import model_config
-    from ferlab.tune.sweep import STUDIES, init_ray, run_sweep, to_markdown, write_results
+    from ferlab.report.markdown import to_markdown
+    from ferlab.tune.resources import init_ray
+    from ferlab.tune.results import write_results
+    from ferlab.tune.sweep import run_sweep
 
     t0 = time.perf_counter()
     if not spec.data:
@@ -79,9 +135,9 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
     table, history = run_sweep(spec, resume=args.resume, verbose=1, grid=grid)
     elapsed = time.perf_counter() - t0
     results_dir = args.results_dir or os.path.join("results", spec.name)
-    extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"]}
+    extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"], "recipe": getattr(args, "recipe", "cpu")}
     if grid is not None:
-        extra |= {"ablation": {"paper": paper, "tables": tables, "cells": len(grid)}}
+        extra |= {"ablation": {"paper": spec.study, "tables": tables, "cells": len(grid)}}
     paths = write_results(table, spec, results_dir, extra=extra, history=history)
     print()
     if grid is not None:
@@ -94,7 +150,7 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
         if "best_val_acc" in table and table["best_val_acc"].notna().any():
             best = table.iloc[0]
             knobs = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
-                              for k in STUDIES[spec.study][1])
+                              for k in get_study(spec.study).knob_names if k in best)
             print(f"\nbest: {knobs}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']})")
     print(f"{len(table)} trials in {elapsed / 60:.1f} min; results in {os.path.abspath(results_dir)} "
           f"({', '.join(os.path.basename(p) for p in paths.values())}); `ferlab report {results_dir}` for the "

@@ -1,0 +1,55 @@
+"""Ray set-up and resource arithmetic: how a trial reserves CPUs and GPUs, how many fit at once, and `init_ray`.
+
+- the trial driver only waits on its trainer: it reserves DRIVER_CPUS (a quarter CPU);
+- Ray Data tasks reserve DATA_CPUS each, so data work always finds room next to the training workers;
+- each training worker reserves `cpus_per_worker` CPUs and its share of `gpus_per_trial` (split evenly over the
+  trial's workers: --gpus-per-trial 4 --workers-per-trial 4 is one GPU per DDP rank);
+- concurrent trials = what the cluster holds of (driver + workers), and never more than its GPUs allow.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ferlab.data.pipeline import DATA_CPUS
+
+DRIVER_CPUS = 0.25
+
+
+def concurrent_trials(spec, resources: dict) -> int:
+    """How many trials of a SweepSpec fit at once in `resources` (ray.cluster_resources())."""
+    cpus_needed = DRIVER_CPUS + spec.workers_per_trial * spec.cpus_per_worker
+    n = int((resources.get("CPU", 0) - DATA_CPUS) // cpus_needed)
+    if spec.gpus_per_trial > 0:
+        n = min(n, int(resources.get("GPU", 0) // spec.gpus_per_trial))
+    if spec.max_concurrent:
+        n = min(n, spec.max_concurrent)
+    if n < 1:
+        raise RuntimeError(f"one trial needs {cpus_needed} CPUs + {DATA_CPUS} for data and "
+                           f"{spec.gpus_per_trial} GPUs; the cluster has {resources}")
+    return n
+
+
+def worker_resources(cpus_per_worker: float, gpus_per_trial: float, workers_per_trial: int) -> dict:
+    """What each training worker (DDP rank) of a trial reserves: its CPUs and an even share of the trial's GPUs."""
+    gpus = gpus_per_trial / workers_per_trial
+    return {"CPU": cpus_per_worker} | ({"GPU": gpus} if gpus else {})
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 1024):
+    """Connect to a cluster (`address`, or RAY_ADDRESS) or start a local Ray sized for this machine.
+
+    The dashboard stays on even for tests: Train V2's placement-group cleaner asks the State API (served by the
+    dashboard) whether a trial's controller is gone, and without it the workers of trials that ASHA stops are
+    never freed.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 1024 * 1024,
+             include_dashboard=True)

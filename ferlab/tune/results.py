@@ -1,0 +1,114 @@
+"""A sweep's result files: trials.csv/md (one row per trial), history.csv (one row per trial and epoch) and run.json
+(resolved spec, git commit, data manifest hash): everything `ferlab report` reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import asdict
+
+import pandas as pd
+
+from ferlab.config import TrainConfig
+from ferlab.models import model_config
+from ferlab.report.markdown import to_markdown
+from ferlab.studies import get_study
+from ferlab.train import metrics as M
+
+OPTUNA_DB = "optuna.db"
+
+
+def trial_knobs(config: dict, study) -> dict:
+    """A trial's knob values (and an ablation cell's seed) from its Tune config."""
+    cell = (config or {}).get("cell", config or {})
+    return study.flatten({s: cell.get(s) or {} for s in ("model", "train", "study")}) | \
+        ({"seed": cell["seed"]} if "seed" in cell else {})
+
+
+def results_table(results, study) -> pd.DataFrame:
+    """One row per trial: its knobs, validation accuracy at its best and last epoch, every other evaluated split at
+    the epoch chosen on validation, at the last epoch and at its own best epoch (what papers that pick the best
+    epoch on test report), epochs run and status."""
+    rows = []
+    for r in results:
+        hist = r.metrics_dataframe
+        row = {"trial": _trial_id(r)} | trial_knobs(r.config, study)
+        if hist is not None and M.VAL_ACC in hist:
+            best_i = hist[M.VAL_ACC].idxmax()
+            row.update({M.BEST_VAL_ACC: hist[M.VAL_ACC].max(), "best_epoch": int(hist.loc[best_i, M.EPOCH]),
+                        f"best_{M.VAL_MCA}": hist.loc[best_i, M.VAL_MCA], f"last_{M.VAL_ACC}": hist[M.VAL_ACC].iloc[-1],
+                        f"last_{M.VAL_MCA}": hist[M.VAL_MCA].iloc[-1], "epochs": int(hist[M.EPOCH].max()),
+                        M.IMAGES_PER_S: hist[M.IMAGES_PER_S].mean()})
+            for col in hist.columns:  # other evaluated splits
+                if col.endswith("_acc") and not col.startswith(("val_", "best_")):
+                    row[f"{col}_at_best"] = hist.loc[best_i, col]  # at the epoch chosen on validation
+                    row[f"{col}_last"] = hist[col].iloc[-1]
+                    row[f"{col}_max"] = hist[col].max()  # the best epoch on this split itself
+            for col in M.RELABEL + M.MGN_QUALITY:  # MVT: the relabeling at the end, the MGN's mask quality
+                if col in hist:
+                    row[col] = hist[col].iloc[-1]
+            for col in (M.CHECKPOINT, M.NODE):  # the last checkpoint; rank 0's Ray node
+                row[col] = hist[col].iloc[-1] if col in hist else None
+        row["status"] = "error" if r.error else "ok"
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.sort_values(M.BEST_VAL_ACC, ascending=False, na_position="last").reset_index(drop=True) \
+        if M.BEST_VAL_ACC in df else df
+
+
+def _trial_id(result) -> str:
+    return (result.metrics or {}).get("trial_id", os.path.basename(result.path))
+
+
+def history_table(results) -> pd.DataFrame:
+    """Every trial's per-epoch metrics (numbers only; confusion matrices as JSON text), one row per (trial, epoch):
+    what convergence curves and the best trial's confusion matrix are drawn from."""
+    frames = []
+    for r in results:
+        hist = r.metrics_dataframe
+        if hist is None or hist.empty:
+            continue
+        keep = [c for c in hist.columns if c == M.CONFUSION or c.endswith("_" + M.CONFUSION)
+                or (pd.api.types.is_numeric_dtype(hist[c]) and c not in ("timestamp", "pid", "done")
+                    and not c.startswith("config/"))]  # the trial's knobs are in trials.csv
+        frame = hist[keep].copy()
+        frame.insert(0, "trial", _trial_id(r))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_results(df: pd.DataFrame, spec, results_dir: str, extra: dict | None = None,
+                  history: pd.DataFrame | None = None) -> dict:
+    """trials.csv/md, history.csv (per epoch) and run.json (resolved spec, git commit, data manifest hash, data set,
+    the Tune and Optuna storage) in results_dir."""
+    os.makedirs(results_dir, exist_ok=True)
+    paths = {"csv": os.path.join(results_dir, "trials.csv"), "md": os.path.join(results_dir, "trials.md"),
+             "run": os.path.join(results_dir, "run.json")}
+    df.to_csv(paths["csv"], index=False)
+    if history is not None:
+        paths["history"] = os.path.join(results_dir, "history.csv")
+        history.to_csv(paths["history"], index=False)
+    with open(paths["md"], "w") as f:
+        f.write(f"# {spec.name}: {spec.preset} on {spec.data}\n\n{to_markdown(df)}\n")
+    experiment = os.path.join(spec.storage, spec.name)
+    run = {"spec": asdict(spec), "study": spec.study, "study_title": get_study(spec.study).title,
+           "knobs": list(get_study(spec.study).knob_names),
+           "model_config": model_config(spec.preset, **spec.model).to_dict(),
+           "train_config": asdict(TrainConfig(**spec.train_config())), "git_commit": _git_commit(),
+           "data_manifest_hash": df.attrs.get("data_manifest_hash"), "dataset": df.attrs.get("dataset"),
+           "classes": df.attrs.get("classes"),
+           "eval_split": df.attrs.get("eval_split"), "tune_experiment": experiment,
+           "optuna_db": os.path.join(experiment, OPTUNA_DB) if "://" not in experiment else None} | (extra or {})
+    with open(paths["run"], "w") as f:
+        json.dump(run, f, indent=2, default=str)
+    return paths
+
+
+def _git_commit() -> str | None:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,68 @@
+"""What a sweep or an ablation runs: the study, the data, the trials' fixed settings per config section, and the
+resources, validated before Ray starts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ferlab.config import TrainConfig
+from ferlab.models import model_config
+from ferlab.studies import get_study
+
+
+@dataclass
+class SweepSpec:
+    data: str  # shard folder (local path or URI)
+    study: str = "transfer"  # which paper's knobs are searched (ferlab.studies)
+    preset: str = ""  # model registry name; "" = the study's CPU preset
+    samples: int = 8  # Tune trials
+    epochs: int = 6  # max epochs per trial (ASHA may stop a trial earlier)
+    grace_period: int = 2  # ASHA: epochs every trial gets before it can be stopped
+    workers_per_trial: int = 1  # Ray Train workers (DDP ranks) per trial
+    gpus_per_trial: float = 0.0  # GPUs per trial, split evenly over its workers; 0 = CPU only
+    cpus_per_worker: float = 1.0  # logical CPUs per training worker (also its torch threads)
+    storage: str = "~/ferlab_results"  # Ray Tune storage path (a local folder or a remote URI such as s3://)
+    name: str = "sweep_transfer"  # experiment name under storage; resume finds it by this name
+    seed: int = 0  # TPE sampler seed and training seed
+    # The trials' fixed settings, one dict per section of the nested trial config; a study knob given here is
+    # fixed, not searched.
+    model: dict = field(default_factory=dict)  # model config fields
+    train: dict = field(default_factory=dict)  # TrainConfig fields
+    settings: dict = field(default_factory=dict)  # the study's own section (MVT: mask_ratio, mgn_epochs)
+    pretrained: dict = field(default_factory=dict)  # local weight files by the model's PRETRAINED keys (not searched)
+    max_concurrent: int = 0  # 0 = as many as the cluster holds
+    limit: int = 0  # use only the first `limit` rows of each split (smoke runs); 0 = all
+    evaluate_paper_point: bool = True  # try the paper's setting first
+
+    def __post_init__(self):
+        self.storage = _expand(self.storage)
+        study = get_study(self.study)
+        self.preset = self.preset or study.presets[0]
+        # Fail before Ray starts: every section must build, and every knob must be known.
+        model_config(self.preset, **self.model)
+        if any(self.pretrained.values()):  # a file that does not fit fails now, naming the file and the keys
+            from ferlab.models import create_model
+
+            create_model(self.preset, pretrained=self.pretrained, **self.model)
+        TrainConfig(**self.train_config())
+        study.check_study_section(self.settings)
+        if self.samples < 1 or self.epochs < 1 or self.workers_per_trial < 1:
+            raise ValueError("samples, epochs and workers_per_trial must be >= 1")
+        if self.gpus_per_trial < 0 or self.cpus_per_worker <= 0:
+            raise ValueError("gpus_per_trial must be >= 0 and cpus_per_worker > 0")
+
+    def train_config(self) -> dict:
+        return self.train | {"epochs": self.epochs, "seed": self.seed}
+
+    def sections(self) -> dict:
+        """The fixed part of every trial's nested config."""
+        return {"model": dict(self.model), "train": self.train_config(), "study": dict(self.settings)}
+
+    def fixed_knobs(self) -> dict:
+        """{knob: value} of the study's knobs that this spec fixes."""
+        return get_study(self.study).flatten(self.sections())
+
+
+def _expand(path: str) -> str:
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))

@@ -1,0 +1,70 @@
+"""One Tune trial: the Train V2 driver that builds a `TorchTrainer` for the trial's configuration and fits it.
+
+Train V2 (on by default in Ray 2.60) does not accept `Tuner(TorchTrainer(...))`. The supported pattern, used here:
+each Tune trial is a small driver function that builds a `TorchTrainer` and calls `fit()`. The trainer's run is
+named after the Tune trial id, so a resumed sweep finds each trial's own checkpoints, and `TuneReportCallback`
+forwards rank 0's per-epoch metrics to Tune, where ASHA and Optuna see them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ferlab.studies import get_study
+from ferlab.studies.base import SECTIONS
+from ferlab.tune.resources import worker_resources
+
+
+def trial_config(config: dict, spec: dict) -> dict:
+    """The trial's nested config: the spec's fixed sections, then what Tune gave this trial (a searched point, or an
+    ablation cell under "cell" with its own seed)."""
+    cell = config.get("cell", config)
+    nested = {s: dict(spec["sections"][s]) | dict(cell.get(s) or {}) for s in SECTIONS}
+    nested["train"]["seed"] = cell.get("seed", spec["seed"])
+    nested["pretrained"] = dict(spec["pretrained"])  # weight files: not a searched section, carried alongside
+    return nested
+
+
+def trial_driver(config: dict, *, datasets: dict, spec: dict):
+    """Build and fit a TorchTrainer for this trial; the study's hook runs first (MVT: the MGN stage)."""
+    import ray.train
+    from ray import tune
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ferlab.config import TrainConfig
+    from ferlab.data.pipeline import data_config, training_datasets
+    from ferlab.train.loop import train_loop_per_worker
+
+    resources = worker_resources(spec["cpus_per_worker"], spec["gpus_per_trial"], spec["workers_per_trial"])
+    gpus = resources.get("GPU", 0.0)
+    nested = trial_config(config, spec)
+    study = get_study(spec["study"])
+    constants = {}  # metrics of the work before the trial, reported with every epoch
+    if study.before_trial is not None:
+        nested, constants = study.before_trial(nested, {
+            "datasets": datasets, "storage": spec["storage"], "preset": spec["preset"],
+            "base_model": spec["sections"]["model"], "data_hash": spec["data_hash"],
+            "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus})
+    tc = TrainConfig(**nested["train"])
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"preset": spec["preset"], "model": nested["model"], "train": nested["train"],
+                           "pretrained": nested["pretrained"],
+                           "eval_splits": [k for k in datasets if k not in ("train", "val")],
+                           "constants": constants},
+        scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
+                                     resources_per_worker=resources),
+        datasets=training_datasets(datasets, augment=tc.augment, seed=tc.seed, factors=spec["balance_factors"]),
+        dataset_config=data_config(),
+        run_config=ray.train.RunConfig(
+            name=tune.get_context().get_trial_id(),  # stable across resume; never a timestamp
+            storage_path=os.path.join(spec["storage"], spec["name"], "train_runs"),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # Train V2 retries a controller that cannot get resources forever by default; fail instead.
+            failure_config=FailureConfig(max_failures=1, controller_failure_limit=2),
+        ),
+    )
+    trainer.fit()
