@@ -41,13 +41,17 @@ def _prepare(args) -> int:
     from ferlab.tune.resources import init_ray
 
     options = {"strict": args.strict}
-    given = {"labels": args.labels, "mode": args.mode, "num_classes": args.classes, "images": args.images}
+    given = {"labels": args.labels, "mode": args.mode, "num_classes": args.classes, "images": args.images,
+             "layout": args.layout, "label_from_name": args.label_from_name, "group_from_name": args.group_from_name,
+             "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
     allowed = {"ferplus": ("labels", "mode", "num_classes"), "rafdb": ("images",), "affectnet": ("num_classes",),
-               "folder": ("num_classes",)}.get(args.source, ())
+               "folder": ("num_classes", "layout", "label_from_name", "group_from_name", "val_fraction",
+                          "test_fraction", "split_seed")}.get(args.source, ())
     for key, value in given.items():
         if value is not None:
             if key not in allowed:
-                raise ValueError(f"--{key.replace('num_classes', 'classes')} does not apply to {args.source}")
+                flag = key.replace("num_classes", "classes").replace("_", "-")
+                raise ValueError(f"--{flag} does not apply to {args.source}")
             options[key] = value
     if args.extra_split:
         if args.source != "rafdb":
@@ -127,8 +131,23 @@ def main(argv=None) -> int:
     pr.add_argument("--images", choices=["aligned", "original"], help="rafdb: which images (default aligned)")
     pr.add_argument("--extra-split", action="append", default=[], metavar="NAME=FILE",
                     help="rafdb: a list of test images that becomes an evaluation split (Occlusion-/Pose-RAF-DB)")
-    pr.add_argument("--class-map", action="append", default=[], metavar="FOLDER=CLASS",
-                    help="folder: map a class folder name onto a basic expression, e.g. --class-map joy=happiness")
+    pr.add_argument("--class-map", action="append", default=[], metavar="NAME=CLASS",
+                    help="folder: map a class folder name or a file-name code onto a basic expression, e.g. "
+                         "--class-map joy=happiness (JAFFE's codes AN, DI, FE, HA, NE, SA, SU are built in)")
+    pr.add_argument("--layout", choices=["auto", "split", "class", "flat"],
+                    help="folder: split/class/image, class/image, or flat files with the label in the name "
+                         "(default auto: detected)")
+    pr.add_argument("--label-from-name", metavar="REGEX",
+                    help=r"folder: the label code in the file name, group 'label', e.g. JAFFE "
+                         r"'^[A-Z]{2}\.(?P<label>[A-Z]{2})\d*\.'")
+    pr.add_argument("--group-from-name", metavar="REGEX",
+                    help=r"folder: the subject in the file name, group 'group', e.g. CK+ '^(?P<group>S\d+)_': "
+                         "no subject in two splits or folds")
+    pr.add_argument("--val-fraction", type=float,
+                    help="folder: share of train carved as val when there is no val split (default 0.1)")
+    pr.add_argument("--test-fraction", type=float,
+                    help="folder: share carved as test when there is no test split (default 0.1)")
+    pr.add_argument("--split-seed", type=int, help="folder: seed of the carved splits (default 0)")
     pr.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     pr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all cores)")
     pr.set_defaults(fn=_prepare)

@@ -161,7 +161,7 @@ def test_prepare_cli_bad_input_is_one_line_before_ray(tmp_path):
     assert "Started a local Ray" not in r.stdout + r.stderr
     (tmp_path / "empty" / "nothing").mkdir(parents=True)  # a folder with no image: refused before Ray starts
     r = run("folder", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "out2"))
-    assert r.returncode == 2 and "found no usable image" in r.stderr and "Ray" not in r.stdout + r.stderr
+    assert r.returncode == 2 and "no image layout recognised" in r.stderr and "Ray" not in r.stdout + r.stderr
     assert not (tmp_path / "out2").exists()
 
 

@@ -30,6 +30,7 @@ class Sample:
     box: tuple | None = None  # (x, y, w, h) face box in the image's pixels
     landmarks: list | None = None  # 5 (x, y) points: eye centres (image left, right), nose tip, mouth corners
     aligned: bool = False  # already an aligned face crop: resize only
+    group: str | None = None  # the subject, when known: never in two splits or folds
 
 
 @dataclass
