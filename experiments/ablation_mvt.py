@@ -38,6 +38,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default="all", help="table1, table2, table3, table5 (comma-separated) or all")
     p.add_argument("--seeds", type=int, default=1, help="trainings per cell, seeds --seed, --seed + 1, ...")
+    p.add_argument("--folds", type=int, default=0, help="k-fold protocol: each cell once per fold of shards prepared "
+                                                        "with `ferlab prepare folder --folds K` (give that K)")
     p.add_argument("--epochs", type=int, help="classifier epochs per trial (default 6; --smoke 1; --recipe paper 40)")
     p.add_argument("--mgn-epochs", type=int, help="MGN stage epochs (default 2; --smoke 1)")
     p.add_argument("--relabel-delta", type=float, default=0.2, help="delta of Eq. 6 (the paper's 0.2)")
@@ -52,7 +54,8 @@ def build(args):
     """The spec and the grid, validated before Ray starts; tables whose splits the data lacks are left out."""
     from ferlab.data.shards import open_shards
     from ferlab.tune.ablation import ablation_grid, table_keys
-    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, recipe_epochs, sections_from_args
+    from ferlab.tune.experiment import (eval_data, fill_defaults, local_cpus_per_worker, recipe_epochs,
+                                        sections_from_args)
     from ferlab.tune.spec import SweepSpec
 
     shards = open_shards(args.data) if args.data else None
@@ -70,8 +73,8 @@ def build(args):
                      name=args.name or ("ablation_mvt_smoke" if args.smoke else "ablation_mvt"), seed=args.seed,
                      model=sections["model"], train=sections["train"], settings=sections["study"],
                      pretrained=sections["pretrained"],
-                     max_concurrent=args.max_concurrent, limit=args.limit)
-    return spec, ablation_grid("mvt", keys, dataset, args.seeds, args.seed), keys
+                     max_concurrent=args.max_concurrent, limit=args.limit, eval_data=eval_data(args), folds=args.folds)
+    return spec, ablation_grid("mvt", keys, dataset, args.seeds, args.seed, args.folds), keys
 
 
 def main(argv=None) -> int:
@@ -81,8 +84,9 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         print(f"ablation_mvt: error: {e}", file=sys.stderr)
         return 2
-    print(f"ablation_mvt: {', '.join(keys)}: {len(grid)} trials ({len(grid) // args.seeds} settings x "
-          f"{args.seeds} seeds), {args.epochs} epochs each", flush=True)
+    per = f"{args.seeds} seeds" + (f" x {args.folds} folds" if args.folds else "")
+    print(f"ablation_mvt: {', '.join(keys)}: {len(grid)} trials "
+          f"({len(grid) // args.seeds // max(1, args.folds)} settings x {per}), {args.epochs} epochs each", flush=True)
 
     from ferlab.tune.experiment import run_experiment
 

@@ -48,7 +48,8 @@ def parse_args(argv=None):
 
 def build_spec(args):
     from ferlab.data.shards import open_shards
-    from ferlab.tune.experiment import fill_defaults, local_cpus_per_worker, recipe_epochs, sections_from_args
+    from ferlab.tune.experiment import (eval_data, fill_defaults, local_cpus_per_worker, recipe_epochs,
+                                        sections_from_args)
     from ferlab.tune.spec import SweepSpec
 
     dataset = open_shards(args.data).dataset if args.data else None
@@ -65,7 +66,7 @@ def build_spec(args):
                      storage=args.storage, name=args.name or ("sweep_mvt_smoke" if args.smoke else "sweep_mvt"),
                      seed=args.seed, model=sections["model"], train=sections["train"], settings=sections["study"],
                      pretrained=sections["pretrained"],
-                     max_concurrent=args.max_concurrent, limit=args.limit)
+                     max_concurrent=args.max_concurrent, limit=args.limit, eval_data=eval_data(args))
 
 
 def main(argv=None) -> int:

@@ -43,10 +43,11 @@ def _prepare(args) -> int:
     options = {"strict": args.strict}
     given = {"labels": args.labels, "mode": args.mode, "num_classes": args.classes, "images": args.images,
              "layout": args.layout, "label_from_name": args.label_from_name, "group_from_name": args.group_from_name,
-             "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
+             "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "split_seed": args.split_seed,
+             "folds": args.folds}
     allowed = {"ferplus": ("labels", "mode", "num_classes"), "rafdb": ("images",), "affectnet": ("num_classes",),
                "folder": ("num_classes", "layout", "label_from_name", "group_from_name", "val_fraction",
-                          "test_fraction", "split_seed")}.get(args.source, ())
+                          "test_fraction", "split_seed", "folds")}.get(args.source, ())
     for key, value in given.items():
         if value is not None:
             if key not in allowed:
@@ -147,7 +148,10 @@ def main(argv=None) -> int:
                     help="folder: share of train carved as val when there is no val split (default 0.1)")
     pr.add_argument("--test-fraction", type=float,
                     help="folder: share carved as test when there is no test split (default 0.1)")
-    pr.add_argument("--split-seed", type=int, help="folder: seed of the carved splits (default 0)")
+    pr.add_argument("--split-seed", type=int, help="folder: seed of the carved splits and folds (default 0)")
+    pr.add_argument("--folds", type=int, help="folder: K-fold protocol (lab data sets: CK+ uses 10): every image "
+                                              "held out in one of K folds, subject-independent with "
+                                              "--group-from-name; train with an ablation's --folds")
     pr.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     pr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all cores)")
     pr.set_defaults(fn=_prepare)

@@ -91,3 +91,35 @@ def test_mvt_ablation_smoke_and_report(tmp_path):
     assert (results / "report" / "plots" / "mvt_attention.png").is_file()
     c = check(dump_dom(str(results / "report" / "index.html"), tmp_path))
     assert c["tables"] == "1" and c["broken"] == ""
+
+
+@pytest.mark.slow
+def test_kfold_ablation_on_a_ferplus_derived_folder(ferplus_root, tmp_path):
+    """A CK+-style class/image folder (FERPlus test faces, symlinked) prepared with --folds 3 and subjects, then an
+    ablation that trains each cell once per fold: the report's rows are mean ± std over the three folds."""
+    import csv
+
+    from ferlab.data.labels import BASIC8
+
+    folder = tmp_path / "folder"
+    with open(os.path.join(ferplus_root, "FER2013Test", "label.csv")) as f:
+        rows = list(csv.reader(f))[:400]
+    for i, row in enumerate(rows):
+        votes = [float(v) for v in row[2:9]]  # the 7 basic classes: majority of raw votes is enough here
+        cls = BASIC8[votes.index(max(votes))]
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.join(ferplus_root, "FER2013Test", row[0]), folder / cls / f"S{i % 20:03d}_{row[0]}")
+    shards = tmp_path / "shards"
+    prep = subprocess.run([sys.executable, "-m", "ferlab.cli", "prepare", "folder", "--root", str(folder), "--out",
+                           str(shards), "--size", "64", "--folds", "3", "--group-from-name", r"^(?P<group>S\d+)_",
+                           "--classes", "7", "--num-cpus", "2"], capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    results = tmp_path / "results"
+    r = _run("ablation_transfer.py", ["--data", str(shards), "--folds", "3", "--table", "table2", "--epochs", "1",
+                                      "--cpus-per-worker", "0.5", "--storage", str(tmp_path / "ray"),
+                                      "--results-dir", str(results)])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    trials = pd.read_csv(results / "trials.csv")
+    assert len(trials) == 9 and sorted(trials["fold"].unique()) == [0, 1, 2]
+    assert "9 trials (3 settings x 1 seeds x 3 folds)" in r.stdout
+    assert "± " in r.stdout and "(3)" in r.stdout  # mean ± std over the 3 folds

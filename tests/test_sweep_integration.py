@@ -127,3 +127,37 @@ def test_smoke_sweep_runs_both_stages(tmp_path):
     mgns = os.listdir(tmp_path / "storage" / "mgn")
     assert len(mgns) == 1 and mgns[0].startswith("mvt_tiny-") and "-m0.100-" in mgns[0]  # one MGN, shared
     assert (r.stdout + r.stderr).count(": training (") == 1
+
+
+@pytest.mark.slow
+def test_cross_data_set_evaluation(tmp_path, tiny_synth):
+    """Train on SynthFER (7 classes), test every trial on an 8-class folder set too: classes mapped by name, the
+    contempt faces excluded and counted, a column per trial and a cross-data-set table in the report."""
+    import json
+
+    import fixtures_layouts as fx
+
+    from ferlab.data.labels import BASIC8
+
+    folder = tmp_path / "other"
+    for c, cls in enumerate(BASIC8):
+        for i in range(3):
+            fx.save(os.path.join(folder, "test", cls, f"{i}.png"), fx.face(10 * c + i, 64))
+    prep = subprocess.run([sys.executable, "-m", "ferlab.cli", "prepare", "folder", "--root", str(folder), "--out",
+                           str(tmp_path / "other_shards"), "--size", "64", "--num-cpus", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    results = tmp_path / "results"
+    r = _run(["--data", tiny_synth, "--samples", "1", "--epochs", "1", "--grace-period", "1", "--storage",
+              str(tmp_path / "storage"), "--results-dir", str(results), "--num-cpus", "2", "--name", "x",
+              "--eval-data", f"other={tmp_path / 'other_shards'}"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "cross-data-set other: 21 faces of its test split; excluded (no such training class): {'contempt': 3}" \
+        in r.stdout
+    df = pd.read_csv(results / "trials.csv")
+    assert df["x_other_acc_at_best"].between(0, 1).all()
+    run = json.loads((results / "run.json").read_text())
+    assert run["cross_data"]["other"]["excluded"] == {"contempt": 3}
+    rep = subprocess.run([sys.executable, "-m", "ferlab.cli", "report", str(results), "--no-plots"],
+                         capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0 and "Cross-data-set evaluation" in rep.stdout and "other acc %" in rep.stdout

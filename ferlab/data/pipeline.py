@@ -49,6 +49,8 @@ def decode_batch(batch: dict, size: int) -> dict:
                                >> 1 for i in batch["id"]], dtype=np.int64)
     if "clean_label" in batch:  # SynthFER's truth, to score relabeling
         out["clean_label"] = batch["clean_label"].astype(np.int64)
+    if "fold" in batch:
+        out["fold"] = batch["fold"].astype(np.int64)
     if "bg_mask" in batch:  # SynthFER's truth, to score the MGN: (N, S, S) uint8, 1 = background or occluder
         out["nuisance"] = np.stack([decode_mask(b, size) | decode_mask(o, size)
                                     for b, o in zip(batch["bg_mask"], batch["occ_mask"])])
@@ -80,7 +82,7 @@ def eval_split(shards: Shards) -> str:
 
 
 def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | None = None,
-                   soft: bool = False, keys: bool = False, masks: bool = False) -> dict:
+                   soft: bool = False, keys: bool = False, masks: bool = False, folds: bool = False) -> dict:
     """Decode each split once and keep it in the object store; returns {name: MaterializedDataset}.
 
     By default {"train": train, "val": the evaluation split} plus every other split under its own name (FERPlus's
@@ -101,6 +103,8 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
     columns = ["image", "label"] + (["soft"] if soft and "soft" in shards.manifest["columns"] else [])
     if keys:
         columns += ["id"] + (["clean_label"] if "clean_label" in shards.manifest["columns"] else [])
+    if folds:  # the k-fold protocol: each trial holds out one fold of the training split
+        columns += ["fold"]
     has_masks = masks and {"bg_mask", "occ_mask"} <= set(shards.manifest["columns"])
     out = {}
     for name, split in splits.items():
@@ -151,6 +155,48 @@ def training_datasets(decoded: dict, augment: str = "light", seed: int = 0, fact
     train._context = train._logical_plan.context = ctx  # the executor counts on one, the planner seeds from the other
     out["train"] = train
     return out
+
+
+def cross_dataset(shards: Shards, classes: list[str], input_size: int, limit: int | None = None):
+    """Another prepared data set as an extra evaluation split of a training set with `classes`: its test split (or
+    its evaluation split), labels mapped onto the training classes by name. Faces of a class the training set does
+    not have (contempt against 7 classes) are excluded and counted. Returns (dataset, info)."""
+    import ray.data
+
+    split = "test" if "test" in shards.splits else eval_split(shards)
+    mapping = np.array([classes.index(c) if c in classes else -1 for c in shards.classes])
+    counts = shards.manifest["counts"][split]
+    missing = {c: counts.get(c, 0) for c in shards.classes if c not in classes}
+    ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(["image", "label"])
+    if limit:
+        ds = ds.limit(limit)
+
+    def remap(batch):
+        batch["label"] = mapping[batch["label"].astype(np.int64)]
+        return batch
+
+    ds = ds.map_batches(remap, batch_format="numpy", num_cpus=DATA_CPUS)
+    ds = ds.filter(expr=_label_kept(), num_cpus=DATA_CPUS)  # every Ray Data stage takes DATA_CPUS, never 1 CPU
+    decoded = ds.map_batches(decode_batch, fn_kwargs={"size": input_size}, batch_format="numpy",
+                             batch_size=BLOCK_ROWS, num_cpus=DATA_CPUS).materialize()
+    info = {"split": split, "faces": decoded.count(), "excluded": missing,
+            "unmatched_training_classes": [c for c in classes if c not in shards.classes]}
+    return decoded, info
+
+
+def _label_kept():
+    from ray.data.expressions import col
+
+    return col("label") >= 0
+
+
+def fold_datasets(decoded: dict, fold: int) -> dict:
+    """The k-fold protocol's datasets for one held-out fold: train = the other folds, "val" = the held-out fold
+    (the literature reports accuracy on it; there is no separate validation set)."""
+    from ray.data.expressions import col
+
+    return {"train": decoded["train"].filter(expr=col("fold") != fold, num_cpus=DATA_CPUS),
+            "val": decoded["train"].filter(expr=col("fold") == fold, num_cpus=DATA_CPUS)}
 
 
 def data_config():

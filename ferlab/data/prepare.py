@@ -100,10 +100,12 @@ def prepare(source: str, root, out, size: int = 112, strict: bool = False, progr
                         batch_format="numpy")
 
     has_soft = any(s.soft is not None for s in listing.samples)
+    has_folds = any(s.fold is not None for s in listing.samples)
     manifest_extra = {}
     writer = ShardWriter(out, classes=listing.classes, image_size=size,
                          source={"name": source, "root": os.path.abspath(str(root))} | listing.info,
-                         extra_columns={"soft": "list<float32>"} if has_soft else None,
+                         extra_columns=({"soft": "list<float32>"} if has_soft else {}) |
+                                       ({"fold": "int16"} if has_folds else {}),
                          extra_manifest=manifest_extra)
     seen_hash: dict[str, str] = {}
     duplicates: dict[str, int] = {}
@@ -117,6 +119,8 @@ def prepare(source: str, root, out, size: int = 112, strict: bool = False, progr
                 row = dict(id=s.id, split=s.split, label=s.label, image=bytes(image))
                 if has_soft:
                     row["soft"] = s.soft or [float(c == s.label) for c in range(len(listing.classes))]
+                if has_folds:
+                    row["fold"] = s.fold
                 writer.add(**row)
                 if s.split in ("train", "val", "test"):  # extra evaluation splits repeat test rows on purpose
                     digest = hashlib.sha1(image).hexdigest()

@@ -210,11 +210,35 @@ def build_tables(results_dir: str) -> list[ReportTable]:
     trials, run = load_results(results_dir)
     ablation = run.get("ablation") or {}
     paper, chosen = ablation.get("paper"), ablation.get("tables")
+    extra = [cross_table(trials, run)] if run.get("cross_data") else []
     if paper:  # the tables the ablation was run for (a shared row alone does not make another table)
         study = get_study(paper)
         wanted = [t for t in study.tables if not isinstance(chosen, list) or t.key in chosen]
-        return [t for t in (build_table(study, table, trials, run) for table in wanted) if t is not None]
-    return [sweep_table(trials, run)]
+        return [t for t in (build_table(study, table, trials, run) for table in wanted) if t is not None] + extra
+    return [sweep_table(trials, run)] + extra
+
+
+def cross_table(trials: pd.DataFrame, run: dict) -> ReportTable:
+    """Every trial on each other data set it was tested on, at the epoch chosen on its own validation split, next to
+    its own test accuracy: how far a setting carries across data sets."""
+    cross = run["cross_data"]
+    knobs = [k for k in (run.get("knobs") or []) + ["seed", "fold"] if k in trials]
+    own = metric_columns(trials, run.get("eval_split") or "val")
+    cols = {"trial": "trial"} | {k: k for k in knobs}
+    if own:
+        cols[own["chosen"]] = f"{DATASET_NAMES.get(run.get('dataset'), run.get('dataset'))} test acc %"
+    for name in cross:
+        cols[f"x_{name}_acc_at_best"] = f"{DATASET_NAMES.get(name, name)} acc %"
+    df = trials[[c for c in cols if c in trials]].rename(columns=cols)
+    for c in df.columns:
+        if c.endswith("acc %"):
+            df[c] = (100 * df[c]).round(2)
+    notes = [f"{DATASET_NAMES.get(n, n)}: {c['faces']} faces of its {c['split']} split, classes mapped by name"
+             + (f"; excluded (the training set has no such class): {c['excluded']}"
+                if any(c["excluded"].values()) else "")
+             + (f"; training classes it lacks: {', '.join(c['unmatched_training_classes'])}"
+                if c["unmatched_training_classes"] else "") for n, c in cross.items()]
+    return ReportTable(key="cross_data", title="Cross-data-set evaluation", df=df, notes=notes)
 
 
 def sweep_table(trials: pd.DataFrame, run: dict) -> ReportTable:

@@ -44,7 +44,7 @@ def before_trial(config: dict, ctx: dict) -> tuple[dict, dict]:
     path = ensure_mgn(ctx["datasets"], storage=ctx["storage"], preset=ctx["preset"], model=ctx["base_model"], m=m,
                       seed=tc.seed, epochs=study.mgn_epochs, lr=tc.lr, batch_size=tc.batch_size,
                       data_hash=ctx["data_hash"], cpus_per_worker=ctx["cpus_per_worker"], gpus=ctx["gpus"],
-                      augment=tc.augment, pretrained=config["pretrained"])
+                      augment=tc.augment, pretrained=config["pretrained"], fold=ctx.get("fold"))
     return config | {"model": model, "pretrained": config["pretrained"] | {"mgn": path}}, mgn_metrics(path)
 
 

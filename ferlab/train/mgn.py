@@ -170,9 +170,10 @@ def mgn_loop_per_worker(config: dict):
 MGN_VERSION = 2
 
 
-def mgn_key(data_hash: str | None, preset: str, m: float, seed: int, epochs: int) -> str:
+def mgn_key(data_hash: str | None, preset: str, m: float, seed: int, epochs: int, fold: int | None = None) -> str:
     digest = (data_hash or "nohash").split(":")[-1][:12]
-    return f"{preset}-{digest}-m{m:.3f}-seed{seed}-e{epochs}-v{MGN_VERSION}"
+    held_out = "" if fold is None else f"-fold{fold}"  # k-fold: never trained on the fold it is evaluated on
+    return f"{preset}-{digest}-m{m:.3f}-seed{seed}-e{epochs}{held_out}-v{MGN_VERSION}"
 
 
 def mgn_metrics(path: str) -> dict:
@@ -189,7 +190,7 @@ def mgn_metrics(path: str) -> dict:
 
 def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: float, seed: int, epochs: int,
                lr: float, batch_size: int, data_hash: str | None, cpus_per_worker: float, gpus: float,
-               augment: str = "none", pretrained: dict | None = None) -> str:
+               augment: str = "none", pretrained: dict | None = None, fold: int | None = None) -> str:
     """The path of the trained MGN for these settings: trained now (one Ray Train run) if no earlier trial did it.
     Concurrent callers with the same key wait on a file lock and then reuse the file. `datasets` holds "train" and,
     for the per-epoch mask quality, a "val" split decoded with its `nuisance` masks (SynthFER)."""
@@ -199,7 +200,7 @@ def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: flo
 
     from ferlab.data.pipeline import data_config, training_datasets
 
-    key = mgn_key(data_hash, preset, m, seed, epochs)
+    key = mgn_key(data_hash, preset, m, seed, epochs, fold)
     folder = os.path.join(storage, "mgn", key)
     path = os.path.join(folder, MGN_FILE)
     os.makedirs(folder, exist_ok=True)

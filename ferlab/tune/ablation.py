@@ -28,9 +28,11 @@ def table_keys(study_name: str, wanted: str = "all", splits: list[str] | None = 
     return [k for k in chosen if k not in missing]
 
 
-def ablation_grid(study_name: str, keys: list[str], dataset: str | None, seeds: int, seed: int = 0) -> list[dict]:
-    """One nested cell per distinct setting of the study's knobs (in table order) and seed:
-    {"model": {...}, "train": {...}, "study": {...}, "seed": s}."""
+def ablation_grid(study_name: str, keys: list[str], dataset: str | None, seeds: int, seed: int = 0,
+                  folds: int = 0) -> list[dict]:
+    """One nested cell per distinct setting of the study's knobs (in table order), seed and, with the k-fold
+    protocol, fold (folds are to seeds what grids are to cells: one trial each):
+    {"model": {...}, "train": {...}, "study": {...}, "seed": s[, "fold": f]}."""
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     study = get_study(study_name)
@@ -40,4 +42,5 @@ def ablation_grid(study_name: str, keys: list[str], dataset: str | None, seeds: 
             for s in study.row_settings(row, dataset):
                 if s not in settings:
                     settings.append(s)
-    return [study.nest(s) | {"seed": seed + i} for i in range(seeds) for s in settings]
+    cells = [study.nest(s) | {"seed": seed + i} for i in range(seeds) for s in settings]
+    return [c | {"fold": f} for c in cells for f in range(folds)] if folds else cells

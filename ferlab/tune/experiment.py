@@ -31,6 +31,9 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
     p.add_argument("--resume", action="store_true", help="continue the run of the same --name and --storage")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: os.cpu_count())")
+    p.add_argument("--eval-data", action="append", default=[], metavar="NAME=SHARDS",
+                   help="cross-data-set evaluation: test every trial on another prepared data set too, its classes "
+                        "mapped onto the training set's by name (repeatable; e.g. --eval-data ferplus=shards/ferplus)")
     p.add_argument("--smoke", action="store_true", help="tiny run that still exercises every piece")
 
 
@@ -61,6 +64,20 @@ def add_study_args(p, study_name: str, fix_knobs: bool = True) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any config field: model.FIELD (or plain FIELD), train.FIELD or study.FIELD, e.g. "
                         "--set model.msad=reference --set train.label_smoothing=0.1 (repeatable)")
+
+
+def eval_data(args) -> dict:
+    """--eval-data NAME=SHARDS items, each folder checked before Ray starts."""
+    from ferlab.data.shards import open_shards
+
+    out = {}
+    for item in args.eval_data:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path or not name.isidentifier():
+            raise ValueError(f"--eval-data {item!r}: expected NAME=SHARDS with NAME a plain word")
+        open_shards(path)  # a missing or malformed folder fails here, naming the file
+        out[name] = path
+    return out
 
 
 def fill_defaults(args, smoke: dict, full: dict) -> None:

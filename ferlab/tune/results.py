@@ -23,7 +23,7 @@ def trial_knobs(config: dict, study) -> dict:
     """A trial's knob values (and an ablation cell's seed) from its Tune config."""
     cell = (config or {}).get("cell", config or {})
     return study.flatten({s: cell.get(s) or {} for s in ("model", "train", "study")}) | \
-        ({"seed": cell["seed"]} if "seed" in cell else {})
+        {k: cell[k] for k in ("seed", "fold") if k in cell}
 
 
 def results_table(results, study) -> pd.DataFrame:
@@ -99,6 +99,7 @@ def write_results(df: pd.DataFrame, spec, results_dir: str, extra: dict | None =
            "data_manifest_hash": df.attrs.get("data_manifest_hash"), "dataset": df.attrs.get("dataset"),
            "classes": df.attrs.get("classes"),
            "eval_split": df.attrs.get("eval_split"), "tune_experiment": experiment,
+           "folds": df.attrs.get("folds"), "cross_data": df.attrs.get("cross_data"),
            "optuna_db": os.path.join(experiment, OPTUNA_DB) if "://" not in experiment else None} | (extra or {})
     with open(paths["run"], "w") as f:
         json.dump(run, f, indent=2, default=str)

@@ -34,6 +34,8 @@ class SweepSpec:
     max_concurrent: int = 0  # 0 = as many as the cluster holds
     limit: int = 0  # use only the first `limit` rows of each split (smoke runs); 0 = all
     evaluate_paper_point: bool = True  # try the paper's setting first
+    folds: int = 0  # k-fold protocol (an ablation's cells once per fold, from shards prepared with --folds); 0 = off
+    eval_data: dict = field(default_factory=dict)  # name -> shard folder: other data sets every trial is tested on
 
     def __post_init__(self):
         self.storage = _expand(self.storage)

@@ -20,9 +20,10 @@ from ferlab.tune.trial import trial_driver
 
 def prepare_data(spec: SweepSpec, relabels: bool):
     """Open the shards, fit the spec to them (class count, FERPlus label mode) and decode each split once into the
-    object store. Returns (shards, decoded splits, class-balance factors, seconds spent decoding)."""
+    object store, with every --eval-data set as an extra split `x_<name>`. Returns (shards, decoded splits,
+    class-balance factors, seconds spent decoding, what each cross-data-set split holds)."""
     from ferlab.data.augment import repeat_factors
-    from ferlab.data.pipeline import decoded_splits
+    from ferlab.data.pipeline import cross_dataset, decoded_splits
     from ferlab.data.shards import open_shards
 
     shards = open_shards(spec.data)
@@ -44,9 +45,22 @@ def prepare_data(spec: SweepSpec, relabels: bool):
         print(f"class balance {tc.balance!r}: repeat factors {[round(r, 2) for r in factors]}; expected images per "
               f"epoch {expected} instead of {counts} ({', '.join(shards.classes)})", flush=True)
     t0 = time.perf_counter()
+    if spec.folds and "fold" not in shards.manifest["columns"]:
+        raise ValueError(f"--folds: {spec.data} has no fold assignments (prepare it with `ferlab prepare folder "
+                         f"--folds K`)")
     decoded = decoded_splits(shards, mcfg.input_size, limit=spec.limit or None, soft=tc.label_mode != "majority",
-                             keys=relabels, masks=get_study(spec.study).before_trial is not None)
-    return shards, decoded, factors, time.perf_counter() - t0
+                             keys=relabels, masks=get_study(spec.study).before_trial is not None,
+                             folds=bool(spec.folds), splits=("train",) if spec.folds else None)
+    cross = {}
+    for name, path in spec.eval_data.items():  # cross-data-set evaluation: e.g. train on RAF-DB, test on FERPlus
+        decoded[f"x_{name}"], cross[name] = cross_dataset(open_shards(path), list(shards.classes), mcfg.input_size,
+                                                          limit=spec.limit or None)
+        c = cross[name]
+        print(f"cross-data-set {name}: {c['faces']} faces of its {c['split']} split"
+              + (f"; excluded (no such training class): {c['excluded']}" if any(c["excluded"].values()) else "")
+              + (f"; training classes it lacks: {c['unmatched_training_classes']}"
+                 if c["unmatched_training_classes"] else ""), flush=True)
+    return shards, decoded, factors, time.perf_counter() - t0, cross
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: list[dict] | None = None):
@@ -70,7 +84,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
         relabels = any(cell["train"].get("relabel", spec.train.get("relabel", "none")) != "none" for cell in grid)
     else:
         relabels = (fixed.get("relabel", "any") != "none") if "relabel" in study.knob_names else False
-    shards, decoded, factors, decode_s = prepare_data(spec, relabels)
+    shards, decoded, factors, decode_s, cross = prepare_data(spec, relabels)
 
     driver_spec = asdict(spec) | {"sections": spec.sections(), "balance_factors": factors,
                                   "data_hash": shards.manifest.get("content_hash")}
@@ -110,7 +124,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
     results = tuner.fit()
     table = results_table(results, study)
     table.attrs.update(decode_s=decode_s, data_manifest_hash=shards.manifest.get("content_hash"),
-                       eval_split=eval_split(shards), dataset=shards.dataset, classes=list(shards.classes))
+                       eval_split="test" if spec.folds else eval_split(shards),  # k-fold: the held-out fold
+                       dataset=shards.dataset, classes=list(shards.classes), folds=spec.folds, cross_data=cross)
     return table, history_table(results)
 
 

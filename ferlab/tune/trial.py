@@ -34,19 +34,22 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from ferlab.config import TrainConfig
-    from ferlab.data.pipeline import data_config, training_datasets
+    from ferlab.data.pipeline import data_config, fold_datasets, training_datasets
     from ferlab.train.loop import train_loop_per_worker
 
     resources = worker_resources(spec["cpus_per_worker"], spec["gpus_per_trial"], spec["workers_per_trial"])
     gpus = resources.get("GPU", 0.0)
     nested = trial_config(config, spec)
+    cell = config.get("cell", config)
+    if "fold" in cell:  # k-fold: this trial trains on the other folds and is evaluated on its own
+        datasets = fold_datasets(datasets, cell["fold"])
     study = get_study(spec["study"])
     constants = {}  # metrics of the work before the trial, reported with every epoch
     if study.before_trial is not None:
         nested, constants = study.before_trial(nested, {
             "datasets": datasets, "storage": spec["storage"], "preset": spec["preset"],
             "base_model": spec["sections"]["model"], "data_hash": spec["data_hash"],
-            "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus})
+            "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus, "fold": cell.get("fold")})
     tc = TrainConfig(**nested["train"])
     trainer = TorchTrainer(
         train_loop_per_worker,

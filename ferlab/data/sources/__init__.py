@@ -31,6 +31,7 @@ class Sample:
     landmarks: list | None = None  # 5 (x, y) points: eye centres (image left, right), nose tip, mouth corners
     aligned: bool = False  # already an aligned face crop: resize only
     group: str | None = None  # the subject, when known: never in two splits or folds
+    fold: int | None = None  # k-fold protocol: the fold this image is held out in (0..K-1)
 
 
 @dataclass

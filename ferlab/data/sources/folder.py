@@ -42,8 +42,8 @@ CK_GROUP = r"^(?P<group>S\d+)_"  # S010_004_00000017.png -> S010
 
 def read(root, num_classes: int | None = None, class_map: dict | None = None, strict: bool = False,
          layout: str = "auto", label_from_name: str | None = None, group_from_name: str | None = None,
-         val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0) -> Listing:
-    from ferlab.data.splits import carve
+         val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0, folds: int = 0) -> Listing:
+    from ferlab.data.splits import carve, kfold
 
     root = str(root)
     if not os.path.isdir(root):
@@ -80,7 +80,15 @@ def read(root, num_classes: int | None = None, class_map: dict | None = None, st
             group = m.group("group") if "group" in group_re.groupindex else m.group(1)
         listing.samples.append(Sample(id=rel, split=split, path=path, label=classes.index(label), where=path,
                                       aligned=True, group=group))
-    if listing.samples:
+    if listing.samples and folds:  # the lab protocol: every image in one of K held-out folds, no carved splits
+        if folds < 2:
+            raise PrepareError(f"--folds {folds}: expected 2 or more")
+        for s, f in zip(listing.samples, kfold(listing.samples, folds, split_seed)):
+            s.split, s.fold = "train", f
+        groups = len({s.group for s in listing.samples if s.group is not None})
+        listing.info["folds"] = (f"{folds} folds (seed {split_seed}, stratified by class"
+                                 + (f", {groups} subjects each in one fold" if groups else "") + ")")
+    elif listing.samples:
         carve(listing, val_fraction, test_fraction, split_seed)
     if listing.samples and "val" not in {s.split for s in listing.samples}:
         listing.eval_split = "test"
