@@ -6,6 +6,7 @@ file is the experiment)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from ferlab.studies import get_study
@@ -148,7 +149,11 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
     if not spec.data:
         spec.data = cached_synthfer(n=args.synth_n, size=model_config(spec.preset).input_size, seed=args.seed,
                                     label_noise=label_noise)
-    init_ray(args.address, args.num_cpus)
+    try:
+        init_ray(args.address, args.num_cpus)
+    except ConnectionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     table, history = run_sweep(spec, resume=args.resume, verbose=1, grid=grid)
     elapsed = time.perf_counter() - t0
     results_dir = args.results_dir or os.path.join("results", spec.name)

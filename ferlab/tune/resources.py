@@ -49,7 +49,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        try:
+            ray.init(address=address)
+        except ConnectionError as e:
+            token = "" if os.environ.get("RAY_AUTH_MODE") == "token" else (
+                " If the cluster uses token authentication (the default of `ray start` in Ray 2.60), set "
+                "RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token, or RAY_AUTH_TOKEN).")
+            raise ConnectionError(f"could not connect to the Ray cluster at {address}: {str(e)[:200]}.{token}") \
+                from None
         return
     ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 1024 * 1024,
              include_dashboard=True)
