@@ -15,10 +15,10 @@ path, reused by every other trial with the same m and seed. MGN and relabel func
 own (RAF-DB and SynthFER: m = 15%, sigmoid; FERPlus: 20%, quadratic). All tables on SynthFER: 9 settings per seed
 (3 MGNs per seed).
 
-Expected (2-core CPU laptop, SynthFER, measured 2026-11-24): --smoke trains 9 settings (Table 5 needs RAF-DB's
-extra splits; its setting is Table 3's last row anyway) x 1 seed, 1 epoch on 420 faces, with 3 MGN stages, in 2.8
-minutes with --num-cpus 4 (five half-CPU trials at once): the pipeline filling every table, not the paper's result
-(near chance, 1/7, after one epoch). The published numbers are RAF-DB / FERPlus / AffectNet with ImageNet DeiT-S
+Expected (2-core CPU laptop, SynthFER): --smoke trains 9 settings (Table 5 needs RAF-DB's extra splits; its setting
+is Table 3's last row anyway) x 1 seed, 1 epoch on 420 faces, with 3 MGN stages (its time was 2.8 minutes with
+--num-cpus 4 before issue 12 changed the MGN and the tiny preset; not re-measured since): the pipeline filling every
+table, not the paper's result (near chance, 1/7, after one epoch). The published numbers are RAF-DB / FERPlus / AffectNet with ImageNet DeiT-S
 weights; on SynthFER they are shown for orientation only.
 """
 

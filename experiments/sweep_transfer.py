@@ -14,10 +14,10 @@ store; runs the trials, each a Ray Train TorchTrainer run reporting validation a
 is the paper's setting (B=2, p1=0.6, p2=0.3, stage 3). Prints one row per trial and the best configuration, and
 writes trials.csv, trials.md and run.json into the results folder it names at the end.
 
-Expected on a 2-core CPU laptop with no arguments (measured 2026-11-24 in two runs, see README "Measured"):
-10-11 minutes; best validation accuracy about 0.5 on SynthFER's default difficulty (chance is 0.14), other trials
-spread from chance to about 0.45, ASHA stopping about half of them after 2 or 4 epochs. Six epochs from scratch
-are seed-sensitive: the paper's point reached 0.36 in one run and 0.18 in the other. --smoke: under a minute.
+Expected on a 2-core CPU laptop with no arguments (measured 2026-11-24 on the final code, SynthFER cached): 7.8
+minutes; best validation accuracy 0.42 on SynthFER's default difficulty (chance is 0.14), other trials from chance
+to 0.31, ASHA stopping five of eight after 2 epochs. Six epochs from scratch are seed-sensitive: earlier runs of the
+same command reached 0.50-0.51, and the paper's point 0.18-0.36 (0.20 in this one). --smoke: about a minute.
 Re-running with --resume continues an interrupted sweep from its last checkpoints.
 """
 

@@ -194,7 +194,8 @@ def build_table(study: Study, table: Table, trials: pd.DataFrame, run: dict) -> 
     notes = []
     if table.note:
         notes.append(table.note)
-    notes.append(f"Measured on {DATASET_NAMES.get(dataset, dataset)}: mean ± std over seeds (n), in %. "
+    over = f"the {run['folds']} held-out folds (and seeds)" if run.get("folds") else "seeds"
+    notes.append(f"Measured on {DATASET_NAMES.get(dataset, dataset)}: mean ± std over {over} (n), in %. "
                  f"'vs baseline': {TEST_NAME} against the row marked baseline, on the first accuracy column.")
     if eval_split == "test":
         notes.append("This data set has no validation split: epochs are chosen on the test split, as the papers do.")
