@@ -161,24 +161,19 @@ def cross_dataset(shards: Shards, classes: list[str], input_size: int, limit: in
     """Another prepared data set as an extra evaluation split of a training set with `classes`: its test split (or
     its evaluation split), labels mapped onto the training classes by name. Faces of a class the training set does
     not have (contempt against 7 classes) are excluded and counted. Returns (dataset, info)."""
-    import ray.data
-
     split = "test" if "test" in shards.splits else eval_split(shards)
     mapping = np.array([classes.index(c) if c in classes else -1 for c in shards.classes])
     counts = shards.manifest["counts"][split]
     missing = {c: counts.get(c, 0) for c in shards.classes if c not in classes}
-    ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(["image", "label"])
-    if limit:
-        ds = ds.limit(limit)
 
     def remap(batch):
-        batch["label"] = mapping[batch["label"].astype(np.int64)]
+        batch["label"] = mapping[batch["label"]]
         return batch
 
+    ds = decoded_splits(shards, input_size, splits={split: split}, limit=limit)[split]
     ds = ds.map_batches(remap, batch_format="numpy", num_cpus=DATA_CPUS)
-    ds = ds.filter(expr=_label_kept(), num_cpus=DATA_CPUS)  # every Ray Data stage takes DATA_CPUS, never 1 CPU
-    decoded = ds.map_batches(decode_batch, fn_kwargs={"size": input_size}, batch_format="numpy",
-                             batch_size=BLOCK_ROWS, num_cpus=DATA_CPUS).materialize()
+    # every Ray Data stage takes DATA_CPUS, never a whole CPU (a trial's workers would starve it)
+    decoded = ds.filter(expr=_label_kept(), num_cpus=DATA_CPUS).materialize()
     info = {"split": split, "faces": decoded.count(), "excluded": missing,
             "unmatched_training_classes": [c for c in classes if c not in shards.classes]}
     return decoded, info

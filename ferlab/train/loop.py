@@ -8,6 +8,7 @@ and wrap the model in DistributedDataParallel when there is more than one worker
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -28,9 +29,15 @@ CHECKPOINT_FILE = "checkpoint.pt"
 def to_input(images: torch.Tensor, cfg=None) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float normalised with the model's input mean and std (`cfg`, a model
     config; None = 0.5 / 0.5), on whatever device `images` is on."""
-    mean = torch.tensor(getattr(cfg, "input_mean", (0.5,) * 3), device=images.device)[:, None, None]
-    std = torch.tensor(getattr(cfg, "input_std", (0.5,) * 3), device=images.device)[:, None, None]
+    mean, std = _normalisation(tuple(getattr(cfg, "input_mean", (0.5,) * 3)),
+                               tuple(getattr(cfg, "input_std", (0.5,) * 3)), images.device)
     return (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=8)
+def _normalisation(mean: tuple, std: tuple, device) -> tuple:
+    """(3, 1, 1) mean and std tensors, built once per (weights, device) instead of at every batch."""
+    return (torch.tensor(mean, device=device)[:, None, None], torch.tensor(std, device=device)[:, None, None])
 
 
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
