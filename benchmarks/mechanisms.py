@@ -92,23 +92,25 @@ def mgn_quality(train, val, args) -> list[dict]:
 def train_plain(preset: str, overrides: dict, train: dict, epochs: int, args):
     """A model trained in-process with the training loop's own step (no Ray): SynthFER, the light augmentation."""
     from ferlab.config import TrainConfig
-    from ferlab.data.augment import epoch_batch
+    from ferlab.data.augment import batch_generator
+    from ferlab.data.balance import epoch_order
     from ferlab.models import create_model
     from ferlab.train.loop import lr_at, make_optimizer, train_step
 
     torch.manual_seed(args.seed)
     model = create_model(preset, **overrides)
-    tc = TrainConfig(epochs=epochs, lr=args.lr_classifier)
+    tc = TrainConfig(epochs=epochs, lr=args.lr_classifier, augment="light")
     opt, rng = make_optimizer(model, tc), np.random.default_rng(args.seed)
     for epoch in range(epochs):
         model.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(tc, epoch)
-        b = epoch_batch({"image": train["image"], "label": train["label"], "_r": rng.random(len(train["label"]))},
-                        "light")
+        order = epoch_order(train["label"], None, rng)
+        b = {"image": train["image"][order], "label": train["label"][order]}
         for i in range(0, len(b["label"]) - args.batch + 1, args.batch):
             train_step(model, opt, torch.from_numpy(b["image"][i:i + args.batch]),
-                       torch.from_numpy(b["label"][i:i + args.batch]), tc, torch.device("cpu"))
+                       torch.from_numpy(b["label"][i:i + args.batch]), tc, torch.device("cpu"),
+                       gen=batch_generator(args.seed, epoch, 0, i, "cpu"))
     return model.eval()
 
 

@@ -35,7 +35,7 @@ def measure(name: str, steps: int) -> dict:
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         model(torch.zeros(1, 3, s, s))
     model.train()
-    tc = TrainConfig(batch_size=BATCH.get(name, 16))
+    tc = TrainConfig(batch_size=BATCH.get(name, 16), augment="none")  # the model alone
     opt = make_optimizer(model, tc)
     x = torch.randint(0, 256, (tc.batch_size, s, s, 3), dtype=torch.uint8)
     y = torch.randint(0, model.cfg.num_classes, (tc.batch_size,))

@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 import torch
 
 from ferlab.config import TrainConfig, parse_field
-from ferlab.data.augment import epoch_batch
+from ferlab.data.augment import batch_generator
+from ferlab.data.balance import epoch_order
 from ferlab.data.pipeline import decode_batch
 from ferlab.data.shards import open_shards
 from ferlab.data.synth import cached_synthfer
@@ -53,19 +54,21 @@ def run(f, data, val, args, size) -> dict:
         overrides = {"use_mgn": False} | overrides
     model = create_model(args.preset, **overrides)
     tc = TrainConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=args.warmup, relabel=f, relabel_start=args.start,
-                     relabel_delta=args.delta)
+                     relabel_delta=args.delta, augment="light")
     opt = make_optimizer(model, tc)
     table, device, rng = LabelTable(), torch.device("cpu"), np.random.default_rng(args.seed)
     for epoch in range(args.epochs):
         model.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(tc, epoch)
-        b = epoch_batch(dict(data) | {"_r": rng.random(len(data["label"]))}, "light")
+        order = epoch_order(data["label"], None, rng)
+        b = {k: v[order] for k, v in data.items()}
         for i in range(0, len(b["label"]) - args.batch + 1, args.batch):
             sl = slice(i, i + args.batch)
             keys, given = torch.from_numpy(b["key"][sl]), torch.from_numpy(b["label"][sl])
             y = table.labels(keys, given, b["clean_label"][sl]) if f != "none" else given
-            _, probs = train_step(model, opt, torch.from_numpy(b["image"][sl]), y, tc, device)
+            _, probs = train_step(model, opt, torch.from_numpy(b["image"][sl]), y, tc, device,
+                                  gen=batch_generator(args.seed, epoch, 0, i, device))
             if f != "none" and epoch + 1 >= args.start:
                 table.update(keys, relabel(probs, y, f, args.delta))
     model.eval()

@@ -33,11 +33,14 @@ class TrainConfig:
     warmup_epochs: int = 0  # linear warm-up before the schedule
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU where it would only slow the small models
+    # Split each worker's batch into this many micro-batches, summing their gradients before one optimiser step: the
+    # papers' batch 256 on one GPU whose memory holds fewer images (the result equals one step on the whole batch,
+    # BatchNorm statistics aside).
+    accumulate: int = 1
+    compile: bool = False  # torch.compile the model (after DDP): faster steps on GPUs, minutes of compile first
+    channels_last: bool = True  # on CUDA, NHWC memory for the convolutions (the IR-50 stem) that tensor cores want
     seed: int = 0  # model initialisation and shuffle order; worker rank is added
     torch_threads: int = 0  # intra-op threads per worker; 0 = the CPUs Ray gave the worker
-    # Rows in each worker's local shuffle buffer, on top of the pipeline's own per-epoch shuffle (random block order,
-    # rows permuted within blocks); 0 = none. A buffer mixes more finely but cost ~8% throughput on 2 cores.
-    shuffle_buffer: int = 0
     # Per-epoch augmentation recipe (ferlab.data.augment): "light" (flip + shift, SynthFER's cheap default),
     # "transfer" (the TransFER paper's: rotation and crop, flip, random erasing), "mvt" (erasing, flip, colour
     # jitter) or "none". Evaluation is never augmented (the papers only resize at test time).
@@ -68,12 +71,13 @@ class TrainConfig:
     def _check(self):
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer={self.optimizer!r}: expected 'sgd' or 'adamw'")
-        for knob in ("epochs", "batch_size"):
+        for knob in ("epochs", "batch_size", "accumulate"):
             if getattr(self, knob) < 1:
                 raise ValueError(f"{knob}={getattr(self, knob)} must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
-        from ferlab.data.augment import BALANCE, RECIPES
+        from ferlab.data.augment import RECIPES
+        from ferlab.data.balance import BALANCE
         from ferlab.train.relabel import FUNCTIONS as RELABEL_FUNCTIONS
 
         choices = {"augment": RECIPES, "balance": BALANCE, "label_mode": LABEL_MODES,

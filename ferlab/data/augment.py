@@ -1,13 +1,18 @@
-"""Per-epoch training transforms in Ray Data's `map_batches`: class-balanced repetition, then the papers' augmentations.
+"""The papers' training augmentations, applied to a uint8 batch on the training worker's device.
 
-Everything random is drawn from one generator per batch, seeded by the `_r` column that `ray.data.expressions.random`
-adds with the trial's seed and `reseed_after_execution=True`: the same seed gives the same epochs, and every epoch
-(one Dataset execution) differs. The papers name their augmentations but not their parameters; the values below
-are torchvision's defaults where it has one (RandomErasing, ColorJitter-style factors) and small face-safe values
-otherwise (rotation +-10 degrees, crops of 87.5-100% of the side).
+Ray Data streams and shuffles the decoded images (`ferlab.data.balance`); the augmentation runs here, as batched
+tensor operations on the worker, on the GPU when there is one (as timm's and DALI's GPU augmentation do). Written by
+hand rather than with torchvision.transforms.v2 because each transform must draw its random parameters per image
+from one seeded generator (`batch_generator`): the same seed gives the same epochs, epoch k after a restart gets
+epoch k's augmentation, and every epoch differs. Moving the augmentation off Ray Data's tasks took it off the two
+CPUs the training threads need (benchmarks/pipeline_overhead.py).
+
+The papers name their augmentations but not their parameters; the values below are torchvision's defaults where it
+has one (RandomErasing, ColorJitter-style factors) and small face-safe values otherwise (rotation +-10 degrees,
+crops of 87.5-100% of the side).
 
 recipes:
-  none      identity (the row permutation still applies)
+  none      identity
   light     flip + shift by up to 4 pixels: the cheap default for SynthFER
   transfer  TransFER section 4.1: random rotation and crop, horizontal flip, random erasing
   mvt       MVT section 4.2: random erasing, horizontal flip, colour jitter
@@ -15,142 +20,110 @@ recipes:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from PIL import Image
+import torch
+import torch.nn.functional as F
 
 RECIPES = ("none", "light", "transfer", "mvt")
-BALANCE = ("none", "repeat", "full")
-SEED_COLUMN = "_r"
 ROTATION_DEG = 10.0  # TransFER "random rotate": +- this many degrees
 CROP_MIN = 0.875  # TransFER "crop": a square window of 87.5-100% of the side, resized back
+SHIFT = 4  # "light": shift by up to this many pixels, reflecting at the border
 ERASE_P, ERASE_AREA, ERASE_RATIO = 0.5, (0.02, 0.33), (0.3, 3.3)  # torchvision RandomErasing's defaults
 ERASE_VALUE = 128  # mid-grey = 0 after the [-1, 1] normalisation, as torchvision's value=0 on normalised input
 JITTER = 0.4  # brightness, contrast and saturation factors in [1 - JITTER, 1 + JITTER]
 
 
-def repeat_factors(counts, mode: str, threshold: float = 0.15) -> np.ndarray:
-    """Expected copies of each image of a class per epoch.
+def derived_seed(*keys: int) -> int:
+    """A 63-bit seed that is a function of `keys` only (numpy's SeedSequence mixes them)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
-    repeat: LVIS's repeat-factor rule (Gupta et al. 2019), r(c) = max(1, sqrt(threshold / f(c))) with f(c) the
-            class's share of the training set: rare classes are up-sampled, frequent ones left alone.
-    full:   r(c) = n_max / n(c): every class as frequent as the largest one (full balance, in expectation).
-    """
-    counts = np.asarray(counts, dtype=float)
-    if mode == "none":
-        return np.ones_like(counts)
-    present = counts > 0
-    r = np.zeros_like(counts)
-    if mode == "repeat":
-        r[present] = np.maximum(1.0, np.sqrt(threshold / (counts[present] / counts.sum())))
-    elif mode == "full":
-        r[present] = counts.max() / counts[present]
+
+def batch_generator(seed: int, epoch: int, rank: int, step: int, device) -> torch.Generator:
+    """The generator of one training batch: a function of (seed, epoch, rank, step) only, so a run and its restart
+    draw the same augmentation for the same batch."""
+    g = torch.Generator(device=device)
+    g.manual_seed(derived_seed(seed, epoch, rank, step))
+    return g
+
+
+def augment_batch(images: torch.Tensor, recipe: str, gen: torch.Generator | None = None) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> the same, transformed by `recipe`, on the device `images` is on."""
+    if recipe not in RECIPES:
+        raise ValueError(f"augment={recipe!r}: expected one of {RECIPES}")
+    if recipe == "none" or len(images) == 0:
+        return images
+    x = images.permute(0, 3, 1, 2).float()  # (N, 3, S, S) in [0, 255]
+    if recipe == "light":
+        x = _shift(_flip(x, gen), gen)
+    elif recipe == "transfer":
+        x = _erase(_flip(_rotate_crop(x, gen), gen), gen)
     else:
-        raise ValueError(f"balance={mode!r}: expected one of {BALANCE}")
-    return r
+        x = _jitter(_flip(_erase(x, gen), gen), gen)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def _rng(batch) -> np.random.Generator:
-    seeds = batch.get(SEED_COLUMN)
-    if seeds is None:  # used outside the pipeline (tests, benchmarks): fresh randomness
-        return np.random.default_rng()
-    return np.random.default_rng((np.asarray(seeds, dtype=np.float64) * 2 ** 52).astype(np.uint64))
+def _rand(gen, n: int, lo: float, hi: float, device) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen, device=device)
 
 
-def _rotate_crop(x: np.ndarray, rng) -> np.ndarray:
-    """Per image: rotate about the centre by U(-10, 10) degrees and take a random square crop, in one bilinear
-    affine warp (PIL, in C: faster than a vectorised numpy gather on a CPU). Outside the image: black, as
+def _rotate_crop(x: torch.Tensor, gen) -> torch.Tensor:
+    """Per image: rotate about the crop window's centre by U(-10, 10) degrees and take a random square window of
+    87.5-100% of the side, resized back, in one bilinear affine warp. Outside the image: black (0), as
     torchvision's RandomRotation."""
-    n, s = x.shape[:2]
-    angle = np.deg2rad(rng.uniform(-ROTATION_DEG, ROTATION_DEG, n))
-    side = s * rng.uniform(CROP_MIN, 1.0, n)
-    off = rng.uniform(0, 1, (n, 2)) * (s - side)[:, None]  # top-left corner of the crop window
-    out = np.empty_like(x)
-    for i in range(n):
-        k = side[i] / s  # output pixel -> window pixel scale
-        c, si = np.cos(angle[i]) * k, np.sin(angle[i]) * k
-        # output (u, v) -> input: rotate about the window's centre, window placed at off
-        cx, cy = off[i, 0] + side[i] / 2, off[i, 1] + side[i] / 2
-        a, b = c, -si
-        d, e = si, c
-        data = (a, b, cx - a * s / 2 - b * s / 2, d, e, cy - d * s / 2 - e * s / 2)
-        out[i] = np.asarray(Image.fromarray(x[i]).transform((s, s), Image.AFFINE, data=data,
-                                                            resample=Image.BILINEAR))
-    return out
+    n, dev = len(x), x.device
+    angle = _rand(gen, n, -ROTATION_DEG, ROTATION_DEG, dev) * (math.pi / 180)
+    k = _rand(gen, n, CROP_MIN, 1.0, dev)  # window side / image side
+    corner = torch.rand(n, 2, generator=gen, device=dev) * (1 - k)[:, None]  # window's top-left, image fraction
+    centre = 2 * (corner + k[:, None] / 2) - 1  # in grid_sample's [-1, 1] coordinates, (x, y)
+    cos, sin = torch.cos(angle) * k, torch.sin(angle) * k
+    theta = torch.stack([torch.stack([cos, -sin, centre[:, 0]], 1), torch.stack([sin, cos, centre[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (N, S, S, 2): output pixel -> input
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _flip(x, rng):
-    flip = rng.random(len(x)) < 0.5
-    return np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+def _flip(x, gen):
+    flip = torch.rand(len(x), generator=gen, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def _shift(x, rng, pad=4):
-    n, s = x.shape[:2]
-    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    dy, dx = rng.integers(0, 2 * pad + 1, (2, n))
-    rows = dy[:, None] + np.arange(s)[None, :]  # (N, S)
-    cols = dx[:, None] + np.arange(s)[None, :]
-    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+def _shift(x, gen):
+    """Shift each image by up to SHIFT pixels in each direction, reflecting at the border (np.pad's "reflect")."""
+    n, _, s, _ = x.shape
+    padded = F.pad(x, (SHIFT,) * 4, mode="reflect")  # (N, 3, S + 2 SHIFT, S + 2 SHIFT)
+    dy, dx = torch.randint(0, 2 * SHIFT + 1, (2, n), generator=gen, device=x.device)
+    ar = torch.arange(s, device=x.device)
+    rows, cols = dy[:, None] + ar, dx[:, None] + ar  # (N, S)
+    out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2)  # advanced indexing put the channels last: (N, S, S, 3) -> (N, 3, S, S)
 
 
-def _erase(x, rng):
-    """torchvision RandomErasing, vectorised: with p 0.5 a rectangle of 2-33% of the area, aspect 0.3-3.3."""
-    n, s = x.shape[:2]
-    area = rng.uniform(*ERASE_AREA, n) * s * s
-    ratio = np.exp(rng.uniform(np.log(ERASE_RATIO[0]), np.log(ERASE_RATIO[1]), n))
-    h = np.clip(np.sqrt(area * ratio).astype(int), 1, s)
-    w = np.clip(np.sqrt(area / ratio).astype(int), 1, s)
-    top = (rng.random(n) * (s - h + 1)).astype(int)
-    left = (rng.random(n) * (s - w + 1)).astype(int)
-    on = rng.random(n) < ERASE_P
-    r = np.arange(s)
-    mask = ((r[None, :, None] >= top[:, None, None]) & (r[None, :, None] < (top + h)[:, None, None])
-            & (r[None, None, :] >= left[:, None, None]) & (r[None, None, :] < (left + w)[:, None, None])
-            & on[:, None, None])  # (N, S, S)
-    return np.where(mask[..., None], np.uint8(ERASE_VALUE), x)
+def _erase(x, gen):
+    """torchvision RandomErasing, batched: with p 0.5 a rectangle of 2-33% of the area, aspect 0.3-3.3, set to
+    ERASE_VALUE."""
+    n, _, s, _ = x.shape
+    dev = x.device
+    area = _rand(gen, n, *ERASE_AREA, dev) * s * s
+    ratio = torch.exp(_rand(gen, n, math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]), dev))
+    h = torch.sqrt(area * ratio).long().clamp(1, s)
+    w = torch.sqrt(area / ratio).long().clamp(1, s)
+    top = (torch.rand(n, generator=gen, device=dev) * (s - h + 1)).long()
+    left = (torch.rand(n, generator=gen, device=dev) * (s - w + 1)).long()
+    on = torch.rand(n, generator=gen, device=dev) < ERASE_P
+    r = torch.arange(s, device=dev)
+    rows = (r >= top[:, None]) & (r < (top + h)[:, None])  # (N, S)
+    cols = (r >= left[:, None]) & (r < (left + w)[:, None])
+    mask = rows[:, :, None] & cols[:, None, :] & on[:, None, None]  # (N, S, S)
+    return x.masked_fill(mask[:, None], float(ERASE_VALUE))
 
 
-def _jitter(x, rng):
+def _jitter(x, gen):
     """Brightness b, contrast c and saturation s, each a factor in [0.6, 1.4] per image, applied in that order
     (ColorJitter(0.4, 0.4, 0.4) without the hue). All three are linear, so with g the grey image and m its mean
     the result is one expression: s c b x + (1 - s) c b g + (1 - c) b m."""
-    n = len(x)
-    b, c, s = rng.uniform(1 - JITTER, 1 + JITTER, (3, n)).astype(np.float32)
-    y = x.astype(np.float32)  # (N, S, S, 3); the arithmetic below is in place: this runs on every training image
-    g = y[..., 0] * np.float32(0.299) + y[..., 1] * np.float32(0.587) + y[..., 2] * np.float32(0.114)  # (N, S, S)
-    m = g.mean((1, 2))
-    g *= ((1 - s) * c * b)[:, None, None]
-    g += ((1 - c) * b * m + 0.5)[:, None, None]  # + 0.5: round, not truncate
-    y *= (s * c * b)[:, None, None, None]
-    y += g[..., None]
-    np.clip(y, 0, 255, out=y)
-    return y.astype(np.uint8)
-
-
-def augment_images(x: np.ndarray, recipe: str, rng: np.random.Generator) -> np.ndarray:
-    """(N, S, S, 3) uint8 -> the same, transformed by `recipe`."""
-    if recipe == "none":
-        return x
-    if recipe == "light":
-        return _shift(_flip(x, rng), rng)
-    if recipe == "transfer":
-        return _erase(_flip(_rotate_crop(x, rng), rng), rng)
-    if recipe == "mvt":
-        return _jitter(_flip(_erase(x, rng), rng), rng)
-    raise ValueError(f"augment={recipe!r}: expected one of {RECIPES}")
-
-
-def epoch_batch(batch: dict, recipe: str = "light", factors=None) -> dict:
-    """The per-epoch step of a training block: repeat rows by their class's factor (stochastic rounding, so the
-    expected copies are exactly the factor), permute the rows (the within-block half of the epoch shuffle), then
-    augment. Copies of one image are augmented independently. Every column but `_r` is carried along."""
-    rng = _rng(batch)
-    labels = batch["label"]
-    idx = np.arange(len(labels))
-    if factors is not None:
-        r = np.asarray(factors)[labels]
-        copies = np.floor(r).astype(int) + (rng.random(len(r)) < r - np.floor(r))
-        idx = np.repeat(idx, copies)
-    idx = idx[rng.permutation(len(idx))]
-    out = {k: v[idx] for k, v in batch.items() if k != SEED_COLUMN}
-    out["image"] = np.ascontiguousarray(augment_images(out["image"], recipe, rng))
-    return out
+    n, dev = len(x), x.device
+    b, c, s = (_rand(gen, n, 1 - JITTER, 1 + JITTER, dev)[:, None, None, None] for _ in range(3))
+    g = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]  # (N, 1, S, S)
+    m = g.mean((2, 3), keepdim=True)
+    return (s * c * b * x + (1 - s) * c * b * g + (1 - c) * b * m).clamp(0, 255)

@@ -1,13 +1,16 @@
 """Shards -> Ray Data -> Ray Train workers.
 
     read_parquet(split files) -> map_batches(decode) -> materialize()   once per sweep, shared by every trial
-    train: -> random block order -> + seed column -> map_batches(repeat by class, permute, augment)
-                                                                       re-run every epoch (seeded, fresh per epoch)
+    train: -> random block order                                      re-drawn every epoch (seeded), no task
     eval:  used as decoded                                             every worker sees all of it
+    worker: whole blocks -> repeat by class, permute, cut into batches (ferlab.data.balance)
+            -> augment each uint8 batch on the worker's device (ferlab.data.augment) -> normalise -> model
 
 Decoding (PNG -> uint8 HWC at the model's input size) happens once for the whole sweep: the decoded splits are
-materialized in the object store and handed to every trial with `tune.with_parameters`. Augmentation sits after
-`materialize()`, so it runs again each epoch. Images stay uint8 until the worker, which converts and normalises on
+materialized in the object store and handed to every trial with `tune.with_parameters`. The random block order sits after
+`materialize()`, so it is drawn again each epoch; everything else per epoch happens on the training worker (on 2
+CPUs, per-epoch Ray Data tasks beside the training threads cost up to half the throughput:
+benchmarks/pipeline_overhead.py). Images stay uint8 until the worker, which converts and normalises on
 its own device: 4x less data through the object store than float32, and the GPU does the arithmetic.
 
 Every Ray Data stage asks for a fraction of a CPU (`DATA_CPUS`): on a 2-CPU machine a 1-CPU trial driver plus a
@@ -126,32 +129,24 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
     return out
 
 
-def training_datasets(decoded: dict, augment: str = "light", seed: int = 0, factors=None) -> dict:
-    """The datasets a TorchTrainer gets: train shuffled, class-balanced and augmented per epoch, the others as
-    decoded.
-
-    The block order is re-drawn every epoch (RandomSeedConfig with reseed_after_execution), and so is the seed
-    column that drives the rows' repetition, permutation and augmentation (`augment.epoch_batch`): reproducible for
-    a seed, different every epoch. `factors` are the expected copies per class (`augment.repeat_factors`).
-    """
+def training_datasets(decoded: dict, seed: int = 0, first_epoch: int = 0) -> dict:
+    """The datasets a TorchTrainer gets: train in a random block order that is re-drawn every epoch
+    (RandomSeedConfig with reseed_after_execution: reproducible for a seed, different every epoch), the others as
+    decoded. No Ray Data task runs per epoch: each worker repeats, permutes (ferlab.data.balance) and augments
+    (ferlab.data.augment) the rows of the blocks it receives. A trial restored at epoch k passes `first_epoch=k`:
+    its next epoch gets epoch k's block order, as in the run it continues."""
     from ray.data import RandomSeedConfig
-    from ray.data.expressions import random
-
-    from ferlab.data.augment import SEED_COLUMN, epoch_batch
 
     quiet_progress()  # this runs in the trial driver, whose DataContext travels with the datasets to the workers
     out = dict(decoded)
     train = decoded["train"].randomize_block_order(seed=RandomSeedConfig(seed, reseed_after_execution=True))
-    train = train.with_column(SEED_COLUMN, random(seed=seed, reseed_after_execution=True), num_cpus=DATA_CPUS)
-    train = train.map_batches(
-        epoch_batch, fn_kwargs={"recipe": augment, "factors": None if factors is None else list(factors)},
-        batch_format="numpy", batch_size=BLOCK_ROWS, num_cpus=DATA_CPUS)
     # Ray numbers executions (epochs) on the DataContext a dataset was built with, and datasets derived from one
     # materialized dataset share it: whatever else ran on `decoded` would shift this pipeline's epoch numbers and so
-    # its seeds. A private context whose count starts at 0 makes epoch k of seed s the same in every run.
+    # its seeds. A private context whose count starts at the first epoch makes epoch k of seed s the same in every
+    # run, resumed or not.
     # (`_context` and `_execution_idx` are Ray internals; tests/test_train_loop.py fails if their meaning changes.)
     ctx = train.context.copy()
-    ctx._execution_idx = 0
+    ctx._execution_idx = first_epoch
     train._context = train._logical_plan.context = ctx  # the executor counts on one, the planner seeds from the other
     out["train"] = train
     return out

@@ -8,6 +8,7 @@ and wrap the model in DistributedDataParallel when there is more than one worker
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -18,12 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from ferlab.config import TrainConfig
+from ferlab.data.augment import augment_batch, batch_generator, derived_seed
+from ferlab.data.balance import worker_batches
 from ferlab.models import create_model
+from ferlab.train import checkpoints as ckpts
 from ferlab.train import metrics as M
+from ferlab.train.checkpoints import CHECKPOINT_FILE
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
 from ferlab.train.relabel import Relabeler
 
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def to_input(images: torch.Tensor, cfg=None) -> torch.Tensor:
@@ -70,34 +74,60 @@ def loss_fn(logits, labels, soft, tc: TrainConfig) -> torch.Tensor:
     return -torch.log((soft * logits.softmax(1)).amax(1).clamp_min(1e-12)).mean()
 
 
-def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device, soft=None) -> tuple:
-    """One optimisation step on a uint8 image batch; returns (loss, the batch's softmax on the CPU). Shared by Ray's
-    loop and the benchmarks."""
-    x = to_input(images.to(device, non_blocking=True), _unwrap(model).cfg)
+def train_step(model, opt, images, labels, tc: TrainConfig, device: torch.device, soft=None, gen=None) -> tuple:
+    """One optimisation step on a uint8 image batch, augmented on `device` by `tc.augment` with the batch's
+    generator `gen` (augment.batch_generator), in `tc.accumulate` micro-batches whose gradients add up to the whole
+    batch's; returns (loss, the batch's softmax on the CPU). Shared by Ray's loop and the benchmarks."""
+    images = augment_batch(images.to(device, non_blocking=True), tc.augment, gen)
+    x = to_input(images, _unwrap(model).cfg)
     y = labels.to(device, non_blocking=True).long()
     soft = soft.to(device, non_blocking=True).float() if soft is not None else None
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp and device.type == "cuda"):
-        logits = model(x)
-    loss = loss_fn(logits.float(), y, soft, tc)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    chunks = torch.arange(len(y), device=device).tensor_split(min(tc.accumulate, len(y)))
+    loss_sum, probs = 0.0, []
+    for i, idx in enumerate(chunks):
+        last = i == len(chunks) - 1
+        # DDP all-reduces gradients in backward: only once, on the last micro-batch
+        sync = model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp and device.type == "cuda"):
+                logits = model(x[idx])
+            loss = loss_fn(logits.float(), y[idx], None if soft is None else soft[idx], tc) * (len(idx) / len(y))
+            loss.backward()
+        loss_sum += loss.item()
+        probs.append(logits.detach().float().softmax(1))
     opt.step()
-    return loss.item(), logits.detach().float().softmax(1).cpu()
+    return loss_sum, torch.cat(probs).cpu()
 
 
 @torch.no_grad()
-def evaluate(model, batches, num_classes: int, device: torch.device, amp: bool, prefix: str = "val") -> dict:
+def evaluate(model, batches, num_classes: int, device: torch.device, amp: bool, prefix: str = "val",
+             rank: int = 0, world: int = 1) -> dict:
+    """Accuracy, mean class accuracy, loss and confusion matrix on a whole split. With several DDP ranks each
+    evaluates every world-th batch and the sums are all-reduced: every image counted once, every rank gets the
+    result."""
     model.eval()
-    cfg = _unwrap(model).cfg
+    net = _unwrap(model)  # the plain module: DDP's forward is a collective, and ranks run different batch counts
+    if world > 1:
+        import torch.distributed as dist
+
+        for buf in net.buffers():  # every rank evaluates with rank 0's BatchNorm statistics, as one model would
+            dist.broadcast(buf, 0)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    loss_sum, n = 0.0, 0
-    for batch in batches:
-        x, y = to_input(batch["image"].to(device), cfg), batch["label"].to(device).long()
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, images
+    for i, batch in enumerate(batches):
+        if i % world != rank:
+            continue
+        x, y = to_input(batch["image"].to(device), net.cfg), batch["label"].to(device).long()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        n += len(y)
+            logits = net(x).float()
+        sums += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), len(y)], device=device,
+                             dtype=torch.float64)
         cm += confusion(logits.argmax(1), y, num_classes)
+    if world > 1:
+        dist.all_reduce(cm)
+        dist.all_reduce(sums)
+    loss_sum, n = sums[0].item(), int(sums[1].item())
     cm = cm.cpu().numpy()
     names = M.split_metrics(prefix)
     return {names["loss"]: loss_sum / max(n, 1), names["acc"]: accuracy(cm), names["mca"]: mean_class_accuracy(cm),
@@ -114,33 +144,54 @@ def worker_threads(tc: TrainConfig) -> int:
     return max(1, int(round(cpus)))
 
 
-def restore(model, opt, relabeler, device) -> tuple[int, float]:
-    """Continue a restored trial (or a retried worker group) where its last report left it: (next epoch, best)."""
+def restore(model, opt, relabeler, device, run_dir: str | None) -> tuple[int, float, list, dict]:
+    """Continue a restored trial (or a retried worker group) from the newest intact checkpoint of its run folder:
+    (next epoch, best, the history so far, what the restore found). That is Ray's registered checkpoint, or a newer
+    one written before a worker died and never registered (its epoch is not trained again), or, when the newest is
+    corrupt, the newest intact one (named in the log and counted in the trial's row)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
-    if not checkpoint:
-        return 0, 0.0
-    with checkpoint.as_directory() as d:
-        state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=device, weights_only=True)
+    registered = checkpoint.path if checkpoint is not None else None
+    if run_dir and os.path.isdir(run_dir):
+        folder, rec, corrupt = ckpts.newest_intact(run_dir, prefer=registered)
+    elif checkpoint is not None:  # remote storage: Ray's registered checkpoint, verified
+        with checkpoint.as_directory() as d:
+            rec = ckpts.record(d)
+            if rec is None:
+                raise RuntimeError(f"checkpoint {registered} is corrupt (checksum mismatch or unreadable)")
+            folder, corrupt = d, []
+            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=device, weights_only=True)
+    else:
+        return 0, 0.0, [], {}
+    for c in corrupt:
+        print(f"checkpoint {c} is corrupt (checksum mismatch or unreadable): skipped", flush=True)
+    info = {"corrupt_checkpoints": len(corrupt)} if corrupt else {}
+    if folder is None:
+        return 0, 0.0, [], info
+    if registered and folder != registered:
+        print(f"restoring {folder} (epoch {rec['epoch'] + 1}) instead of Ray's registered {registered}", flush=True)
+    if run_dir:
+        state = torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location=device, weights_only=True)
     _unwrap(model).load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     if relabeler is not None:
         relabeler.table.load(state.get("labels", {}))
-    return state["epoch"] + 1, state["best_val_acc"]
+    return state["epoch"] + 1, state["best_val_acc"], rec["history"], info
 
 
-def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world: int, device, relabeler) -> dict:
-    """One pass over this worker's shard of the training set; returns the epoch's training metrics."""
+def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world: int, device, relabeler,
+                factors=None) -> dict:
+    """One pass over this worker's shard of the training set (whole blocks, repeated by class `factors`, permuted
+    and cut into batches here: ferlab.data.balance); returns the epoch's training metrics."""
     model.train()
     for group in opt.param_groups:  # the schedule steps once per epoch, like the paper's /10 milestones
         group["lr"] = lr_at(tc, epoch)
     num_classes = _unwrap(model).cfg.num_classes
     t0, seen, loss_sum, steps, wait, first_wait = time.perf_counter(), 0, 0.0, 0, 0.0, 0.0
     class_counts = torch.zeros(num_classes, dtype=torch.long)  # the epoch's effective histogram
-    batches = iter(shard.iter_torch_batches(batch_size=tc.per_worker_batch(world), device="cpu", drop_last=True,
-                                            local_shuffle_buffer_size=tc.shuffle_buffer or None,
-                                            local_shuffle_seed=tc.seed + 1000 * epoch + rank))
+    blocks = shard.iter_torch_batches(batch_size=None, device="cpu")  # whole blocks, in the epoch's block order
+    batches = worker_batches(blocks, tc.per_worker_batch(world), tc.seed, epoch, rank, factors)
     while True:
         tw = time.perf_counter()
         batch = next(batches, None)
@@ -150,7 +201,8 @@ def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world
         if batch is None:
             break
         y = batch["label"] if relabeler is None else relabeler.labels(batch, batch["label"])
-        loss, probs = train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"))
+        gen = batch_generator(tc.seed, epoch, rank, steps, device)  # epoch k's augmentation, also after a restart
+        loss, probs = train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"), gen)
         if relabeler is not None:
             relabeler.step(batch, probs, y, epoch)
         loss_sum += loss
@@ -164,27 +216,29 @@ def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world
             "train_class_counts": class_counts.tolist()}  # this worker's; with balancing, the effect
 
 
-def report(model, opt, metrics: dict, epoch: int, best: float, config: dict, relabeler, rank: int) -> None:
-    """Report the epoch's metrics with a checkpoint (rank 0 writes it) that carries everything a resume needs."""
+def report(model, opt, metrics: dict, epoch: int, best: float, config: dict, relabeler, rank: int,
+           history: list) -> None:
+    """Report the epoch's metrics with a checkpoint (rank 0 writes it) that carries everything a resume needs,
+    the trial's whole history included (ferlab.train.checkpoints)."""
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
         if rank == 0:
-            torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                        "best_val_acc": best, "preset": config["preset"],
-                        "model_config": _unwrap(model).cfg.to_dict(),
-                        "pretrained": config.get("pretrained") or {},  # provenance: the files it started from
-                        "labels": relabeler.table.state() if relabeler is not None else {}},
-                       os.path.join(tmp, CHECKPOINT_FILE))
+            ckpts.save(tmp, {"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                             "best_val_acc": best, "preset": config["preset"],
+                             "model_config": _unwrap(model).cfg.to_dict(),
+                             "pretrained": config.get("pretrained") or {},  # provenance: the files it started from
+                             "labels": relabeler.table.state() if relabeler is not None else {}}, history)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)
 
 
 def train_loop_per_worker(config: dict):
     """config = {"preset": name, "model": {overrides}, "train": {TrainConfig fields}, "pretrained": {files},
-    "eval_splits": [...], "constants": {metrics of the work before the trial}}: restore, then per epoch train,
-    evaluate, report."""
+    "eval_splits": [...], "balance_factors": copies per class or None, "constants": {metrics of the work before
+    the trial}, "run_dir": the Train run's folder on local storage}: restore, then per epoch train, evaluate,
+    report."""
     import ray
     import ray.train
     import ray.train.torch
@@ -195,12 +249,19 @@ def train_loop_per_worker(config: dict):
     torch.set_num_threads(worker_threads(tc))
     torch.manual_seed(tc.seed)  # same init on every rank; DDP would broadcast rank 0's anyway
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(create_model(config["preset"], pretrained=config.get("pretrained"),
-                                                       **config.get("model", {})))
+    model = create_model(config["preset"], pretrained=config.get("pretrained"), **config.get("model", {}))
+    if device.type == "cuda" and tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # to_input's (N, 3, H, W) is already NHWC in memory
+    model = ray.train.torch.prepare_model(model)  # to the device; DDP with several workers
+    if tc.compile:
+        model = torch.compile(model)
     num_classes = _unwrap(model).cfg.num_classes
     opt = make_optimizer(model, tc)
     relabeler = Relabeler(tc.relabel, tc.relabel_delta, tc.relabel_start) if tc.relabel != "none" else None
-    start_epoch, best = restore(model, opt, relabeler, device)
+    start_epoch, best, history, restored = restore(model, opt, relabeler, device, config.get("run_dir"))
+    if history and start_epoch >= tc.epochs:  # a finished trial restarted (its driver died before Tune saw the end)
+        ray.train.report(history[-1] | restored)  # Tune gets the final result again; nothing is trained
+        return
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")  # the selection split: "val", or "test" where there is no val
@@ -208,23 +269,32 @@ def train_loop_per_worker(config: dict):
     # too, so a table can report test accuracy at the epoch chosen on validation, never the best epoch on test.
     others = {name: ray.train.get_dataset_shard(name) for name in config.get("eval_splits", [])}
     for epoch in range(start_epoch, tc.epochs):
-        metrics = train_epoch(model, opt, train_shard, tc, epoch, rank, world, device, relabeler)
+        t0 = time.perf_counter()
+        # the model's own randomness (MAD, MSAD, dropout) per (seed, epoch, rank): epoch k draws the same after a
+        # restart as in the run it continues
+        torch.manual_seed(derived_seed(tc.seed, epoch, rank, -1 % 2 ** 32))
+        metrics = train_epoch(model, opt, train_shard, tc, epoch, rank, world, device, relabeler,
+                              config.get("balance_factors"))
         metrics |= evaluate(model, val_shard.iter_torch_batches(batch_size=256, device="cpu"), num_classes, device,
-                            tc.amp)
+                            tc.amp, rank=rank, world=world)
         for name, shard in others.items():
             metrics |= evaluate(model, shard.iter_torch_batches(batch_size=256, device="cpu"), num_classes, device,
-                                tc.amp, prefix=name)
+                                tc.amp, prefix=name, rank=rank, world=world)
         best = max(best, metrics[M.VAL_ACC])
-        metrics |= {M.EPOCH: epoch + 1, M.BEST_VAL_ACC: best,
+        metrics |= {M.EPOCH: epoch + 1, M.BEST_VAL_ACC: best, M.EPOCH_TIME: time.perf_counter() - t0,
                     M.NODE: ray.get_runtime_context().get_node_id()}  # where rank 0 ran (which cluster node)
         metrics |= config.get("constants", {})  # what the work before the trial measured (MVT: the MGN's quality)
+        metrics |= restored  # corrupt checkpoints skipped at the restore
         if relabeler is not None:
             metrics |= relabeler.end_epoch(world)
         if rank == 0:
             print(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f}, train class histogram "
                   f"{metrics['train_class_counts']}", flush=True)
-        report(model, opt, metrics, epoch, best, config, relabeler, rank)
+        history.append(metrics)
+        report(model, opt, metrics, epoch, best, config, relabeler, rank, history)
 
 
 def _unwrap(model):
+    """The model itself under torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if hasattr(model, "module") else model

@@ -19,6 +19,7 @@ TRAIN_LOSS = "train_loss"
 IMAGES_PER_S = "train_images_per_s"
 DATA_WAIT = "data_wait_frac"  # share of the epoch's training time spent waiting for input
 FIRST_BATCH_WAIT = "first_batch_wait_s"
+EPOCH_TIME = "epoch_time_s"  # wall time of the epoch's training and evaluation, without the report
 CHECKPOINT = "checkpoint_path"  # added by Tune's TuneReportCallback
 NODE = "node_id"
 CONFUSION = "confusion"  # the selection split's; other splits: <split>_confusion

@@ -126,8 +126,10 @@ def mgn_loop_per_worker(config: dict):
     from ferlab.models import model_config
     from ferlab.models.mvt import MaskGenerator, discriminator
     from ferlab.models.weights import load_deit, load_deit_into_mgn
-    from ferlab.train.loop import to_input, worker_threads
     from ferlab.config import TrainConfig
+    from ferlab.data.augment import augment_batch, batch_generator
+    from ferlab.data.balance import worker_batches
+    from ferlab.train.loop import to_input, worker_threads
 
     torch.set_num_threads(worker_threads(TrainConfig()))
     torch.manual_seed(config["seed"])
@@ -148,8 +150,11 @@ def mgn_loop_per_worker(config: dict):
         mgn.train()
         disc.train()
         sums, steps, t0 = {}, 0, time.perf_counter()
-        for batch in shard.iter_torch_batches(batch_size=config["batch_size"], drop_last=True):
-            x = to_input(batch["image"].to(device), cfg)
+        rank = ray.train.get_context().get_world_rank()
+        blocks = shard.iter_torch_batches(batch_size=None)  # whole blocks, in the epoch's random block order
+        for batch in worker_batches(blocks, config["batch_size"], config["seed"], epoch, rank):
+            gen = batch_generator(config["seed"], epoch, rank, steps, device)
+            x = to_input(augment_batch(batch["image"].to(device), config.get("augment", "none"), gen), cfg)
             losses = mgn_step(mgn, disc, opt_g, opt_d, x, batch["label"].to(device).long(), m)
             sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
             steps += 1
@@ -210,12 +215,12 @@ def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: flo
             print(f"MGN {key}: reusing {path}", flush=True)
             return path
         print(f"MGN {key}: training ({epochs} epochs, m={m})", flush=True)
-        train = {"train": training_datasets(datasets, augment=augment, seed=seed)["train"]}
+        train = {"train": training_datasets(datasets, seed=seed)["train"]}
         has_val = "val" in datasets
         trainer = TorchTrainer(
             mgn_loop_per_worker,
             train_loop_config={"preset": preset, "model": model, "mask_ratio": m, "epochs": epochs, "lr": lr,
-                               "batch_size": batch_size, "seed": seed, "has_val": has_val,
+                               "batch_size": batch_size, "seed": seed, "has_val": has_val, "augment": augment,
                                "pretrained": {k: v for k, v in (pretrained or {}).items() if k == "deit"}},
             scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                          resources_per_worker={"CPU": cpus_per_worker} | ({"GPU": gpus} if gpus else {})),

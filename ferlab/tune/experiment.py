@@ -41,7 +41,8 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
 def add_study_args(p, study_name: str, fix_knobs: bool = True) -> None:
     """The options that come from the study: its presets, one flag per searched knob (fixes it instead of searching
     it; type and choices from the knob), its recipes, weight files and `--set`."""
-    from ferlab.data.augment import BALANCE, RECIPES
+    from ferlab.data.augment import RECIPES
+    from ferlab.data.balance import BALANCE
 
     study = get_study(study_name)
     p.add_argument("--preset", default=study.presets[0],
@@ -140,24 +141,33 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
     folder (trials.csv/md, history.csv, run.json), and a printed table: the search's trials, or the paper tables."""
     from ferlab.data.synth import cached_synthfer
     from ferlab.models import model_config
-    from ferlab.report.markdown import to_markdown
+    from ferlab.tune.lock import FolderLock, Locked
     from ferlab.tune.resources import init_ray
+
+    t0 = time.perf_counter()
+    results_dir = args.results_dir or os.path.join("results", spec.name)
+    try:  # one sweep per experiment and per results folder at a time, checked before Ray starts
+        with FolderLock(os.path.join(spec.storage, spec.name), "sweep"), FolderLock(results_dir, "sweep"):
+            if not spec.data:
+                spec.data = cached_synthfer(n=args.synth_n, size=model_config(spec.preset).input_size,
+                                            seed=args.seed, label_noise=label_noise)
+            init_ray(args.address, args.num_cpus)
+            return _run_locked(spec, args, grid, tables, results_dir, t0)
+    except (Locked, ConnectionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_locked(spec, args, grid, tables, results_dir: str, t0: float) -> int:
+    from ferlab.report.markdown import to_markdown
     from ferlab.tune.results import write_results
     from ferlab.tune.sweep import run_sweep
 
-    t0 = time.perf_counter()
-    if not spec.data:
-        spec.data = cached_synthfer(n=args.synth_n, size=model_config(spec.preset).input_size, seed=args.seed,
-                                    label_noise=label_noise)
-    try:
-        init_ray(args.address, args.num_cpus)
-    except ConnectionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     table, history = run_sweep(spec, resume=args.resume, verbose=1, grid=grid)
     elapsed = time.perf_counter() - t0
-    results_dir = args.results_dir or os.path.join("results", spec.name)
-    extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"], "recipe": getattr(args, "recipe", "cpu")}
+    interrupted = table.attrs.get("interrupted", False)
+    extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"], "recipe": getattr(args, "recipe", "cpu"),
+             "interrupted": interrupted}
     if grid is not None:
         extra |= {"ablation": {"paper": spec.study, "tables": tables, "cells": len(grid)}}
     paths = write_results(table, spec, results_dir, extra=extra, history=history)
@@ -177,4 +187,8 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
     print(f"{len(table)} trials in {elapsed / 60:.1f} min; results in {os.path.abspath(results_dir)} "
           f"({', '.join(os.path.basename(p) for p in paths.values())}); `ferlab report {results_dir}` for the "
           f"tables, plots and HTML page")
+    if interrupted:
+        print(f"interrupted: these tables are partial ({table.attrs['unfinished']} trials unfinished); resume with "
+              f"--resume (the same --name and --storage)", file=sys.stderr)
+        return 130  # as a shell reports a process ended by SIGINT
     return 0 if (table["status"] == "ok").all() else 1

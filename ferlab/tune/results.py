@@ -26,15 +26,45 @@ def trial_knobs(config: dict, study) -> dict:
         {k: cell[k] for k in ("seed", "fold") if k in cell}
 
 
-def results_table(results, study) -> pd.DataFrame:
+STATUS = {"TERMINATED": "ok", "ERROR": "error"}  # any other Tune status: the sweep stopped before the trial ended
+
+
+def trial_histories(results) -> list[dict]:
+    """Per trial: its id, status, config, per-epoch history, the checkpoint that history came from, and how many
+    corrupt checkpoints were skipped. The history is the one stored with the trial's newest intact checkpoint
+    (ferlab.train.checkpoints: every epoch the trial trained, once, also across resumes and worker restarts); Tune's
+    own records only where there is none (remote storage, a trial that never reported)."""
+    from ferlab.train.checkpoints import latest_history, newest_intact
+
+    out = []
+    # ResultGrid builds its Results from these Trials, in this order; the Trial carries the id and the status.
+    for trial, r in zip(results._experiment_analysis.trials, results):
+        run_dir = os.path.join(results.experiment_path, "train_runs", trial.trial_id)
+        folder, _, corrupt = newest_intact(run_dir) if os.path.isdir(run_dir) else (None, None, [])
+        stored = latest_history(run_dir) if os.path.isdir(run_dir) else None
+        for c in corrupt:
+            print(f"trial {trial.trial_id}: checkpoint {c} is corrupt (checksum mismatch or unreadable); the "
+                  f"table points at the newest intact one", flush=True)
+        if stored:
+            hist = pd.DataFrame(stored)
+            hist[M.CHECKPOINT] = folder  # the newest checkpoint that loads (None: none does)
+        else:
+            hist = r.metrics_dataframe
+        out.append({"trial": trial.trial_id, "status": STATUS.get(trial.status, "unfinished"), "config": r.config,
+                    "history": hist, "corrupt_checkpoints": len(corrupt)})
+    return out
+
+
+def results_table(trials: list[dict], study) -> pd.DataFrame:
     """One row per trial: its knobs, validation accuracy at its best and last epoch, every other evaluated split at
     the epoch chosen on validation, at the last epoch and at its own best epoch (what papers that pick the best
     epoch on test report), epochs run and status."""
     rows = []
-    for r in results:
-        hist = r.metrics_dataframe
-        row = {"trial": _trial_id(r)} | trial_knobs(r.config, study)
+    for t in trials:
+        hist = t["history"]
+        row = {"trial": t["trial"]} | trial_knobs(t["config"], study)
         if hist is not None and M.VAL_ACC in hist:
+            hist = hist.sort_values(M.EPOCH).reset_index(drop=True)
             best_i = hist[M.VAL_ACC].idxmax()
             row.update({M.BEST_VAL_ACC: hist[M.VAL_ACC].max(), "best_epoch": int(hist.loc[best_i, M.EPOCH]),
                         f"best_{M.VAL_MCA}": hist.loc[best_i, M.VAL_MCA], f"last_{M.VAL_ACC}": hist[M.VAL_ACC].iloc[-1],
@@ -50,31 +80,32 @@ def results_table(results, study) -> pd.DataFrame:
                     row[col] = hist[col].iloc[-1]
             for col in (M.CHECKPOINT, M.NODE):  # the last checkpoint; rank 0's Ray node
                 row[col] = hist[col].iloc[-1] if col in hist else None
-        row["status"] = "error" if r.error else "ok"
+        if t["corrupt_checkpoints"]:
+            row["corrupt_checkpoints"] = t["corrupt_checkpoints"]
+        row["status"] = t["status"]
         rows.append(row)
     df = pd.DataFrame(rows)
     return df.sort_values(M.BEST_VAL_ACC, ascending=False, na_position="last").reset_index(drop=True) \
         if M.BEST_VAL_ACC in df else df
 
 
-def _trial_id(result) -> str:
-    return (result.metrics or {}).get("trial_id", os.path.basename(result.path))
-
-
-def history_table(results) -> pd.DataFrame:
+def history_table(trials: list[dict]) -> pd.DataFrame:
     """Every trial's per-epoch metrics (numbers only; confusion matrices as JSON text), one row per (trial, epoch):
     what convergence curves and the best trial's confusion matrix are drawn from."""
     frames = []
-    for r in results:
-        hist = r.metrics_dataframe
+    for t in trials:
+        hist = t["history"]
         if hist is None or hist.empty:
             continue
         keep = [c for c in hist.columns if c == M.CONFUSION or c.endswith("_" + M.CONFUSION)
                 or (pd.api.types.is_numeric_dtype(hist[c]) and c not in ("timestamp", "pid", "done")
                     and not c.startswith("config/"))]  # the trial's knobs are in trials.csv
         frame = hist[keep].copy()
-        frame.insert(0, "trial", _trial_id(r))
-        frames.append(frame)
+        for c in frame.columns:
+            if c == M.CONFUSION or c.endswith("_" + M.CONFUSION):  # lists from a stored history: JSON text
+                frame[c] = [v if isinstance(v, str) else json.dumps(v) for v in frame[c]]
+        frame.insert(0, "trial", t["trial"])
+        frames.append(frame.sort_values(M.EPOCH) if M.EPOCH in frame else frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from dataclasses import asdict
@@ -13,7 +14,7 @@ from ferlab.models import model_config
 from ferlab.studies import get_study, search_space
 from ferlab.train import metrics as M
 from ferlab.tune.resources import DRIVER_CPUS, concurrent_trials
-from ferlab.tune.results import OPTUNA_DB, history_table, results_table
+from ferlab.tune.results import OPTUNA_DB, history_table, results_table, trial_histories
 from ferlab.tune.spec import SweepSpec
 from ferlab.tune.trial import trial_driver
 
@@ -22,7 +23,7 @@ def prepare_data(spec: SweepSpec, relabels: bool):
     """Open the shards, fit the spec to them (class count, FERPlus label mode) and decode each split once into the
     object store, with every --eval-data set as an extra split `x_<name>`. Returns (shards, decoded splits,
     class-balance factors, seconds spent decoding, what each cross-data-set split holds)."""
-    from ferlab.data.augment import repeat_factors
+    from ferlab.data.balance import repeat_factors
     from ferlab.data.pipeline import cross_dataset, decoded_splits
     from ferlab.data.shards import open_shards
 
@@ -115,18 +116,48 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
             trainable,
             tune_config=tune.TuneConfig(
                 metric=M.VAL_ACC, mode=M.MODE, search_alg=searcher, num_samples=spec.samples,
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs,
+                # keyed on the reported epoch: Tune's training_iteration restarts at 1 when a trial is resumed
+                scheduler=ASHAScheduler(time_attr=M.EPOCH, max_t=spec.epochs,
                                         grace_period=min(spec.grace_period, spec.epochs), reduction_factor=2),
                 max_concurrent_trials=concurrent,
             ),
             run_config=run_config,
         )
-    results = tuner.fit()
-    table = results_table(results, study)
+    stop = _StopSignal()
+    logging.getLogger("ray.tune.tune").addHandler(stop)
+    try:
+        results = tuner.fit()
+    finally:
+        logging.getLogger("ray.tune.tune").removeHandler(stop)
+    trials = trial_histories(results)
+    expected = len(grid) if grid is not None else spec.samples
+    unfinished = max(0, expected - len(trials))  # never started
+    for t in trials:
+        # Ctrl-C: Tune saves its state, ends the running trials and returns; a trial that had not reached its last
+        # epoch did not finish (in a search, one that ASHA had stopped is counted too: it did stop early)
+        hist = t["history"]
+        last = int(hist[M.EPOCH].max()) if hist is not None and M.EPOCH in hist and len(hist) else 0
+        if t["status"] == "unfinished" or (stop.seen and t["status"] == "ok" and last < spec.epochs):
+            t["status"] = "unfinished"
+            unfinished += 1
+    table = results_table(trials, study)
+    table.attrs.update(interrupted=stop.seen or unfinished > 0, unfinished=unfinished)
     table.attrs.update(decode_s=decode_s, data_manifest_hash=shards.manifest.get("content_hash"),
                        eval_split="test" if spec.folds else eval_split(shards),  # k-fold: the held-out fold
                        dataset=shards.dataset, classes=list(shards.classes), folds=spec.folds, cross_data=cross)
-    return table, history_table(results)
+    return table, history_table(trials)
+
+
+class _StopSignal(logging.Handler):
+    """Notices Tune's "Stop signal received" (Ctrl-C, SIGUSR1): Tune then returns from fit() as if it had
+    finished, with the running trials marked terminated."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen = False
+
+    def emit(self, record):
+        self.seen = self.seen or "Stop signal received" in record.getMessage()
 
 
 def optuna_storage(spec: SweepSpec) -> dict:

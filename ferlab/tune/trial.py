@@ -35,6 +35,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
 
     from ferlab.config import TrainConfig
     from ferlab.data.pipeline import data_config, fold_datasets, training_datasets
+    from ferlab.train.checkpoints import newest_intact
     from ferlab.train.loop import train_loop_per_worker
 
     resources = worker_resources(spec["cpus_per_worker"], spec["gpus_per_trial"], spec["workers_per_trial"])
@@ -51,18 +52,23 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
             "base_model": spec["sections"]["model"], "data_hash": spec["data_hash"],
             "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus, "fold": cell.get("fold")})
     tc = TrainConfig(**nested["train"])
+    trial_id = tune.get_context().get_trial_id()
+    run_dir = os.path.join(spec["storage"], spec["name"], "train_runs", trial_id)
+    local = "://" not in run_dir
+    restored = newest_intact(run_dir)[1] if local and os.path.isdir(run_dir) else None
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"preset": spec["preset"], "model": nested["model"], "train": nested["train"],
                            "pretrained": nested["pretrained"],
                            "eval_splits": [k for k in datasets if k not in ("train", "val")],
+                           "balance_factors": spec["balance_factors"], "run_dir": run_dir if local else None,
                            "constants": constants},
         scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                      resources_per_worker=resources),
-        datasets=training_datasets(datasets, augment=tc.augment, seed=tc.seed, factors=spec["balance_factors"]),
+        datasets=training_datasets(datasets, seed=tc.seed, first_epoch=restored["epoch"] + 1 if restored else 0),
         dataset_config=data_config(),
         run_config=ray.train.RunConfig(
-            name=tune.get_context().get_trial_id(),  # stable across resume; never a timestamp
+            name=trial_id,  # stable across resume; never a timestamp
             storage_path=os.path.join(spec["storage"], spec["name"], "train_runs"),
             callbacks=[TuneReportCallback()],
             checkpoint_config=CheckpointConfig(num_to_keep=2),

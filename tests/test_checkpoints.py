@@ -1,0 +1,83 @@
+"""Checkpoints as the record of a run (ferlab.train.checkpoints) and the one-sweep-per-folder lock
+(ferlab.tune.lock): checksums, the newest intact checkpoint, corrupt ones skipped, stale locks taken over."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ferlab.train import checkpoints as C
+from ferlab.tune.lock import LOCK_FILE, FolderLock, Locked
+
+
+def _write(run, name, epoch):
+    folder = os.path.join(run, f"checkpoint_{name}")
+    os.makedirs(folder)
+    C.save(folder, {"epoch": epoch, "w": torch.full((3,), float(epoch))},
+           [{"epoch": e + 1, "val_acc": e / 10} for e in range(epoch + 1)])
+    return folder
+
+
+def test_the_newest_intact_checkpoint_carries_every_epoch(tmp_path):
+    run = str(tmp_path)
+    _write(run, "a", 0)
+    newest = _write(run, "b", 2)
+    folder, rec, corrupt = C.newest_intact(run)
+    assert folder == newest and rec["epoch"] == 2 and corrupt == []
+    assert [h["epoch"] for h in rec["history"]] == [1, 2, 3]
+
+
+def test_a_truncated_checkpoint_is_named_and_skipped_for_the_older_intact_one(tmp_path):
+    run = str(tmp_path)
+    older = _write(run, "a", 1)
+    newest = _write(run, "b", 2)
+    path = os.path.join(newest, C.CHECKPOINT_FILE)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    assert C.record(newest) is None
+    folder, rec, corrupt = C.newest_intact(run)
+    assert folder == older and rec["epoch"] == 1 and corrupt == [newest]
+
+
+def test_a_checkpoint_without_its_record_counts_as_corrupt(tmp_path):
+    run = str(tmp_path)
+    _write(run, "a", 0)
+    half = _write(run, "b", 1)
+    os.remove(os.path.join(half, C.HISTORY_FILE))  # the writer died between the two files
+    folder, rec, corrupt = C.newest_intact(run)
+    assert rec["epoch"] == 0 and corrupt == [half]
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_holder(tmp_path):
+    with FolderLock(str(tmp_path), "sweep"):
+        holder = subprocess.run(
+            [sys.executable, "-c", f"from ferlab.tune.lock import FolderLock\nwith FolderLock({str(tmp_path)!r}, "
+                                   f"'sweep'): pass"], capture_output=True, text=True)
+        assert holder.returncode != 0 and f"PID {os.getpid()}" in holder.stderr and "in use" in holder.stderr
+    assert not os.path.exists(tmp_path / LOCK_FILE)  # released
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
+                                                  "started": "earlier", "command": "killed"}))
+    with FolderLock(str(tmp_path), "sweep"):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert "taking over the stale lock" in capsys.readouterr().out
+
+
+def test_the_same_process_may_lock_one_folder_twice(tmp_path):
+    with FolderLock(str(tmp_path), "sweep"), FolderLock(str(tmp_path), "sweep"):
+        assert os.path.exists(tmp_path / LOCK_FILE)
+    assert not os.path.exists(tmp_path / LOCK_FILE)
+
+
+def test_a_lock_held_on_another_host_is_never_taken_over(tmp_path):
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": "now"}))
+    with pytest.raises(Locked, match="elsewhere"), FolderLock(str(tmp_path), "sweep"):
+        pass

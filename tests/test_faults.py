@@ -1,0 +1,148 @@
+"""Fault injection: a sweep killed or interrupted and resumed ends with the tables of an uninterrupted run with the
+same seed (every epoch once, the same metrics: training is deterministic on the CPU), with the right exit codes, and
+no process of the test's Ray left behind. Each sweep runs in its own process group, which the test kills by its id:
+only processes the test started."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "experiments", "sweep_transfer.py")
+SAME = ["epoch", "val_acc", "val_loss", "train_loss", "best_val_acc"]  # what must not change; times may
+
+
+def _args(data, tmp, name, extra=()):
+    return ["--data", data, "--samples", "1", "--epochs", "3", "--grace-period", "3", "--p1", "0.3",
+            "--storage", str(tmp / "storage"), "--results-dir", str(tmp / name), "--num-cpus", "2", "--name", name,
+            "--seed", "1", *extra]
+
+
+def _run(args, timeout=600):
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          start_new_session=True)
+
+
+def _start_and_signal(args, after: str, sig, timeout=600):
+    """Start a sweep in a new process group; when a line containing `after` appears, send `sig` (to the whole group
+    for SIGKILL, as a crashed machine; to the group for SIGINT, as Ctrl-C in a terminal). Returns (exit code,
+    output)."""
+    proc = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=REPO, start_new_session=True)
+    lines, seen = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if after in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert seen.wait(timeout), "".join(lines)[-3000:]
+    os.killpg(proc.pid, sig)
+    code = proc.wait(timeout=120)
+    reader.join(timeout=30)
+    _reap(proc.pid)
+    return code, "".join(lines)
+
+
+def _group(pgid):
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.getpgid(int(pid)) == pgid:
+                    out.append(int(pid))
+            except ProcessLookupError:
+                pass
+    return out
+
+
+def _reap(pgid, wait=60):
+    """Every process of the sweep's group is gone (Ray's agents included): killed by the group id if need be."""
+    deadline = time.time() + wait
+    while _group(pgid) and time.time() < deadline:
+        time.sleep(1)
+    if _group(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+        time.sleep(2)
+    assert not _group(pgid)
+
+
+def _tables(folder):
+    trials = pd.read_csv(folder / "trials.csv")
+    hist = pd.read_csv(folder / "history.csv")
+    return trials, hist[SAME].sort_values("epoch", ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_synth, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reference")
+    r = _run(_args(tiny_synth, tmp, "ref"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return (*_tables(tmp / "ref"), tmp)
+
+
+def test_ctrl_c_marks_the_tables_partial_and_resume_completes_them(reference, tiny_synth, tmp_path):
+    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int"), "epoch 1:", signal.SIGINT)
+    assert code == 130, out[-3000:]
+    assert "interrupted: these tables are partial" in out
+    import json
+
+    assert json.loads((tmp_path / "int" / "run.json").read_text())["interrupted"] is True
+    assert (pd.read_csv(tmp_path / "int" / "trials.csv")["status"] != "ok").all()
+    r = _run(_args(tiny_synth, tmp_path, "int", ["--resume"]))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    trials, hist = _tables(tmp_path / "int")
+    pd.testing.assert_frame_equal(hist, reference[1])  # every epoch once, the same numbers
+    assert trials["status"].tolist() == ["ok"] and trials["epochs"].tolist() == [3]
+
+
+def test_driver_killed_mid_trial_resumes_to_the_same_tables(reference, tiny_synth, tmp_path):
+    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "kill"), "epoch 2:", signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    r = _run(_args(tiny_synth, tmp_path, "kill", ["--resume"]))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    trials, hist = _tables(tmp_path / "kill")
+    pd.testing.assert_frame_equal(hist, reference[1])
+    ref = reference[0]
+    assert trials["best_val_acc"].tolist() == ref["best_val_acc"].tolist()
+    assert trials["best_epoch"].tolist() == ref["best_epoch"].tolist()
+
+
+def test_a_truncated_checkpoint_is_named_and_the_tables_keep_every_epoch(reference, tiny_synth, tmp_path):
+    import glob
+    import shutil
+
+    shutil.copytree(reference[2] / "storage" / "ref", tmp_path / "storage" / "ref")  # the finished reference sweep
+    os.remove(tmp_path / "storage" / "ref" / ".ferlab.lock") if (tmp_path / "storage" / "ref" / ".ferlab.lock").exists() \
+        else None
+    newest = max(glob.glob(str(tmp_path / "storage" / "ref" / "train_runs" / "*" / "checkpoint_2*")))
+    path = os.path.join(newest, "checkpoint.pt")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 3)
+    r = _run(_args(tiny_synth, tmp_path, "ref", ["--resume"]))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"checkpoint {newest} is corrupt" in r.stdout
+    trials, hist = _tables(tmp_path / "ref")
+    pd.testing.assert_frame_equal(hist, reference[1])
+    assert trials["checkpoint_path"].iloc[0] != newest and trials["corrupt_checkpoints"].tolist() == [1]
+
+
+def test_a_second_sweep_on_the_same_name_is_refused_before_ray(tiny_synth, tmp_path):
+    from ferlab.tune.lock import FolderLock
+
+    with FolderLock(str(tmp_path / "storage" / "busy"), "sweep"):
+        t0 = time.time()
+        r = _run(_args(tiny_synth, tmp_path, "busy"), timeout=120)
+    assert r.returncode == 2 and f"in use by another sweep: PID {os.getpid()}" in r.stderr
+    assert time.time() - t0 < 60 and "Started a local Ray" not in r.stdout + r.stderr
