@@ -28,7 +28,7 @@ from ferlab.config import TrainConfig
 from ferlab.data.augment import batch_generator
 from ferlab.data.balance import worker_batches
 from ferlab.models import create_model
-from ferlab.train.loop import make_optimizer, train_step
+from ferlab.train.step import make_optimizer, train_step
 
 # preset -> (the paper's per-GPU batch with one GPU, its augmentation recipe): TransFER 256 (section 4.1), MVT 32
 PAPER = {"transfer_paper": (256, "transfer"), "mvt_paper": (32, "mvt")}

@@ -30,7 +30,7 @@ from ferlab.data.pipeline import decode_batch
 from ferlab.data.shards import open_shards
 from ferlab.data.synth import cached_synthfer
 from ferlab.models import model_config
-from ferlab.train.loop import to_input
+from ferlab.train.step import to_input
 from ferlab.train.metrics import attention_mass
 
 
@@ -95,7 +95,7 @@ def train_plain(preset: str, overrides: dict, train: dict, epochs: int, args):
     from ferlab.data.augment import batch_generator
     from ferlab.data.balance import epoch_order
     from ferlab.models import create_model
-    from ferlab.train.loop import lr_at, make_optimizer, train_step
+    from ferlab.train.step import lr_at, make_optimizer, train_step
 
     torch.manual_seed(args.seed)
     model = create_model(preset, **overrides)
@@ -116,7 +116,7 @@ def train_plain(preset: str, overrides: dict, train: dict, epochs: int, args):
 
 def lanet_attention(train, val, args) -> list[dict]:
     """TransFER's aggregated LANet map on validation faces, MAD on (p1 = 0.6) and off (p1 = 0): where its mass is."""
-    from ferlab.train.loop import to_input
+    from ferlab.train.step import to_input
 
     masks = val_masks(args.n, args.seed, model_config("transfer_tiny").input_size)
     rows = []

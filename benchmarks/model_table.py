@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ferlab.config import TrainConfig
 from ferlab.models import create_model, list_models
 from ferlab.models.transfer import num_params
-from ferlab.train.loop import make_optimizer, train_step
+from ferlab.train.step import make_optimizer, train_step
 
 BATCH = {"transfer_tiny": 32, "transfer_paper": 8}
 

@@ -39,7 +39,8 @@ from ferlab.data.shards import open_shards
 from ferlab.data.synth import cached_synthfer
 from ferlab.models import create_model, model_config
 from ferlab.train import metrics as M
-from ferlab.train.loop import make_optimizer, train_loop_per_worker, train_step
+from ferlab.train.loop import train_loop_per_worker
+from ferlab.train.step import make_optimizer, train_step
 
 PRESET = "transfer_tiny"
 

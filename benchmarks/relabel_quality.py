@@ -35,7 +35,7 @@ from ferlab.data.pipeline import decode_batch
 from ferlab.data.shards import open_shards
 from ferlab.data.synth import cached_synthfer
 from ferlab.models import create_model, model_config
-from ferlab.train.loop import lr_at, make_optimizer, to_input, train_step
+from ferlab.train.step import lr_at, make_optimizer, to_input, train_step
 from ferlab.train.relabel import LabelTable, relabel
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ferlab.config import TrainConfig
 from ferlab.data import augment as A
 from ferlab.data import balance as B
-from ferlab.train.loop import loss_fn
+from ferlab.train.step import loss_fn
 
 
 def _batch(n=64, s=32, seed=0):

@@ -9,7 +9,8 @@ import torch
 import torch.multiprocessing as mp
 
 from ferlab.config import TrainConfig
-from ferlab.train.loop import _unwrap, evaluate, train_step
+from ferlab.train.loop import evaluate
+from ferlab.train.step import _unwrap, train_step
 
 
 class Tiny(torch.nn.Module):

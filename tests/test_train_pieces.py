@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ferlab.config import TrainConfig
-from ferlab.train.loop import lr_at, to_input
+from ferlab.train.step import lr_at, to_input
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
 from ferlab.report.markdown import to_markdown
 from ferlab.studies import get_study

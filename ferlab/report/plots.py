@@ -185,7 +185,7 @@ def attention_plot(trials: pd.DataFrame, run: dict, out_dir: str, n: int = 6, tr
     import torch
 
     from ferlab.models import load_trained
-    from ferlab.train.loop import to_input
+    from ferlab.train.step import to_input
 
     study = get_study(run.get("study") or (run.get("ablation") or {}).get("paper") or
                       run.get("spec", {}).get("study", "transfer"))

@@ -104,7 +104,7 @@ def mask_quality(mgn, batches, m: float, device) -> dict:
     """On a split with ground-truth masks (decoded with `nuisance`): `mgn_nuisance_precision`, the share of the
     top-m-area patches by Mp that lie on background or occluder, and `mgn_nuisance_chance`, the same share for
     random patches. An MGN that learned the paper's direction is above chance."""
-    from ferlab.train.loop import to_input
+    from ferlab.train.step import to_input
 
     mgn.eval()
     hit = chance = n = 0
@@ -129,7 +129,8 @@ def mgn_loop_per_worker(config: dict):
     from ferlab.config import TrainConfig
     from ferlab.data.augment import augment_batch, batch_generator
     from ferlab.data.balance import worker_batches
-    from ferlab.train.loop import to_input, worker_threads
+    from ferlab.train.loop import worker_threads
+    from ferlab.train.step import to_input
 
     torch.set_num_threads(worker_threads(TrainConfig()))
     torch.manual_seed(config["seed"])
