@@ -192,3 +192,15 @@ def test_train_config_names_bad_choices():
         TrainConfig(augment="rotate")
     with pytest.raises(ValueError, match="balance_threshold=0"):
         TrainConfig(balance_threshold=0)
+
+
+def test_colour_jitter_scales_the_mean_by_brightness_and_the_spread_by_contrast():
+    """On grey images (saturation has nothing to act on) away from the clamp: mean' = b mean, std' = c b std, with
+    b and c the factors the generator draws (in the order _jitter draws them)."""
+    g = torch.Generator().manual_seed(3)
+    x = (100 + 40 * torch.rand(64, 1, 8, 8, generator=g)).repeat(1, 3, 1, 1)  # values 100-140
+    out = A._jitter(x, torch.Generator().manual_seed(0))
+    draws = torch.Generator().manual_seed(0)
+    b, c = (A._rand(draws, 64, 1 - A.JITTER, 1 + A.JITTER, "cpu") for _ in range(2))
+    assert torch.allclose(out.mean((1, 2, 3)), b * x.mean((1, 2, 3)), rtol=1e-4)
+    assert torch.allclose(out.std((1, 2, 3)), c * b * x.std((1, 2, 3)), rtol=1e-4)

@@ -7,11 +7,11 @@
             -> augment each uint8 batch on the worker's device (ferlab.data.augment) -> normalise -> model
 
 Decoding (PNG -> uint8 HWC at the model's input size) happens once for the whole sweep: the decoded splits are
-materialized in the object store and handed to every trial with `tune.with_parameters`. The random block order sits after
-`materialize()`, so it is drawn again each epoch; everything else per epoch happens on the training worker (on 2
-CPUs, per-epoch Ray Data tasks beside the training threads cost up to half the throughput:
-benchmarks/pipeline_overhead.py). Images stay uint8 until the worker, which converts and normalises on
-its own device: 4x less data through the object store than float32, and the GPU does the arithmetic.
+materialized in the object store and handed to every trial with `tune.with_parameters`. The random block order
+sits after `materialize()`, so it is drawn again each epoch; everything else per epoch happens on the training
+worker (on 2 CPUs, per-epoch Ray Data tasks beside the training threads cost up to half the throughput:
+benchmarks/pipeline_overhead.py). Images stay uint8 until the worker, which converts and normalises on its own
+device: 4x less data through the object store than float32, and the GPU does the arithmetic.
 
 Every Ray Data stage asks for a fraction of a CPU (`DATA_CPUS`): on a 2-CPU machine a 1-CPU trial driver plus a
 1-CPU training worker would otherwise leave Ray Data no CPU, and `map_batches` would wait forever.
@@ -29,7 +29,7 @@ from PIL import Image
 from ferlab.data.shards import Shards
 
 DATA_CPUS = 0.25  # logical CPUs each Ray Data task reserves; small so that data work always finds room
-BLOCK_ROWS = 1024  # rows per block of a decoded split: the unit of the per-epoch shuffle and of augmentation
+BLOCK_ROWS = 1024  # rows per block of a decoded split: the unit of the per-epoch shuffle
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -119,9 +119,7 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
                                  batch_size=BLOCK_ROWS, num_cpus=DATA_CPUS)
         # Ray Data coalesces the decoded rows into as few blocks as fit its target size (one block for all of
         # SynthFER). Blocks of BLOCK_ROWS rows are what make the per-epoch shuffle (random block order) mean
-        # something. Not smaller: with 256-row blocks the augmentation tasks that run beside the training steps
-        # cost up to a third of the throughput on 2 cores (benchmarks/pipeline_overhead.py: 200-295 against 295
-        # images/s with 1024-row blocks).
+        # something; each block is also what a worker permutes and class-balances at once (ferlab.data.balance).
         rows = shards.count(split) if not limit else min(limit, shards.count(split))
         out[name] = decoded.repartition(max(1, math.ceil(rows / BLOCK_ROWS))).materialize()
         print(f"decoded {split}: {out[name].count()} faces at {input_size}x{input_size}"

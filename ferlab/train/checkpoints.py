@@ -44,44 +44,54 @@ def _plain(value):
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
-def record(folder: str) -> dict | None:
-    """history.json of an intact checkpoint folder (its checkpoint.pt matches its checksum), else None."""
+def _read(folder: str) -> dict | None:
+    """history.json of a checkpoint folder, parsed, or None."""
     try:
         with open(os.path.join(folder, HISTORY_FILE)) as f:
             rec = json.load(f)
-        return rec if _sha256(os.path.join(folder, CHECKPOINT_FILE)) == rec["sha256"] else None
-    except (OSError, ValueError, KeyError, TypeError):
+        return rec if isinstance(rec, dict) and "epoch" in rec else None
+    except (OSError, ValueError):
         return None
 
 
-def newest_intact(run_dir: str, prefer: str | None = None) -> tuple[str | None, dict | None, list[str]]:
-    """(folder, record, corrupt folders) of the intact checkpoint with the highest epoch in a Train run folder,
-    `prefer` (Ray's registered checkpoint) first among equals. Folders without history.json (older ferlab, or a
-    write cut short) count as corrupt."""
+def _intact(folder: str, rec: dict | None) -> bool:
+    try:
+        return rec is not None and _sha256(os.path.join(folder, CHECKPOINT_FILE)) == rec.get("sha256")
+    except OSError:
+        return False
+
+
+def record(folder: str) -> dict | None:
+    """history.json of an intact checkpoint folder (its checkpoint.pt matches its checksum), else None."""
+    rec = _read(folder)
+    return rec if _intact(folder, rec) else None
+
+
+def scan(run_dir: str, prefer: str | None = None) -> dict:
+    """One pass over a Train run folder's checkpoints (each history.json read once): {"folder", "record": the intact
+    checkpoint with the highest epoch, `prefer` (Ray's registered checkpoint) first among equals; "corrupt": the
+    folders whose checkpoint.pt fails its checksum or that have no readable history.json (older ferlab, or a write
+    cut short); "history": the longest stored history, read even beside a corrupt checkpoint.pt, so the tables keep
+    every epoch trained}."""
     folders = sorted(f for f in glob.glob(os.path.join(run_dir, "checkpoint_*")) if os.path.isdir(f))
     if prefer and prefer not in folders and os.path.isdir(prefer):
         folders.append(prefer)
-    best, best_rec, corrupt = None, None, []
+    out = {"folder": None, "record": None, "corrupt": [], "history": None}
+    longest = None
     for folder in folders:
-        rec = record(folder)
-        if rec is None:
-            corrupt.append(folder)
-        elif best_rec is None or rec["epoch"] > best_rec["epoch"] or (rec["epoch"] == best_rec["epoch"]
-                                                                       and folder == prefer):
-            best, best_rec = folder, rec
-    return best, best_rec, corrupt
+        rec = _read(folder)
+        if rec is not None and (longest is None or rec["epoch"] > longest["epoch"]):
+            longest = rec
+        if not _intact(folder, rec):
+            out["corrupt"].append(folder)
+        elif out["record"] is None or rec["epoch"] > out["record"]["epoch"] or (
+                rec["epoch"] == out["record"]["epoch"] and folder == prefer):
+            out["folder"], out["record"] = folder, rec
+    out["history"] = longest.get("history") if longest else None
+    return out
 
 
-def latest_history(run_dir: str) -> list[dict] | None:
-    """The longest per-epoch history stored in a Train run folder, read even from a checkpoint whose model file is
-    corrupt (the history file is checked on its own): the tables keep every epoch trained."""
-    best = None
-    for path in glob.glob(os.path.join(run_dir, "checkpoint_*", HISTORY_FILE)):
-        try:
-            with open(path) as f:
-                rec = json.load(f)
-            if best is None or rec["epoch"] > best["epoch"]:
-                best = rec
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return best["history"] if best else None
+def newest_intact(run_dir: str, prefer: str | None = None) -> tuple[str | None, dict | None, list[str]]:
+    """(folder, record, corrupt folders) of `scan`."""
+    found = scan(run_dir, prefer)
+    return found["folder"], found["record"], found["corrupt"]

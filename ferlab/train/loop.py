@@ -26,6 +26,8 @@ from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
 from ferlab.train.relabel import Relabeler
 from ferlab.train.step import _unwrap, lr_at, make_optimizer, to_input, train_step
 
+MODEL_STREAM = 2 ** 32 - 1  # the seed key of the model's own randomness per epoch; batch keys are step numbers
+
 
 
 @torch.no_grad()
@@ -42,20 +44,21 @@ def evaluate(model, batches, num_classes: int, device: torch.device, amp: bool, 
         for buf in net.buffers():  # every rank evaluates with rank 0's BatchNorm statistics, as one model would
             dist.broadcast(buf, 0)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, images
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per batch
+    n = torch.zeros((), dtype=torch.long, device=device)
     for i, batch in enumerate(batches):
         if i % world != rank:
             continue
         x, y = to_input(batch["image"].to(device), net.cfg), batch["label"].to(device).long()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             logits = net(x).float()
-        sums += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), len(y)], device=device,
-                             dtype=torch.float64)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        n += len(y)
         cm += confusion(logits.argmax(1), y, num_classes)
     if world > 1:
-        dist.all_reduce(cm)
-        dist.all_reduce(sums)
-    loss_sum, n = sums[0].item(), int(sums[1].item())
+        for total in (cm, loss_sum, n):
+            dist.all_reduce(total)
+    loss_sum, n = loss_sum.item(), int(n.item())
     cm = cm.cpu().numpy()
     names = M.split_metrics(prefix)
     return {names["loss"]: loss_sum / max(n, 1), names["acc"]: accuracy(cm), names["mca"]: mean_class_accuracy(cm),
@@ -83,29 +86,32 @@ def restore(model, opt, relabeler, device, run_dir: str | None) -> tuple[int, fl
     registered = checkpoint.path if checkpoint is not None else None
     if run_dir and os.path.isdir(run_dir):
         folder, rec, corrupt = ckpts.newest_intact(run_dir, prefer=registered)
+        for c in corrupt:
+            print(f"checkpoint {c} is corrupt (checksum mismatch or unreadable): skipped", flush=True)
+        if registered and folder and folder != registered:
+            print(f"restoring {folder} (epoch {rec['epoch'] + 1}) instead of Ray's registered {registered}",
+                  flush=True)
+        state = _load(folder, device) if folder else None
     elif checkpoint is not None:  # remote storage: Ray's registered checkpoint, verified
         with checkpoint.as_directory() as d:
-            rec = ckpts.record(d)
+            rec, corrupt = ckpts.record(d), []
             if rec is None:
                 raise RuntimeError(f"checkpoint {registered} is corrupt (checksum mismatch or unreadable)")
-            folder, corrupt = d, []
-            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=device, weights_only=True)
+            state = _load(d, device)
     else:
         return 0, 0.0, [], {}
-    for c in corrupt:
-        print(f"checkpoint {c} is corrupt (checksum mismatch or unreadable): skipped", flush=True)
     info = {"corrupt_checkpoints": len(corrupt)} if corrupt else {}
-    if folder is None:
+    if state is None:
         return 0, 0.0, [], info
-    if registered and folder != registered:
-        print(f"restoring {folder} (epoch {rec['epoch'] + 1}) instead of Ray's registered {registered}", flush=True)
-    if run_dir:
-        state = torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location=device, weights_only=True)
     _unwrap(model).load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     if relabeler is not None:
         relabeler.table.load(state.get("labels", {}))
     return state["epoch"] + 1, state["best_val_acc"], rec["history"], info
+
+
+def _load(folder: str, device) -> dict:
+    return torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location=device, weights_only=True)
 
 
 def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world: int, device, relabeler,
@@ -200,7 +206,7 @@ def train_loop_per_worker(config: dict):
         t0 = time.perf_counter()
         # the model's own randomness (MAD, MSAD, dropout) per (seed, epoch, rank): epoch k draws the same after a
         # restart as in the run it continues
-        torch.manual_seed(derived_seed(tc.seed, epoch, rank, -1 % 2 ** 32))
+        torch.manual_seed(derived_seed(tc.seed, epoch, rank, MODEL_STREAM))
         metrics = train_epoch(model, opt, train_shard, tc, epoch, rank, world, device, relabeler,
                               config.get("balance_factors"))
         metrics |= evaluate(model, val_shard.iter_torch_batches(batch_size=256, device="cpu"), num_classes, device,

@@ -147,11 +147,11 @@ def mgn_loop_per_worker(config: dict):
     opt_d = torch.optim.AdamW(disc.parameters(), lr=config["lr"])
     shard = ray.train.get_dataset_shard("train")
     val = ray.train.get_dataset_shard("val") if config.get("has_val") else None
+    rank = ray.train.get_context().get_world_rank()
     for epoch in range(config["epochs"]):
         mgn.train()
         disc.train()
         sums, steps, t0 = {}, 0, time.perf_counter()
-        rank = ray.train.get_context().get_world_rank()
         blocks = shard.iter_torch_batches(batch_size=None)  # whole blocks, in the epoch's random block order
         for batch in worker_batches(blocks, config["batch_size"], config["seed"], epoch, rank):
             gen = batch_generator(config["seed"], epoch, rank, steps, device)

@@ -34,14 +34,14 @@ def trial_histories(results) -> list[dict]:
     corrupt checkpoints were skipped. The history is the one stored with the trial's newest intact checkpoint
     (ferlab.train.checkpoints: every epoch the trial trained, once, also across resumes and worker restarts); Tune's
     own records only where there is none (remote storage, a trial that never reported)."""
-    from ferlab.train.checkpoints import latest_history, newest_intact
+    from ferlab.train.checkpoints import scan
 
     out = []
     # ResultGrid builds its Results from these Trials, in this order; the Trial carries the id and the status.
     for trial, r in zip(results._experiment_analysis.trials, results):
         run_dir = os.path.join(results.experiment_path, "train_runs", trial.trial_id)
-        folder, _, corrupt = newest_intact(run_dir) if os.path.isdir(run_dir) else (None, None, [])
-        stored = latest_history(run_dir) if os.path.isdir(run_dir) else None
+        found = scan(run_dir)  # an absent folder (remote storage, never reported) finds nothing
+        folder, corrupt, stored = found["folder"], found["corrupt"], found["history"]
         for c in corrupt:
             print(f"trial {trial.trial_id}: checkpoint {c} is corrupt (checksum mismatch or unreadable); the "
                   f"table points at the newest intact one", flush=True)
