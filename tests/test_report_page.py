@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from ferlab.report import build_report
+from ferlab.studies import get_study
 from test_report import fake_trials, write_results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -26,7 +27,7 @@ def dump_dom(page: str, tmp_path) -> str:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--allow-file-access-from-files",
-           "--virtual-time-budget=5000", "--dump-dom", f"file://{page}"]
+           "--virtual-time-budget=5000", "--window-size=1280,1000", "--dump-dom", f"file://{page}"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -68,8 +69,9 @@ def test_page_renders_every_table_and_figure(transfer_report, tmp_path):
     # Fig. 3 and Table 2 against their knob, Table 3 over p1 and p2, the confusion matrix; no checkpoint, so no
     # attention maps (said in the page, not drawn)
     names = sorted(os.path.basename(p) for p, _ in r["figures"])
-    assert names == ["confusion_best.png", "transfer_fig3_branches.png", "transfer_table2_stem_stage.png",
-                     "transfer_table3_p1_p2.png"]
+    curves = [f"transfer_{t}_curves.png" for t in ("fig3", "table1", "table2", "table3", "table4")]  # per row
+    assert names == sorted(["confusion_best.png", "transfer_fig3_branches.png", "transfer_table2_stem_stage.png",
+                            "transfer_table3_p1_p2.png", *curves])
     assert any("mechanism looks at" in s for s in r["skipped"])
     for p, _ in r["figures"]:
         assert os.path.getsize(os.path.join(r["out"], p[:-4] + ".svg")) > 1000
@@ -77,10 +79,56 @@ def test_page_renders_every_table_and_figure(transfer_report, tmp_path):
     c = check(dom)
     assert c.get("done") == "1", "the page's load handler did not run"
     assert c["tables"] == "5" and dom.count('<table class="ferlab">') == 5
-    assert c["images"] == "4" and c["broken"] == ""
+    assert c["images"] == "9" and c["broken"] == ""
+    assert int(c["width"]) <= int(c["view"]) == 1280  # no horizontal scroll at 1280 px
     for t in r["tables"]:
         assert t.title.replace("&", "&amp;") in dom
     assert "90.91" in dom  # the paper column is on the page
+
+
+@pytest.fixture(scope="module")
+def sweep_report(tmp_path_factory):
+    """A sweep's folder: 8 trials with trials.csv's every column, ASHA-stopped ones among them, no ablation."""
+    folder = tmp_path_factory.mktemp("results") / "sweep"
+    rng = np.random.default_rng(1)
+    rows, hist = [], []
+    for i in range(8):
+        epochs = 6 if i % 3 == 0 else 2
+        accs = 0.2 + 0.05 * np.arange(1, epochs + 1) + rng.normal(0, 0.01, epochs)
+        trial = f"trial_driver_ab12c_{i:05d}"
+        rows.append({"trial": trial, "branches": int(rng.integers(0, 9)), "p2": rng.uniform(0, 0.9),
+                     "stem_stage": int(rng.choice([2, 3, 4])), "p1": rng.uniform(0, 0.9), "dropper": "mad",
+                     "drop_rate": 0.1, "drop_block_size": 7, "best_val_acc": accs.max(),
+                     "best_epoch": int(accs.argmax()) + 1, "best_val_mean_class_acc": accs.max() - 0.05,
+                     "last_val_acc": accs[-1], "last_val_mean_class_acc": accs[-1] - 0.05, "epochs": epochs,
+                     "train_images_per_s": 150.0, "checkpoint_path": f"/tmp/storage/ckpt_{i}",
+                     "node_id": "a" * 56, "status": "ok"})
+        hist += [{"trial": trial, "epoch": e, "val_acc": a} for e, a in enumerate(accs, 1)]
+    trials = pd.DataFrame(rows).sort_values("best_val_acc", ascending=False)
+    os.makedirs(folder)
+    trials.to_csv(folder / "trials.csv", index=False)
+    pd.DataFrame(hist).to_csv(folder / "history.csv", index=False)
+    run = {"spec": {"name": "sweep_transfer", "preset": "transfer_tiny", "data": "", "epochs": 6},
+           "dataset": "synthfer", "eval_split": "val", "knobs": list(get_study("transfer").knob_names)}
+    (folder / "run.json").write_text(json.dumps(run))
+    return build_report(str(folder))
+
+
+def test_sweep_page_shows_the_search_and_fits_1280_px(sweep_report, tmp_path):
+    r = sweep_report
+    names = {os.path.basename(p) for p, _ in r["figures"]}
+    assert {"learning_curves.png", "optimisation_history.png", "parallel_coordinates.png",
+            "knob_slices.png"} <= names
+    table = r["tables"][0]
+    assert list(table.df.columns) == ["trial", "branches", "p2", "stem_stage", "p1", "best_val_acc", "best_epoch",
+                                      "epochs", "status"]  # the searched knobs first; the fixed ones folded away
+    assert "node_id" not in table.more and "dropper" in table.more
+    dom = dump_dom(r["page"], tmp_path)
+    c = check(dom)
+    assert c.get("done") == "1" and c["broken"] == ""
+    assert int(c["images"]) == len(r["figures"]) >= 4
+    assert int(c["width"]) <= int(c["view"]) == 1280, "the page scrolls sideways at 1280 px"
+    assert "<details>" in dom and "every column" in dom
 
 
 def test_check_names_a_missing_figure(transfer_report, tmp_path):

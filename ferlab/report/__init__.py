@@ -10,7 +10,7 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
     {"tables": [ReportTable], "figures": [paths], "skipped": [reasons], "page": path}."""
     import pandas as pd
 
-    from ferlab.report import html, plots as P
+    from ferlab.report import curves as C, html, plots as P
     from ferlab.report.tables import DATASET_NAMES, build_tables, load_results
     from ferlab.studies import get_study
 
@@ -28,7 +28,8 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
                 f.write(text)
         files["csv"] = os.path.join("tables", f"{t.key}.csv")
         (t.values if t.values is not None else t.df).to_csv(os.path.join(out, files["csv"]), index=False)
-        sections.append({"title": t.title, "table_html": html.table_html(t.df), "notes": t.notes, "files": files})
+        sections.append({"title": t.title, "table_html": html.table_html(t.df), "notes": t.notes, "files": files,
+                         "more_html": html.table_html(t.more) if t.more is not None else ""})
 
     figures, skipped = [], []
     if plots:
@@ -46,7 +47,16 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
             else:
                 skipped.append(caption if "failed" in caption else f"{caption}: the results do not hold it")
 
+        epochs = int(run.get("spec", {}).get("epochs") or 0)
+        if not run.get("ablation"):  # the search itself
+            knobs = list(run.get("knobs") or [])
+            draw("Learning curves (x: ASHA stopped the trial there)", C.learning_curves, trials, history, epochs, pdir)
+            draw("Optimisation history", C.optimisation_history, trials, history, pdir)
+            draw("Parallel coordinates of the searched knobs", C.parallel_coordinates, trials, knobs, pdir)
+            draw("Accuracy against each searched knob", C.knob_slices, trials, knobs, pdir)
         for t in report_tables:
+            if t.row_trials:
+                draw(f"{t.title}: validation curves per row", C.row_curves, t, t.row_trials, history, pdir)
             if t.table is not None and t.table.plot:
                 draw(f"{t.title} as curves", P.TABLE_PLOTS[t.table.plot], t, pdir, label)
             elif t.table is not None and t.table.axis:

@@ -19,6 +19,9 @@ window.addEventListener("load", function () {
   out.setAttribute("data-images", String(imgs.length));
   out.setAttribute("data-broken", broken.map(function (i) { return i.getAttribute("src"); }).join(" "));
   out.setAttribute("data-tables", String(document.querySelectorAll("table.ferlab").length));
+  // what the browser test checks against the window: nothing wider than the page (no horizontal scroll)
+  out.setAttribute("data-width", String(document.documentElement.scrollWidth));
+  out.setAttribute("data-view", String(window.innerWidth));
   out.setAttribute("data-done", "1");
   if (broken.length) {
     out.textContent = "Figures that did not load: " + out.getAttribute("data-broken");
@@ -34,11 +37,17 @@ table.ferlab th, table.ferlab td { border: 1px solid #ccc; padding: 3px 8px; tex
 table.ferlab td:first-child, table.ferlab th:first-child { text-align: left; }
 table.ferlab th { background: #f0f3f7; }
 p.note { color: #555; font-size: 0.85em; margin: 0.2em 0; }
+div.wide { max-width: 100%; overflow-x: auto; }
+details summary { cursor: pointer; color: #1f6fb4; font-size: 0.9em; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; }
 figure img { max-width: 520px; border: 1px solid #eee; }
+figure.wide img { max-width: 1000px; }
 #ferlab-check.broken { background: #c62828; color: white; padding: 0.5em; }
 .links a { margin-right: 0.8em; font-size: 0.85em; }
 """
+
+
+WIDE = ("learning_curves", "optimisation_history", "attention", "parallel_coordinates", "knob_slices", "_curves")  # drawn large
 
 
 def table_html(df, css_class: str = "ferlab") -> str:
@@ -56,7 +65,8 @@ def _cell(v) -> str:
 
 def write_page(out_dir: str, title: str, intro: list[str], sections: list[dict], figures: list[tuple[str, str]],
                skipped: list[str]) -> str:
-    """sections: {"title", "table_html", "notes", "files": {label: relative path}}; figures: (relative PNG path,
+    """sections: {"title", "table_html", "more_html" (optional: every column, folded), "notes", "files": {label:
+    relative path}}; figures: (relative PNG path,
     caption). Returns the page's path."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
@@ -64,7 +74,10 @@ def write_page(out_dir: str, title: str, intro: list[str], sections: list[dict],
     parts += [f"<p>{html.escape(line)}</p>" for line in intro]
     for s in sections:
         parts.append(f"<h2>{html.escape(s['title'])}</h2>")
-        parts.append(s["table_html"])
+        parts.append(f'<div class="wide">{s["table_html"]}</div>')
+        if s.get("more_html"):
+            parts.append(f'<details><summary>every column</summary><div class="wide">{s["more_html"]}</div>'
+                         f'</details>')
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in s.get("notes", [])]
         links = " ".join(f'<a href="{html.escape(p)}">{html.escape(label)}</a>' for label, p in s["files"].items())
         parts.append(f'<p class="links">{links}</p>')
@@ -72,7 +85,8 @@ def write_page(out_dir: str, title: str, intro: list[str], sections: list[dict],
         parts.append("<h2>Figures</h2>")
         for src, caption in figures:
             svg = src[:-4] + ".svg"
-            parts.append(f'<figure><a href="{html.escape(svg)}"><img src="{html.escape(src)}" '
+            big = ' class="wide"' if any(w in src for w in WIDE) else ""
+            parts.append(f'<figure{big}><a href="{html.escape(svg)}"><img src="{html.escape(src)}" '
                          f'alt="{html.escape(caption)}"></a><figcaption>{html.escape(caption)}</figcaption></figure>')
     if skipped:
         parts.append("<h2>Not drawn</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")

@@ -145,19 +145,50 @@ def importance_plot(optuna_db: str | None, out_dir: str) -> list[str]:
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(done) < 3:
         return []
-    try:
-        imp = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
-    except (ValueError, RuntimeError):
-        return []
+    imp = _importances(done, study.direction)
     if not imp:
         return []
-    fig, ax = plt.subplots(figsize=(5, 0.5 + 0.45 * len(imp)))
+    spread = _bootstrap(done, study.direction, list(imp))
+    fig, ax = plt.subplots(figsize=(5.5, 0.9 + 0.45 * len(imp)))
     names = list(imp)[::-1]
-    ax.barh(names, [imp[n] for n in names], color=MEASURED)
+    err = None
+    if spread:
+        err = np.clip([[imp[n] - np.percentile(spread[n], 5) for n in names],
+                       [np.percentile(spread[n], 95) - imp[n] for n in names]], 0, None)
+    ax.barh(names, [imp[n] for n in names], color=MEASURED, xerr=err, capsize=3)
     ax.set_xlabel("importance (PED-ANOVA, normalised)")
-    ax.set_title(f"Optuna study {newest.study_name} ({len(done)} trials)", fontsize=9)
+    ax.set_title(f"Optuna study {newest.study_name}: n = {len(done)} trials\n"
+                 + (f"bars: 5-95% over {BOOTSTRAP} bootstrap resamples of the trials" if spread else "")
+                 + ("; few trials: read as a hint" if len(done) < 20 else ""), fontsize=8)
     return save(fig, out_dir, "optuna_importance")
+
+
+BOOTSTRAP = 30  # resamples for the importance's spread: enough for a 5-95% band, milliseconds each
+
+
+def _importances(trials: list, direction) -> dict:
+    """PED-ANOVA importances of completed trials (an in-memory study of them), {} when Optuna cannot tell."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not one "study created" line per resample
+    study = optuna.create_study(direction=direction)
+    study.add_trials(trials)
+    try:
+        return dict(optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()))
+    except (ValueError, RuntimeError):
+        return {}
+
+
+def _bootstrap(trials: list, direction, names: list[str]) -> dict:
+    """{knob: importances over resamples of the trials (with replacement)}; {} when too few resamples work."""
+    rng = np.random.default_rng(0)
+    out = {n: [] for n in names}
+    for _ in range(BOOTSTRAP):
+        imp = _importances([trials[i] for i in rng.integers(0, len(trials), len(trials))], direction)
+        for n in names:
+            out[n].append(imp.get(n, 0.0))
+    return out if all(len(v) == BOOTSTRAP for v in out.values()) else {}
 
 
 def faces(data: str, split: str, size: int, n: int = 6) -> np.ndarray | None:

@@ -39,6 +39,8 @@ class ReportTable:
     notes: list[str] = field(default_factory=list)
     values: pd.DataFrame | None = None  # numbers behind the cells (mean, std, n, p) for plots and CSV
     table: Table | None = None  # the paper table it fills (None: a sweep's trial table)
+    row_trials: list = field(default_factory=list)  # (row label, its trials) per paper row, for per-row curves
+    more: pd.DataFrame | None = None  # every column, behind the page's toggle (a sweep's 19-column trial table)
 
     def markdown(self) -> str:
         return "\n".join([f"### {self.title}", "", to_markdown(self.df)] + [f"\n{n}" for n in self.notes])
@@ -147,13 +149,14 @@ def build_table(study: Study, table: Table, trials: pd.DataFrame, run: dict) -> 
     ok = trials[trials["status"] == "ok"] if "status" in trials else trials
     if table.needs and not any(c.startswith(table.needs) for c in ok.columns):
         return None
-    per_row = []
+    per_row, row_trials = [], []
     for row in table.rows:
         t, knobs, setting = _row_trials(study, row, ok, dataset)
         cols = metric_columns(ok, eval_split, row.split)
         get = (lambda key, t=t, cols=cols: t[cols[key]].dropna().to_numpy(float) if key in cols and cols[key] in t
                else np.array([]))
         per_row.append((row, knobs, setting, {k: get(k) for k in ("chosen", "last", "best", "mca")}))
+        row_trials.append((row.label, t))
     if not any(len(v["chosen"]) for *_, v in per_row):
         return None
     base = per_row[table.baseline][-1]["chosen"]
@@ -203,7 +206,8 @@ def build_table(study: Study, table: Table, trials: pd.DataFrame, run: dict) -> 
         notes.append("The paper column is the paper's number on its data set, for orientation; it is not the same "
                      "benchmark as the measured one.")
     return ReportTable(key=f"{study.name}_{table.key}", title=f"{study.title}, {table.title}",
-                       df=pd.DataFrame(records), notes=notes, values=pd.DataFrame(values), table=table)
+                       df=pd.DataFrame(records), notes=notes, values=pd.DataFrame(values), table=table,
+                       row_trials=row_trials)
 
 
 def build_tables(results_dir: str) -> list[ReportTable]:
@@ -243,11 +247,15 @@ def cross_table(trials: pd.DataFrame, run: dict) -> ReportTable:
 
 
 def sweep_table(trials: pd.DataFrame, run: dict) -> ReportTable:
-    """A search's trials, best first (what `ferlab report` shows for a sweep folder)."""
+    """A search's trials, best first (what `ferlab report` shows for a sweep folder): the columns a reader needs
+    first in `df`; every column in `more` (the page's toggle) and in the CSV."""
     keep = [c for c in trials.columns if c not in (M.CHECKPOINT, "train_images_per_s", "node_id")]
-    df = trials[keep].copy()
+    full = trials[keep].copy()
+    first = ["trial", *[k for k in run.get("knobs") or [] if k in full and full[k].nunique(dropna=True) > 1],
+             M.BEST_VAL_ACC, "best_epoch", "epochs", "status"]
     spec = run.get("spec", {})
     return ReportTable(key="trials", title=f"Sweep {spec.get('name', '')}: {spec.get('preset', '')} on "
                                            f"{DATASET_NAMES.get(run.get('dataset'), run.get('dataset'))}",
-                       df=df, notes=["Trials sorted by best validation accuracy; ASHA stops weak trials early, so "
-                                     "their epochs differ."])
+                       df=full[[c for c in first if c in full]], values=full, more=full,
+                       notes=["Trials sorted by best validation accuracy; ASHA stops weak trials early, so "
+                              "their epochs differ. Knobs that every trial shared are in the full table."])

@@ -1,0 +1,86 @@
+"""The sweep page's search figures and the ablation page's per-row curves, on hand-made histories whose answers are
+known (ferlab.report.curves)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ferlab.report import curves as C
+
+MAX_EPOCHS = 6
+
+
+def _sweep():
+    """Three trials in creation order 0, 1, 2 (trials.csv lists them best first): trial 1 stopped by ASHA after
+    epoch 2, trial 2 failed at epoch 3, trial 0 ran all six."""
+    curves = {"s_00000": [0.2, 0.3, 0.4, 0.45, 0.5, 0.55], "s_00001": [0.15, 0.18], "s_00002": [0.1, 0.2, 0.6]}
+    history = pd.DataFrame([{"trial": t, "epoch": e, "val_acc": a} for t, accs in curves.items()
+                            for e, a in enumerate(accs, 1)])
+    trials = pd.DataFrame([
+        {"trial": "s_00002", "branches": 4, "p1": 0.2, "p2": 0.5, "stem_stage": 3, "best_val_acc": 0.6, "epochs": 3,
+         "status": "error"},
+        {"trial": "s_00000", "branches": 2, "p1": 0.6, "p2": 0.3, "stem_stage": 3, "best_val_acc": 0.55, "epochs": 6,
+         "status": "ok"},
+        {"trial": "s_00001", "branches": 0, "p1": 0.0, "p2": 0.1, "stem_stage": 3, "best_val_acc": 0.18, "epochs": 2,
+         "status": "ok"},
+    ])
+    return trials, history
+
+
+def test_a_stopped_trials_curve_ends_where_asha_stopped_it():
+    trials, history = _sweep()
+    data = {c["trial"]: c for c in C.curve_data(trials, history, MAX_EPOCHS)}
+    assert data["s_00001"]["stopped"] and list(data["s_00001"]["epoch"]) == [1, 2]
+    assert not data["s_00000"]["stopped"]  # ran every epoch
+    assert not data["s_00002"]["stopped"]  # failed, not stopped: ASHA did not end it
+    assert data["s_00002"]["best"] and not data["s_00000"]["best"]
+
+
+def test_optimisation_history_in_creation_order():
+    trials, _ = _sweep()
+    h = C.history_data(trials)
+    assert list(h["trial"]) == ["s_00000", "s_00001", "s_00002"]  # not trials.csv's best-first order
+    assert list(h["epochs_spent"]) == [6, 8, 11]
+    assert list(h["best_so_far"]) == [0.55, 0.55, 0.6]
+
+
+def test_parallel_coordinates_and_slices_show_only_searched_knobs(tmp_path):
+    trials, _ = _sweep()
+    knobs = ["branches", "p2", "stem_stage", "p1"]
+    assert C.searched_knobs(trials, knobs) == ["branches", "p2", "p1"]  # stem_stage was fixed
+    scaled = C._numeric(trials, ["branches"])["branches"][0]
+    assert scaled.min() == 0 and scaled.max() == 1
+    for fn in (C.parallel_coordinates, C.knob_slices):
+        paths = fn(trials, knobs, str(tmp_path))
+        assert [os.path.splitext(p)[1] for p in paths] == [".png", ".svg"] and all(map(os.path.isfile, paths))
+    assert C.parallel_coordinates(trials.iloc[:1], knobs, str(tmp_path)) == []  # one trial: nothing to compare
+
+
+def test_learning_curves_and_history_files(tmp_path):
+    trials, history = _sweep()
+    assert len(C.learning_curves(trials, history, MAX_EPOCHS, str(tmp_path))) == 2
+    assert len(C.optimisation_history(trials, history, str(tmp_path))) == 2
+    assert C.learning_curves(trials, history.iloc[0:0], MAX_EPOCHS, str(tmp_path)) == []
+
+
+def test_row_curves_are_mean_and_std_over_a_rows_seeds(tmp_path):
+    history = pd.DataFrame([{"trial": t, "epoch": e, "val_acc": a}
+                            for t, accs in {"a0": [0.2, 0.4], "a1": [0.4, 0.6], "b0": [0.1, 0.1]}.items()
+                            for e, a in enumerate(accs, 1)])
+    rows = [("row A", pd.DataFrame({"trial": ["a0", "a1"]})), ("row B", pd.DataFrame({"trial": ["b0"]})),
+            ("row C, not trained", pd.DataFrame({"trial": []}))]
+    data = dict(C.row_curve_data(rows, history))
+    assert list(data) == ["row A", "row B"]
+    assert data["row A"]["mean"].tolist() == pytest.approx([0.3, 0.5])
+    assert data["row A"]["std"].tolist() == pytest.approx([np.sqrt(0.02)] * 2)
+    assert data["row B"]["std"].tolist() == [0, 0] and data["row B"]["n"].tolist() == [1, 1]
+
+    class Table:
+        title, key = "Table 1", "transfer_table1"
+
+    assert len(C.row_curves(Table, rows, history, str(tmp_path))) == 2
+    assert C.row_curves(Table, rows[1:], history, str(tmp_path)) == []  # one row: no comparison
