@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args(argv=None):
-    from ferlab.tune.experiment import add_run_args, add_study_args
+    from ferlab.tune.experiment import add_confirm_args, add_run_args, add_study_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--relabel-start", type=int, help="first epoch that relabels (default 3; --recipe paper 10)")
     p.add_argument("--label-noise", type=float, default=0.2, help="SynthFER label noise when --data is not given")
     add_study_args(p, "mvt")
+    add_confirm_args(p)
     add_run_args(p, "sweep_mvt", " (default 3000; --smoke 600)")
     return p.parse_args(argv)
 

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 
 def parse_args(argv=None):
-    from ferlab.tune.experiment import add_run_args, add_study_args
+    from ferlab.tune.experiment import add_confirm_args, add_run_args, add_study_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +41,7 @@ def parse_args(argv=None):
                                               "--recipe paper: 40)")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial may be stopped (default 2; --smoke: 1)")
     add_study_args(p, "transfer")
+    add_confirm_args(p)
     add_run_args(p, "sweep_transfer", " (default 3000; --smoke 700)")
     return p.parse_args(argv)
 

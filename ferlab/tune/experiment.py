@@ -35,6 +35,10 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
     p.add_argument("--eval-data", action="append", default=[], metavar="NAME=SHARDS",
                    help="cross-data-set evaluation: test every trial on another prepared data set too, its classes "
                         "mapped onto the training set's by name (repeatable; e.g. --eval-data ferplus=shards/ferplus)")
+    p.add_argument("--track", action="append", default=[], metavar="{mlflow,wandb}",
+                   help="log every trial (config, per-epoch metrics, its files) to MLflow (SQLite in ./mlruns/mlflow.db "
+                        "unless --track-uri) or W&B (offline without WANDB_API_KEY); needs ferlab[mlflow|wandb]")
+    p.add_argument("--track-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
     p.add_argument("--smoke", action="store_true", help="tiny run that still exercises every piece")
 
 
@@ -66,6 +70,27 @@ def add_study_args(p, study_name: str, fix_knobs: bool = True) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any config field: model.FIELD (or plain FIELD), train.FIELD or study.FIELD, e.g. "
                         "--set model.msad=reference --set train.label_smoothing=0.1 (repeatable)")
+
+
+def add_confirm_args(p) -> None:
+    """A search's noise-aware last step (ferlab.tune.confirm)."""
+    p.add_argument("--confirm", type=_at_least(0), default=0, metavar="K",
+                   help="after the search, re-train its K best settings with fresh seeds and report mean +/- std "
+                        "(default 0: off)")
+    p.add_argument("--confirm-seeds", type=_at_least(1), default=3, metavar="S",
+                   help="fresh seeds per confirmed setting (default 3)")
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        import argparse
+
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
 
 
 def eval_data(args) -> dict:
@@ -143,9 +168,15 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
     from ferlab.models import model_config
     from ferlab.tune.lock import FolderLock, Locked
     from ferlab.tune.resources import init_ray
+    from ferlab.tune.tracking import check
 
     t0 = time.perf_counter()
     results_dir = args.results_dir or os.path.join("results", spec.name)
+    try:
+        check(args.track, args.track_uri)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:  # one sweep per experiment and per results folder at a time, checked before Ray starts
         with FolderLock(os.path.join(spec.storage, spec.name), "sweep"), FolderLock(results_dir, "sweep"):
             if not spec.data:
@@ -163,7 +194,10 @@ def _run_locked(spec, args, grid, tables, results_dir: str, t0: float) -> int:
     from ferlab.tune.results import write_results
     from ferlab.tune.sweep import run_sweep
 
-    table, history = run_sweep(spec, resume=args.resume, verbose=1, grid=grid)
+    from ferlab.tune.tracking import callbacks, log_results
+
+    track = callbacks(args.track, args.track_uri, spec.name)
+    table, history = run_sweep(spec, resume=args.resume, verbose=1, grid=grid, callbacks=track)
     elapsed = time.perf_counter() - t0
     interrupted = table.attrs.get("interrupted", False)
     extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"], "recipe": getattr(args, "recipe", "cpu"),
@@ -184,11 +218,42 @@ def _run_locked(spec, args, grid, tables, results_dir: str, t0: float) -> int:
             knobs = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
                               for k in get_study(spec.study).knob_names if k in best)
             print(f"\nbest: {knobs}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']})")
+    if grid is None and getattr(args, "confirm", 0) and not interrupted:
+        interrupted = _confirm(spec, args, table, results_dir, callbacks(args.track, args.track_uri, spec.name))
+        elapsed = time.perf_counter() - t0
+    log_results(args.track, args.track_uri, spec.name, results_dir)
     print(f"{len(table)} trials in {elapsed / 60:.1f} min; results in {os.path.abspath(results_dir)} "
           f"({', '.join(os.path.basename(p) for p in paths.values())}); `ferlab report {results_dir}` for the "
           f"tables, plots and HTML page")
     if interrupted:
-        print(f"interrupted: these tables are partial ({table.attrs['unfinished']} trials unfinished); resume with "
+        print(f"interrupted: these tables are partial ({table.attrs.get('unfinished', 0)} trials unfinished); resume with "
               f"--resume (the same --name and --storage)", file=sys.stderr)
         return 130  # as a shell reports a process ended by SIGINT
     return 0 if (table["status"] == "ok").all() else 1
+
+
+def _confirm(spec, args, search, results_dir: str, track: list) -> bool:
+    """Re-train the search's best settings with fresh seeds (a grid run of its own, `<name>_confirm`, resumable like
+    the search); writes confirm.csv (mean +/- std per setting) and confirm/ (its trials and history). Returns whether
+    it was interrupted."""
+    import dataclasses
+
+    from ferlab.tune.confirm import confirm_grid, confirm_table, describe, top_settings
+    from ferlab.tune.results import write_results
+    from ferlab.tune.sweep import run_sweep
+
+    study = get_study(spec.study)
+    settings = top_settings(search, study, args.confirm)
+    if not settings:
+        print("confirmation skipped: no finished trial", file=sys.stderr)
+        return False
+    grid = confirm_grid(settings, study, spec.seed, args.confirm_seeds)
+    cspec = dataclasses.replace(spec, name=f"{spec.name}_confirm", samples=len(grid))
+    print(f"\nconfirming the top {len(settings)} settings with {args.confirm_seeds} fresh seeds each "
+          f"({len(grid)} trials, every epoch)", flush=True)
+    runs, history = run_sweep(cspec, resume=args.resume, verbose=1, grid=grid, callbacks=track)
+    write_results(runs, cspec, os.path.join(results_dir, "confirm"), history=history)
+    summary = confirm_table(runs, settings, search)
+    summary.to_csv(os.path.join(results_dir, "confirm.csv"), index=False)
+    print(describe(summary, study.knob_names))
+    return bool(runs.attrs.get("interrupted"))

@@ -64,13 +64,14 @@ def prepare_data(spec: SweepSpec, relabels: bool):
     return shards, decoded, factors, time.perf_counter() - t0, cross
 
 
-def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: list[dict] | None = None):
+def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: list[dict] | None = None,
+              callbacks: list | None = None):
     """Run (or resume) the sweep on the Ray cluster this process is connected to.
 
     Without `grid`: Optuna (TPE) proposes `spec.samples` settings of the study's knobs and ASHA stops weak trials
     early; the study is kept in <storage>/<name>/optuna.db (SQLite, for optuna-dashboard). With `grid` (an ablation):
     one trial per given cell (nested knobs and seed), every trial runs all epochs, no searcher, no early stopping,
-    so every cell of a table is trained alike. Returns (one row per trial, one row per trial and epoch)."""
+    so every cell of a table is trained alike. `callbacks`: Tune callbacks (experiment tracking). Returns (one row per trial, one row per trial and epoch)."""
     import optuna
     import ray
     from ray import tune
@@ -93,9 +94,16 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
                                     {"CPU": DRIVER_CPUS})
     path = os.path.join(spec.storage, spec.name)
     run_config = tune.RunConfig(name=spec.name, storage_path=spec.storage, verbose=verbose,
-                                failure_config=tune.FailureConfig(max_failures=1))
+                                failure_config=tune.FailureConfig(max_failures=1), callbacks=callbacks)
     concurrent = concurrent_trials(spec, ray.cluster_resources())
     if resume and tune.Tuner.can_restore(path):
+        if "://" not in path:
+            from ferlab.tune.resume import fail_orphan_proposals
+
+            orphans = fail_orphan_proposals(path)
+            if orphans:
+                print(f"resume: Optuna proposals {orphans} were made after the sweep last saved its searcher and "
+                      f"never ran; marked FAIL in {OPTUNA_DB}", flush=True)
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     elif grid is not None:
         tuner = tune.Tuner(
