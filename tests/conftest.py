@@ -34,3 +34,24 @@ def ray_local():
     ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False)
     yield
     ray.shutdown()
+
+
+def run_experiment_main(script: str, args: list[str], capsys) -> tuple[int, list[str]]:
+    """An experiment's main(argv) in this process (its bad-input checks need no subprocess: a Python start with
+    torch costs ~6 s, and these checks must run before Ray anyway); returns (exit code, non-blank stderr lines) and
+    checks that no Ray was started."""
+    import importlib.util
+
+    import ray
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", script)
+    spec = importlib.util.spec_from_file_location(f"experiment_{script[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    try:
+        code = module.main(args)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert not ray.is_initialized(), f"{script} {args} started Ray before refusing its input"
+    return code, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
