@@ -2,11 +2,11 @@
 (issue 15, part 3).
 
 The tabular benchmark (benchmarks/search_grid.csv, recorded by benchmarks/search_record.py) holds per-epoch
-validation curves of 30 TransFER settings x 3 seeds on SynthFER. Each search here is a real Ray Tune run -- the
+validation curves of 30 TransFER settings x 2 seeds on SynthFER. Each search here is a real Ray Tune run -- the
 sweep's searcher and scheduler, a function trainable that reports the recorded curve of the proposed setting epoch by
 epoch instead of training -- so a search takes seconds, and each method is replayed with many sampler seeds.
 
-    python benchmarks/search_efficiency.py                      # every method, 5 sampler seeds each
+    python benchmarks/search_efficiency.py                      # every method, 5 sampler seeds each (~15 min)
     python benchmarks/search_efficiency.py --repeats 20 --methods tpe+asha,random+asha
 
 What it measures, per method over its replays:
@@ -18,7 +18,7 @@ What it measures, per method over its replays:
 - and the noise-aware final step (`--confirm K` in the sweeps): the top K settings of the search re-trained with
   every recorded seed, the winner chosen on the mean: how often that pick is within noise, and what it adds.
 
-As in a sweep, all trials of one search use one training seed (replay r uses recorded seed r mod 3), the paper's
+As in a sweep, all trials of one search use one training seed (replay r uses recorded seed r mod 2), the paper's
 point is evaluated first by the TPE methods (`evaluate_paper_point`), and ASHA keys on the epoch.
 """
 

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=DEFAULT_CSV)
     p.add_argument("--n", type=int, default=3000, help="SynthFER faces (the sweep's default 3000)")
     p.add_argument("--epochs", type=int, default=6, help="epochs per run (the sweep's default 6)")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=2, help="seeds per setting (search_grid.csv: 2)")
     p.add_argument("--part", default="0/1", help="i/k: this process records every k-th run from the i-th")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
