@@ -22,7 +22,9 @@ def trial_order(trials: pd.DataFrame) -> pd.DataFrame:
 
 def stopped_early(trials: pd.DataFrame, max_epochs: int) -> pd.Series:
     """Finished trials that ended before the last epoch: ASHA stopped them."""
-    return (trials["status"] == "ok") & (trials["epochs"] < max_epochs) if "epochs" in trials else trials["status"] == ""
+    if "epochs" not in trials:
+        return pd.Series(False, index=trials.index)
+    return (trials["status"] == "ok") & (trials["epochs"] < max_epochs)
 
 
 def curve_data(trials: pd.DataFrame, history: pd.DataFrame, max_epochs: int) -> list[dict]:

@@ -82,7 +82,8 @@ def load_results(results_dir: str) -> tuple[pd.DataFrame, dict]:
     return trials, run
 
 
-def _matches(trials: pd.DataFrame, setting: dict, knobs: tuple) -> pd.DataFrame:
+def matching_trials(trials: pd.DataFrame, setting: dict, knobs: tuple) -> pd.DataFrame:
+    """The trials whose `knobs` equal the setting's (numbers compared with a tolerance: trials.csv round-trips)."""
     mask = pd.Series(True, index=trials.index)
     for k in knobs:
         if k not in trials:
@@ -132,7 +133,7 @@ def _row_trials(study: Study, row: Row, trials: pd.DataFrame, dataset: str | Non
     """The trials of a row, its full setting, and how a grid choice reads; a row with a grid takes its best value
     on validation."""
     settings = study.row_settings(row, dataset)
-    found = [(s, _matches(trials, s, study.knob_names)) for s in settings]
+    found = [(s, matching_trials(trials, s, study.knob_names)) for s in settings]
     if not row.grid:
         return found[0][1], settings[0], ""
     found = [(s, t) for s, t in found if len(t)]

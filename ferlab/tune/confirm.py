@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ferlab.report.tables import matching_trials
 from ferlab.train import metrics as M
 
 
@@ -38,8 +39,9 @@ def confirm_table(runs: pd.DataFrame, settings: list[dict], search: pd.DataFrame
     standard deviation; n = the finished runs)."""
     rows = []
     for s in settings:
-        mine = runs[_matches(runs, s) & (runs["status"] == "ok")]
-        found = search[_matches(search, s)][M.BEST_VAL_ACC].max()
+        mine = matching_trials(runs, s, tuple(s))
+        mine = mine[mine["status"] == "ok"]
+        found = matching_trials(search, s, tuple(s))[M.BEST_VAL_ACC].max()
         acc = mine[M.BEST_VAL_ACC]
         rows.append(s | {"search_val_acc": found, "n": len(acc), "mean_val_acc": acc.mean(),
                          "std_val_acc": acc.std(ddof=1) if len(acc) > 1 else float("nan"),
@@ -56,13 +58,6 @@ def describe(summary: pd.DataFrame, knobs: tuple) -> str:
         lines.append(f"  {setting}: {r['mean_val_acc']:.4f}{spread} (n = {r['n']}, seeds {r['seeds']}); "
                      f"the search saw {r['search_val_acc']:.4f}")
     return "\n".join(lines)
-
-
-def _matches(df: pd.DataFrame, setting: dict) -> pd.Series:
-    keep = pd.Series(True, index=df.index)
-    for k, v in setting.items():
-        keep &= (df[k] == v) if k in df else False
-    return keep
 
 
 def _plain(v):

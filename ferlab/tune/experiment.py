@@ -5,6 +5,7 @@ file is the experiment)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -83,8 +84,6 @@ def add_confirm_args(p) -> None:
 
 def _at_least(low: int):
     def parse(text: str) -> int:
-        import argparse
-
         value = int(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
@@ -226,8 +225,8 @@ def _run_locked(spec, args, grid, tables, results_dir: str, t0: float) -> int:
           f"({', '.join(os.path.basename(p) for p in paths.values())}); `ferlab report {results_dir}` for the "
           f"tables, plots and HTML page")
     if interrupted:
-        print(f"interrupted: these tables are partial ({table.attrs.get('unfinished', 0)} trials unfinished); resume with "
-              f"--resume (the same --name and --storage)", file=sys.stderr)
+        print(f"interrupted: these tables are partial ({table.attrs.get('unfinished', 0)} trials unfinished); "
+              f"resume with --resume (the same --name and --storage)", file=sys.stderr)
         return 130  # as a shell reports a process ended by SIGINT
     return 0 if (table["status"] == "ok").all() else 1
 

@@ -71,7 +71,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
     Without `grid`: Optuna (TPE) proposes `spec.samples` settings of the study's knobs and ASHA stops weak trials
     early; the study is kept in <storage>/<name>/optuna.db (SQLite, for optuna-dashboard). With `grid` (an ablation):
     one trial per given cell (nested knobs and seed), every trial runs all epochs, no searcher, no early stopping,
-    so every cell of a table is trained alike. `callbacks`: Tune callbacks (experiment tracking). Returns (one row per trial, one row per trial and epoch)."""
+    so every cell of a table is trained alike. `callbacks`: Tune callbacks (experiment tracking). Returns (one row
+    per trial, one row per trial and epoch)."""
     import optuna
     import ray
     from ray import tune
