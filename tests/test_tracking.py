@@ -24,8 +24,8 @@ def test_mlflow_run_per_trial_stepped_by_epoch(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
-    def trainable(config):
-        for epoch in range(1, 4):
+    def trainable(config):  # as a resumed trial reports: epochs 3-5 at Tune iterations 1-3
+        for epoch in range(3, 6):
             tune.report({"epoch": epoch, "val_acc": config["model"]["p1"] * epoch})
 
     ray.init(num_cpus=2, include_dashboard=False)
@@ -48,7 +48,7 @@ def test_mlflow_run_per_trial_stepped_by_epoch(tmp_path):
     assert sorted(r.data.params["model/p1"] for r in trials) == ["0.1", "0.2"]
     for r in trials:
         hist = client.get_metric_history(r.info.run_id, "val_acc")
-        assert [m.step for m in sorted(hist, key=lambda m: m.step)] == [1, 2, 3]  # keyed on the epoch
+        assert [m.step for m in sorted(hist, key=lambda m: m.step)] == [3, 4, 5]  # the epoch, not the iteration
         assert client.list_artifacts(r.info.run_id)  # the trial's Tune folder
     results, = [r for r in runs if r.info.run_name == "sweep_x results"]
     assert [a.path for a in client.list_artifacts(results.info.run_id)] == ["trials.csv"]
