@@ -15,6 +15,7 @@ share of training time spent waiting for input and the wait for each epoch's fir
 
     python benchmarks/pipeline_overhead.py                                   # SynthFER, light augmentation
     python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer  # e.g. FERPlus from `ferlab prepare`
+    python benchmarks/pipeline_overhead.py --side ray --streamed             # what streaming costs (part 5)
 """
 
 from __future__ import annotations
@@ -89,19 +90,20 @@ def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int, limit
     return epochs
 
 
-def ray_loop(shards, tc: TrainConfig, cpus: float, limit: int = 0) -> list[dict]:
+def ray_loop(shards, tc: TrainConfig, cpus: float, limit: int = 0, stream: bool = False) -> list[dict]:
     import ray.train
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    decoded = decoded_splits(shards, model_config(PRESET).input_size, limit=limit or None, splits=("train", "val"))
+    decoded = decoded_splits(shards, model_config(PRESET).input_size, limit=limit or None, splits=("train", "val"),
+                             stream=stream)
     with tempfile.TemporaryDirectory() as storage:
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"preset": PRESET, "model": model_overrides(shards), "train": tc.__dict__},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cpus}),
             datasets=training_datasets(decoded, seed=tc.seed),
-            dataset_config=data_config(),
+            dataset_config=data_config(decoded),
             run_config=ray.train.RunConfig(name="pipeline_overhead", storage_path=storage),
         )
         hist = trainer.fit().metrics_dataframe
@@ -126,6 +128,9 @@ def main():
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--loader-workers", type=int, default=0, help="DataLoader worker processes on the plain side")
     p.add_argument("--side", choices=["both", "plain", "ray"], default="both", help="measure one side only")
+    p.add_argument("--streamed", action="store_true",
+                   help="also the Ray side streamed from the shards and decoded every epoch, as a data set too big "
+                        "for the object store is (ratio against the stored Ray side)")
     p.add_argument("--plain-beside-ray", action="store_true",
                    help="start Ray first, so the plain loop shares the CPUs with Ray's idle daemons as the Ray side "
                         "does (separates the cost of a running Ray from the cost of its input path)")
@@ -155,10 +160,14 @@ def main():
         if args.side != "plain":
             init_ray(num_cpus=cores)
             rates["ray"] = summary("Ray Data + TorchTrainer", ray_loop(shards, tc, cpus, args.limit))
+            if args.streamed:
+                rates["streamed"] = summary("the same, streamed", ray_loop(shards, tc, cpus, args.limit, True))
     finally:
         ray.shutdown()
-    if len(rates) == 2:
+    if "plain" in rates and "ray" in rates:
         print(f"ratio ray / plain: {rates['ray'] / rates['plain']:.3f}  (target >= 0.95)")
+    if "streamed" in rates:
+        print(f"ratio streamed / stored: {rates['streamed'] / rates['ray']:.3f}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,22 @@ def test_worker_batches_keep_rows_whole_cover_the_epoch_once_and_drop_the_last_p
                for b in batches for i, img, lab in zip(b["id"], b["image"], b["label"]))
 
 
+def test_small_streamed_blocks_are_gathered_before_the_permutation():
+    """A streamed split arrives in blocks of a few faces (sized to the object store): permuting each alone would
+    leave every batch made of 1-2 neighbouring blocks. Gathered to min_rows first, a batch mixes rows from across
+    the gathered blocks, and every row still comes once."""
+    blocks = _blocks(sizes=(8,) * 12)  # 96 rows in blocks of 8
+
+    def spread(min_rows):  # how many source blocks the rows of each 16-row batch come from, on average
+        batches = list(B.worker_batches(iter(blocks), 16, seed=0, epoch=0, rank=0, min_rows=min_rows))
+        ids = torch.cat([b["id"] for b in batches])
+        assert sorted(ids.tolist()) == list(range(96))
+        return np.mean([len(set((b["id"] // 8).tolist())) for b in batches])
+
+    assert spread(1) <= 2.5  # each block permuted alone: a batch is two or three neighbouring blocks
+    assert spread(96) >= 5  # one permutation over all 96 rows: a batch of 16 draws from many of the 12 blocks
+
+
 def test_worker_batches_same_seed_and_epoch_same_order_other_epoch_other_order():
     def ids(**kw):
         return torch.cat([b["id"] for b in B.worker_batches(_blocks(), 16, **kw)]).tolist()
@@ -204,3 +220,13 @@ def test_colour_jitter_scales_the_mean_by_brightness_and_the_spread_by_contrast(
     b, c = (A._rand(draws, 64, 1 - A.JITTER, 1 + A.JITTER, "cpu") for _ in range(2))
     assert torch.allclose(out.mean((1, 2, 3)), b * x.mean((1, 2, 3)), rtol=1e-4)
     assert torch.allclose(out.std((1, 2, 3)), c * b * x.std((1, 2, 3)), rtol=1e-4)
+
+
+def test_a_data_set_streams_when_its_decoded_splits_need_more_than_half_the_object_store(monkeypatch):
+    import ray
+
+    from ferlab.data.pipeline import streams
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"object_store_memory": 1000})
+    assert streams(500) == (False, 1000) and streams(501) == (True, 1000)
+    assert streams(10, stream=True) == (True, 1000) and streams(10 ** 6, stream=False) == (False, 1000)

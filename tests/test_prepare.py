@@ -73,6 +73,24 @@ def test_every_layout(ray_local, tmp_path, layout, source, options, counts, prob
             assert Image.open(io.BytesIO(r["image"])).size == (112, 112)
 
 
+def test_class_folders_are_not_written_class_by_class(ray_local, tmp_path):
+    """A class/image folder lists its faces class by class; written in that order, every block of the per-epoch
+    shuffle, and so every batch, would hold one class. The shards are written in a seeded random order instead,
+    the same on every run (the content hash does not change)."""
+    for c, cls in enumerate(("anger", "happiness", "sadness", "surprise")):
+        for i in range(12):
+            fx.save(tmp_path / "src" / cls / f"{i:02d}.png", fx.face(100 * c + i, 24))
+    runs = []
+    for out in ("a", "b"):
+        m = prepare("folder", tmp_path / "src", tmp_path / out, size=24, progress=False, val_fraction=0,
+                    test_fraction=0)
+        labels = [r["label"] for r in _rows(open_shards(tmp_path / out), "train")]
+        runs.append((labels, m["content_hash"]))
+    labels = runs[0][0]
+    assert len(labels) == 48 and sum(a != b for a, b in zip(labels, labels[1:])) >= 20  # class by class: 3 changes
+    assert runs[0] == runs[1]
+
+
 def _ferplus_majority_counts(root):
     """FERPlus's majority rule, written independently of the reader (vectorised): drop single votes, keep the
     top class when it has more than half of the rest, leave out unknown / NF."""

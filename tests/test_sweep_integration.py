@@ -116,13 +116,28 @@ def _run_mvt(args, timeout=900):
 
 
 @pytest.mark.slow
-def test_smoke_sweep_runs_both_stages(tmp_path):
-    # one trial: the MGN's reuse by a second trial is tested by the MVT ablation and test_mvt_stages
+def test_smoke_sweep_runs_both_stages_on_data_larger_than_the_object_store(tmp_path):
+    """Both MVT stages on a data set whose decoded splits (230 MiB at 224x224) are three times the local Ray's object
+    store (75 MiB, Ray's minimum): the sweep chooses to stream and decode every epoch, says so, trains every epoch of
+    both stages, and never spills an object to disk (the store was never full). Before streaming, the same set was
+    materialized into a 75-MiB store by spilling 1 GiB to disk. One trial: the MGN's reuse by a second trial is
+    tested by the MVT ablation and test_mvt_stages."""
+    import glob
+    import re
+
     r = _run_mvt(["--smoke", "--samples", "1", "--storage", str(tmp_path / "storage"), "--results-dir",
-                  str(tmp_path / "results"), "--num-cpus", "2", "--mask-ratio", "0.1"], timeout=900)
+                  str(tmp_path / "results"), "--num-cpus", "2", "--mask-ratio", "0.1",
+                  "--synth-n", "1200", "--object-store-mb", "75",  # 1,200 faces at 224x224: 230 MiB decoded
+                  "--set", "model.input_size=224", "--set", "model.patch=32", "--set", "model.patch_stem=linear"],
+                 timeout=900)
+    out = r.stdout + r.stderr
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(r"data: 230 MiB decoded at 224x224, object store 75 MiB: streamed from the shards", out), out
+    session = re.search(r"(/\S+/session_[^/\s]+)/", out).group(1)  # Tune prints its artifacts path in the session
+    assert not glob.glob(os.path.join(session, "ray_spilled_objects*")), "objects were spilled to disk"
     df = pd.read_csv(tmp_path / "results" / "trials.csv")
     assert len(df) == 1 and (df["status"] == "ok").all() and (df["mask_ratio"] == 0.1).all()
+    assert (df["epochs"] == 2).all()  # trained to the end
     assert set(df["relabel"]) <= {"none", "constant", "linear", "quadratic", "sigmoid"}
     assert "sigmoid" in set(df["relabel"])  # the paper's point first (its m is fixed here)
     assert df["best_val_acc"].between(0, 1).all()

@@ -14,6 +14,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from ferlab.data.pipeline import BLOCK_ROWS
+
 BALANCE = ("none", "repeat", "full")
 
 
@@ -50,12 +52,13 @@ def epoch_order(labels: np.ndarray, factors, rng: np.random.Generator) -> np.nda
 
 
 def worker_batches(blocks: Iterable[dict], batch_size: int, seed: int, epoch: int, rank: int,
-                   factors=None) -> Iterator[dict]:
+                   factors=None, min_rows: int = BLOCK_ROWS) -> Iterator[dict]:
     """Whole blocks (dicts of tensors, as `iter_torch_batches(batch_size=None)` yields them) -> batches of
     `batch_size` rows in the epoch's order; rows left at the end of a block start the next block's first batch, and
-    the epoch's last partial batch is dropped (as drop_last)."""
+    the epoch's last partial batch is dropped (as drop_last). Blocks smaller than `min_rows` (a streamed split's,
+    sized to the object store) are gathered first, so that each permutation mixes as many rows as a stored block."""
     carry = None
-    for i, block in enumerate(blocks):
+    for i, block in enumerate(_gathered(blocks, min_rows)):
         rng = np.random.default_rng([seed, epoch, rank, i])
         idx = torch.from_numpy(epoch_order(block["label"].numpy(), factors, rng))
         block = {k: v[idx] for k, v in block.items()}
@@ -65,3 +68,15 @@ def worker_batches(blocks: Iterable[dict], batch_size: int, seed: int, epoch: in
         for j in range(0, n, batch_size):
             yield {k: v[j:j + batch_size] for k, v in block.items()}
         carry = {k: v[n:] for k, v in block.items()}
+
+
+def _gathered(blocks: Iterable[dict], min_rows: int) -> Iterator[dict]:
+    pending, rows = [], 0
+    for block in blocks:
+        pending.append(block)
+        rows += len(block["label"])
+        if rows >= min_rows:
+            yield pending[0] if len(pending) == 1 else {k: torch.cat([b[k] for b in pending]) for k in block}
+            pending, rows = [], 0
+    if pending:
+        yield pending[0] if len(pending) == 1 else {k: torch.cat([b[k] for b in pending]) for k in pending[0]}

@@ -13,12 +13,18 @@ worker (on 2 CPUs, per-epoch Ray Data tasks beside the training threads cost up 
 benchmarks/pipeline_overhead.py). Images stay uint8 until the worker, which converts and normalises on its own
 device: 4x less data through the object store than float32, and the GPU does the arithmetic.
 
+When the decoded splits would not fit in half of the cluster's object store (AffectNet's ~290k training faces are
+~44 GB at 224x224), nothing is materialized: each split streams from its Parquet shards and is decoded again every
+epoch, in blocks small enough for the store; the training split's file order is drawn per epoch instead of its block
+order. Chosen automatically by `decoded_splits`, and printed.
+
 Every Ray Data stage asks for a fraction of a CPU (`DATA_CPUS`): on a 2-CPU machine a 1-CPU trial driver plus a
 1-CPU training worker would otherwise leave Ray Data no CPU, and `map_batches` would wait forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -30,6 +36,8 @@ from ferlab.data.shards import Shards
 
 DATA_CPUS = 0.25  # logical CPUs each Ray Data task reserves; small so that data work always finds room
 BLOCK_ROWS = 1024  # rows per block of a decoded split: the unit of the per-epoch shuffle
+STORE_SHARE = 0.5  # decode once into the object store only when every split fits in this share of it
+STREAM_BLOCK_BYTES = 16 * 2 ** 20  # largest streamed block (and at most 1/64 of the object store)
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -85,14 +93,17 @@ def eval_split(shards: Shards) -> str:
 
 
 def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | None = None,
-                   soft: bool = False, keys: bool = False, masks: bool = False, folds: bool = False) -> dict:
-    """Decode each split once and keep it in the object store; returns {name: MaterializedDataset}.
+                   soft: bool = False, keys: bool = False, masks: bool = False, folds: bool = False,
+                   stream: bool | None = None, seed: int = 0) -> dict:
+    """Decode each split once and keep it in the object store; returns {name: Dataset}.
 
     By default {"train": train, "val": the evaluation split} plus every other split under its own name (FERPlus's
     test beside its val, RAF-DB's occlusion and pose lists): the trainer's dataset names stay the same for every
     data set. `soft` keeps FERPlus's soft labels (when the shards have them); `keys` adds a per-row integer `key`
     (and SynthFER's `clean_label`) for relabeling; `masks` adds SynthFER's background/occluder mask as `nuisance` to
     the evaluation splits (to score MVT's mask network), never to train, whose augmentation would misalign it.
+    `stream`: None chooses (`streams`), True/False forces; streamed splits are lazy datasets decoded every epoch,
+    the training split's file order drawn per epoch from `seed`.
     """
     import ray.data
 
@@ -109,35 +120,88 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
     if folds:  # the k-fold protocol: each trial holds out one fold of the training split
         columns += ["fold"]
     has_masks = masks and {"bg_mask", "occ_mask"} <= set(shards.manifest["columns"])
+    rows = {name: min(limit or math.inf, shards.count(split)) for name, split in splits.items()}
+    row_bytes = input_size * input_size * (3 + has_masks) + 64  # the image (and mask) plus labels and keys
+    stream, capacity = streams(sum(rows.values()) * row_bytes, stream)
+    block_rows = BLOCK_ROWS
+    if stream:
+        block_rows = max(16, min(BLOCK_ROWS, min(STREAM_BLOCK_BYTES, capacity // 64) // row_bytes))
+    print(f"data: {sum(rows.values()) * row_bytes / 2 ** 20:,.0f} MiB decoded at {input_size}x{input_size}, "
+          f"object store {capacity / 2 ** 20:,.0f} MiB: " + (
+              f"streamed from the shards and decoded every epoch in blocks of {block_rows} faces (in the store "
+              f"when under {STORE_SHARE:.0%} of it)" if stream else "decoded once into the object store"),
+          flush=True)
     out = {}
     for name, split in splits.items():
         cols = columns + (["bg_mask", "occ_mask"] if has_masks and name != "train" else [])
-        ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS).select_columns(cols)
+        # Streamed training split: a new file order every epoch (the per-epoch shuffle's coarse half; rows are
+        # permuted on the worker). Not with --limit, which would then take other faces every epoch.
+        shuffle = ray.data.FileShuffleConfig(seed, reseed_after_execution=True) \
+            if stream and name == "train" and not limit else None
+        with _stream_context(block_rows * row_bytes) if stream else contextlib.nullcontext():
+            ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS, shuffle=shuffle)
+        ds = ds.select_columns(cols)
         if limit:
             ds = ds.limit(limit)
         decoded = ds.map_batches(decode_batch, fn_kwargs={"size": input_size}, batch_format="numpy",
-                                 batch_size=BLOCK_ROWS, num_cpus=DATA_CPUS)
-        # Ray Data coalesces the decoded rows into as few blocks as fit its target size (one block for all of
-        # SynthFER). Blocks of BLOCK_ROWS rows are what make the per-epoch shuffle (random block order) mean
-        # something; each block is also what a worker permutes and class-balances at once (ferlab.data.balance).
-        rows = shards.count(split) if not limit else min(limit, shards.count(split))
-        out[name] = decoded.repartition(max(1, math.ceil(rows / BLOCK_ROWS))).materialize()
-        print(f"decoded {split}: {out[name].count()} faces at {input_size}x{input_size}"
+                                 batch_size=block_rows, num_cpus=DATA_CPUS)
+        if stream:
+            out[name] = decoded
+        else:
+            # Ray Data coalesces the decoded rows into as few blocks as fit its target size (one block for all of
+            # SynthFER). Blocks of BLOCK_ROWS rows are what make the per-epoch shuffle (random block order) mean
+            # something; each block is also what a worker permutes and class-balances at once (ferlab.data.balance).
+            out[name] = decoded.repartition(max(1, math.ceil(rows[name] / BLOCK_ROWS))).materialize()
+        print(f"{'streaming' if stream else 'decoded'} {split}: {rows[name]} faces at {input_size}x{input_size}"
               + (f" (evaluation split, as {name!r})" if name != split else ""), flush=True)
     return out
+
+
+@contextlib.contextmanager
+def _stream_context(block_bytes: int):
+    """Settings sealed into the streamed datasets made inside (Ray Data copies the current DataContext into each):
+    - blocks of at most `block_bytes`: Ray Data would otherwise coalesce decoded rows into blocks of up to 128 MiB,
+      more than a small object store holds;
+    - the first Parquet datasource, whose read tasks reserve DATA_CPUS: the second one adds a file-listing task per
+      epoch that reserves a whole CPU, which a trial whose worker holds all but a quarter of the CPUs never gets
+      (Ray Data: "Cluster resources are not enough to run any task"; the sweep hung)."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    saved = context.target_max_block_size, context.use_datasource_v2
+    context.target_max_block_size, context.use_datasource_v2 = block_bytes, False
+    try:
+        yield
+    finally:
+        context.target_max_block_size, context.use_datasource_v2 = saved
+
+
+def streams(decoded_bytes: int, stream: bool | None = None) -> tuple[bool, int]:
+    """(stream?, object store bytes of the cluster): stream when the decoded splits would take more than
+    STORE_SHARE of the store, whose rest is Ray Data's working room for every trial's epochs. Forced by `stream`."""
+    import ray
+
+    capacity = int(ray.cluster_resources().get("object_store_memory", 0))
+    return (decoded_bytes > STORE_SHARE * capacity) if stream is None else stream, capacity
 
 
 def training_datasets(decoded: dict, seed: int = 0, first_epoch: int = 0) -> dict:
     """The datasets a TorchTrainer gets: train in a random block order that is re-drawn every epoch
     (RandomSeedConfig with reseed_after_execution: reproducible for a seed, different every epoch), the others as
     decoded. No Ray Data task runs per epoch: each worker repeats, permutes (ferlab.data.balance) and augments
-    (ferlab.data.augment) the rows of the blocks it receives. A trial restored at epoch k passes `first_epoch=k`:
-    its next epoch gets epoch k's block order, as in the run it continues."""
-    from ray.data import RandomSeedConfig
+    (ferlab.data.augment) the rows of the blocks it receives. A streamed train split (see `decoded_splits`) keeps its
+    per-epoch file order instead and is decoded by Ray Data tasks every epoch. A trial restored at epoch k passes
+    `first_epoch=k`: its next epoch gets epoch k's block (or file) order, as in the run it continues."""
+    from ray.data import Dataset, RandomSeedConfig
+    from ray.data.dataset import MaterializedDataset
 
     quiet_progress()  # this runs in the trial driver, whose DataContext travels with the datasets to the workers
     out = dict(decoded)
-    train = decoded["train"].randomize_block_order(seed=RandomSeedConfig(seed, reseed_after_execution=True))
+    train = decoded["train"]
+    if isinstance(train, MaterializedDataset):
+        train = train.randomize_block_order(seed=RandomSeedConfig(seed, reseed_after_execution=True))
+    else:
+        train = Dataset.copy(train, _deep_copy=True)  # its own plan and context, changed below
     # Ray numbers executions (epochs) on the DataContext a dataset was built with, and datasets derived from one
     # materialized dataset share it: whatever else ran on `decoded` would shift this pipeline's epoch numbers and so
     # its seeds. A private context whose count starts at the first epoch makes epoch k of seed s the same in every
@@ -163,11 +227,17 @@ def cross_dataset(shards: Shards, classes: list[str], input_size: int, limit: in
         batch["label"] = mapping[batch["label"]]
         return batch
 
+    from ray.data.dataset import MaterializedDataset
+
     ds = decoded_splits(shards, input_size, splits={split: split}, limit=limit)[split]
+    in_store = isinstance(ds, MaterializedDataset)
     ds = ds.map_batches(remap, batch_format="numpy", num_cpus=DATA_CPUS)
     # every Ray Data stage takes DATA_CPUS, never a whole CPU (a trial's workers would starve it)
-    decoded = ds.filter(expr=_label_kept(), num_cpus=DATA_CPUS).materialize()
-    info = {"split": split, "faces": decoded.count(), "excluded": missing,
+    decoded = ds.filter(expr=_label_kept(), num_cpus=DATA_CPUS)
+    if in_store:  # else streamed and decoded every epoch, like the training set's splits (see decoded_splits)
+        decoded = decoded.materialize()
+    faces = decoded.count() if in_store or limit else sum(counts.get(c, 0) for c in shards.classes if c in classes)
+    info = {"split": split, "faces": faces, "excluded": missing,
             "unmatched_training_classes": [c for c in classes if c not in shards.classes]}
     return decoded, info
 
@@ -187,10 +257,30 @@ def fold_datasets(decoded: dict, fold: int) -> dict:
             "val": decoded["train"].filter(expr=col("fold") == fold, num_cpus=DATA_CPUS)}
 
 
-def data_config():
+def data_config(datasets: dict | None = None):
     """Split the train set between workers; every worker evaluates the whole validation set. The split applies even
     to one worker: without it the epoch's execution runs inside the training process and slowed it down
-    (benchmarks/pipeline_overhead.py, measured 2026-11-24)."""
+    (benchmarks/pipeline_overhead.py, measured 2026-11-24). When `datasets` holds streamed splits, their executions
+    keep the input order (parallel decode tasks must not decide the epoch's order) and each may hold only a small
+    share of the store: Ray Data's default (half of it per execution) overflowed an 80-MiB store into spilling."""
+    from ray.data import ExecutionResources
+    from ray.data.dataset import MaterializedDataset
     from ray.train import DataConfig
 
-    return DataConfig(datasets_to_split=["train"])
+    if not datasets or all(isinstance(d, MaterializedDataset) for d in datasets.values()):
+        return DataConfig(datasets_to_split=["train"])
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    options.resource_limits = ExecutionResources(object_store_memory=stream_budget())
+    return DataConfig(datasets_to_split=["train"], execution_options=options)
+
+
+def stream_budget() -> int:
+    """Object-store bytes one streamed execution may hold: an eighth of a node's store, at most 256 MiB (a few dozen
+    blocks of at most STREAM_BLOCK_BYTES: enough to keep the decode tasks busy; several trials' executions share a
+    node)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    per_node = ray.cluster_resources().get("object_store_memory", 0) / max(1, len(nodes))
+    return int(min(per_node / 8, 256 * 2 ** 20))

@@ -91,6 +91,10 @@ def prepare(source: str, root, out, size: int = 112, strict: bool = False, progr
               f"({len(listing.problems)} label problems, {sum(listing.excluded.values())} excluded by the "
               f"data set's rules)", flush=True)
 
+    # Shards in a seeded random order, not the listing's: a folder layout lists class by class, so each block (the
+    # unit of the per-epoch shuffle, ferlab.data.pipeline) and so each batch would hold one class. A fixed seed: the
+    # same input still gives the same shards and hash.
+    listing.samples = [listing.samples[i] for i in np.random.default_rng(0).permutation(n)]
     quiet_progress()
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # shards in input order: the same input gives the same hash

@@ -191,13 +191,13 @@ def _split_of(index: int, n: int, fractions: tuple[float, float, float]) -> str:
 
 
 def make_synthfer(out, n: int = 3000, spec: SynthSpec = SynthSpec(), seed: int = 0,
-                  fractions=(0.8, 0.1, 0.1), progress: bool = True):
+                  fractions=(0.8, 0.1, 0.1), progress: bool = True, rows_per_file: int = 2000):
     """Write n SynthFER faces as shards in `out`; returns the manifest. Splits are contiguous index ranges."""
     from ferlab.data.shards import ShardWriter
 
     source = {"name": "synthfer", "n": n, "seed": seed, "spec": spec.__dict__ | {"intensity": list(spec.intensity)}}
     t0 = time.perf_counter()
-    with ShardWriter(out, classes=CLASSES, image_size=spec.size, source=source,
+    with ShardWriter(out, classes=CLASSES, image_size=spec.size, source=source, rows_per_file=rows_per_file,
                      extra_columns={"clean_label": "int16", "bg_mask": "binary", "occ_mask": "binary"}) as writer:
         for i in range(n):
             s = draw_sample(spec, seed, i)

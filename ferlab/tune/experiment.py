@@ -33,6 +33,8 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
     p.add_argument("--resume", action="store_true", help="continue the run of the same --name and --storage")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: os.cpu_count())")
+    p.add_argument("--object-store-mb", type=_at_least(75), default=1024, help="object store of a local Ray, in MiB (data "
+                   "sets whose decoded splits need more than half of it are streamed and decoded every epoch)")
     p.add_argument("--eval-data", action="append", default=[], metavar="NAME=SHARDS",
                    help="cross-data-set evaluation: test every trial on another prepared data set too, its classes "
                         "mapped onto the training set's by name (repeatable; e.g. --eval-data ferplus=shards/ferplus)")
@@ -181,7 +183,7 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
             if not spec.data:
                 spec.data = cached_synthfer(n=args.synth_n, size=model_config(spec.preset).input_size,
                                             seed=args.seed, label_noise=label_noise)
-            init_ray(args.address, args.num_cpus)
+            init_ray(args.address, args.num_cpus, args.object_store_mb)
             return _run_locked(spec, args, grid, tables, results_dir, t0)
     except (Locked, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -51,7 +51,7 @@ def prepare_data(spec: SweepSpec, relabels: bool):
                          f"--folds K`)")
     decoded = decoded_splits(shards, mcfg.input_size, limit=spec.limit or None, soft=tc.label_mode != "majority",
                              keys=relabels, masks=get_study(spec.study).before_trial is not None,
-                             folds=bool(spec.folds), splits=("train",) if spec.folds else None)
+                             folds=bool(spec.folds), splits=("train",) if spec.folds else None, seed=spec.seed)
     cross = {}
     for name, path in spec.eval_data.items():  # cross-data-set evaluation: e.g. train on RAF-DB, test on FERPlus
         decoded[f"x_{name}"], cross[name] = cross_dataset(open_shards(path), list(shards.classes), mcfg.input_size,
