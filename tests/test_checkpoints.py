@@ -42,6 +42,21 @@ def test_a_truncated_checkpoint_is_named_and_skipped_for_the_older_intact_one(tm
     assert folder == older and rec["epoch"] == 1 and corrupt == [newest]
 
 
+def test_checkpoints_beyond_the_newest_two_are_pruned_but_corrupt_ones_stay(tmp_path):
+    """A worker killed after writing a checkpoint and before Ray registered it left a folder that Train's num_to_keep
+    never removes (issue 16, finding 1); after the trial, only the newest intact ones remain, and corrupt ones stay
+    as evidence (the trial's row counts them)."""
+    run = str(tmp_path)
+    old = [_write(run, "a", 0), _write(run, "b", 1)]  # "b": the orphan, never registered
+    kept = [_write(run, "c", 2), _write(run, "e", 3)]
+    bad = _write(run, "d", 4)
+    with open(os.path.join(bad, C.CHECKPOINT_FILE), "r+b") as f:
+        f.truncate(10)
+    assert sorted(C.prune(run, keep=2)) == old
+    assert sorted(f for f in os.listdir(run)) == ["checkpoint_c", "checkpoint_d", "checkpoint_e"]
+    assert C.newest_intact(run)[0] == kept[1] and C.prune(run, keep=2) == []
+
+
 def test_a_checkpoint_without_its_record_counts_as_corrupt(tmp_path):
     run = str(tmp_path)
     _write(run, "a", 0)

@@ -31,23 +31,32 @@ def _run(args, timeout=600):
                           start_new_session=True)
 
 
-def _start_and_signal(args, after: str, sig, timeout=600):
-    """Start a sweep in a new process group; when a line containing `after` appears, send `sig` (to the whole group
-    for SIGKILL, as a crashed machine; to the group for SIGINT, as Ctrl-C in a terminal). Returns (exit code,
-    output)."""
+def _start_and_signal(args, after: str, sig, timeout=600, worker_kill: str | None = None):
+    """Start a sweep in a new process group; when a line containing `after` appears, send `sig` to the whole group
+    (SIGKILL: a crashed machine; SIGINT: Ctrl-C in a terminal). With `worker_kill`, first SIGKILL the training
+    worker that printed a line containing it (its pid is in Ray's log prefix, and it must be in the sweep's
+    session), and let the sweep go on. Returns (exit code, output)."""
+    import re
+
     proc = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=REPO, start_new_session=True)
-    lines, seen = [], threading.Event()
+    lines, seen, killed = [], threading.Event(), []
 
     def read():
         for line in proc.stdout:
             lines.append(line)
-            if after in line:
+            if worker_kill and not killed and worker_kill in line:
+                pid = int(re.search(r"RayTrainWorker pid=(\d+)", line).group(1))
+                if os.getsid(pid) == proc.pid:  # Ray's workers have groups of their own, in the sweep's session
+                    os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            elif after in line and (killed or not worker_kill):
                 seen.set()
+        seen.set()  # the sweep ended first: the assertions below say so
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    assert seen.wait(timeout), "".join(lines)[-3000:]
+    assert seen.wait(timeout) and proc.poll() is None, "".join(lines)[-3000:]
     os.killpg(proc.pid, sig)
     code = proc.wait(timeout=120)
     reader.join(timeout=30)
@@ -92,10 +101,13 @@ def reference(tiny_synth, tmp_path_factory):
     return (*_tables(tmp / "ref"), tmp)
 
 
-def test_ctrl_c_then_a_driver_kill_resume_to_the_same_tables(reference, tiny_synth, tmp_path):
-    """Two faults in a row (one chain, to keep CI short): Ctrl-C after epoch 1 (exit 130, tables marked partial),
-    then the resumed sweep's driver killed with its whole process group after epoch 2 (a crashed head node), then
-    a second resume: the tables equal the uninterrupted run's, every epoch once."""
+def test_ctrl_c_a_worker_kill_and_a_driver_kill_resume_to_the_same_tables(reference, tiny_synth, tmp_path):
+    """Three faults in a row (one chain, to keep CI short): Ctrl-C after epoch 1 (exit 130, tables marked partial);
+    in the resumed sweep, the training worker killed as it prints epoch 2 (the trial retries from its newest intact
+    checkpoint, registered by Ray or not), then the driver killed with its whole process group after epoch 3 (a
+    crashed head node, right after the trial's last epoch); then a second resume: the tables equal the
+    uninterrupted run's, every epoch once, and the trial keeps two checkpoint folders."""
+    import glob
     import json
 
     code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int"), "epoch 1:", signal.SIGINT)
@@ -103,10 +115,13 @@ def test_ctrl_c_then_a_driver_kill_resume_to_the_same_tables(reference, tiny_syn
     assert "interrupted: these tables are partial" in out
     assert json.loads((tmp_path / "int" / "run.json").read_text())["interrupted"] is True
     assert (pd.read_csv(tmp_path / "int" / "trials.csv")["status"] != "ok").all()
-    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int", ["--resume"]), "epoch 2:", signal.SIGKILL)
+    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int", ["--resume"]), "epoch 3:", signal.SIGKILL,
+                                  worker_kill="epoch 2:")
     assert code == -signal.SIGKILL, out[-3000:]
+    assert "a training worker failed" in out, out[-3000:]
     r = _run(_args(tiny_synth, tmp_path, "int", ["--resume"]))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "ASHA's rungs rebuilt from the stored histories of 1 trials" in r.stdout  # the restored scheduler found
     trials, hist = _tables(tmp_path / "int")
     pd.testing.assert_frame_equal(hist, reference[1])  # every epoch once, the same numbers
     ref = reference[0]
@@ -114,6 +129,8 @@ def test_ctrl_c_then_a_driver_kill_resume_to_the_same_tables(reference, tiny_syn
     assert trials["best_val_acc"].tolist() == ref["best_val_acc"].tolist()
     assert trials["best_epoch"].tolist() == ref["best_epoch"].tolist()
     assert not json.loads((tmp_path / "int" / "run.json").read_text())["interrupted"]
+    assert len([f for f in glob.glob(str(tmp_path / "storage" / "int" / "train_runs" / "*" / "checkpoint_*"))
+                if os.path.isdir(f)]) == 2  # the never-registered epoch-2 folder, if the kill left one, is pruned
 
 
 def test_a_truncated_checkpoint_is_named_and_the_tables_keep_every_epoch(reference, tiny_synth, tmp_path):

@@ -1,5 +1,6 @@
-"""A resume tells Optuna's orphaned proposals as failed (ferlab.tune.resume): a proposal made after Tune last saved
-the searcher, then lost with the driver, must not stay RUNNING in optuna.db."""
+"""What a resume repairs (ferlab.tune.resume): Optuna's orphaned proposals are told as failed (a proposal made after
+Tune last saved the searcher, then lost with the driver, must not stay RUNNING in optuna.db), and ASHA's rungs are
+rebuilt from the stored histories."""
 
 from __future__ import annotations
 
@@ -32,3 +33,63 @@ def test_nothing_to_repair_without_a_saved_database_study(tmp_path):
     in_memory.suggest("trial_a")
     in_memory.save_to_dir(str(tmp_path), "session")
     assert fail_orphan_proposals(str(tmp_path)) == []
+
+
+def _asha():
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=8, grace_period=2,
+                         reduction_factor=2)
+
+
+# per trial: val_acc at epochs 1..n, as a sweep reported them (interleaved below)
+HISTORIES = {"a": [0.30, 0.50, 0.55, 0.60, 0.62, 0.63], "b": [0.20, 0.25, 0.30, 0.35],
+             "c": [0.25, 0.45, 0.50, 0.52], "d": [0.10, 0.40]}
+
+
+def _live_rungs():
+    from types import SimpleNamespace
+
+    live = _asha()
+    trials = {k: SimpleNamespace(trial_id=k) for k in HISTORIES}
+    for t in trials.values():
+        live.on_trial_add(None, t)
+    for epoch in range(1, 7):  # the trials report in turn, epoch by epoch
+        for k, accs in HISTORIES.items():
+            if epoch <= len(accs):
+                live.on_trial_result(None, trials[k], {"epoch": epoch, "val_acc": accs[epoch - 1]})
+    return live._brackets[0]._rungs
+
+
+def test_asha_rungs_are_rebuilt_from_the_stored_histories(tmp_path):
+    """Tune saves no scheduler state, so a resumed ASHA started with empty rungs and let weak trials run on (issue
+    16, finding 5). Replayed from the histories stored with the checkpoints, every rung records what the live
+    sweep's did, and a weak newcomer is stopped at the first rung as it would have been."""
+    from types import SimpleNamespace
+
+    from ferlab.train import checkpoints
+    from ferlab.tune.resume import rebuild_rungs
+
+    for k, accs in HISTORIES.items():  # what the trials left on disk: the newest checkpoint holds every epoch
+        (folder := tmp_path / "train_runs" / k / "checkpoint_0").mkdir(parents=True)
+        checkpoints.save(str(folder), {"epoch": len(accs) - 1},
+                         [{"epoch": e + 1, "val_acc": a} for e, a in enumerate(accs)])
+    rebuilt = _asha()
+    assert rebuild_rungs(rebuilt, str(tmp_path), "val_acc", "max") == 4
+    assert rebuilt._brackets[0]._rungs == _live_rungs()
+    assert any(recorded for _, recorded in rebuilt._brackets[0]._rungs)
+
+    weak = SimpleNamespace(trial_id="e")
+    empty = _asha()
+    for scheduler in (rebuilt, empty):
+        scheduler.on_trial_add(None, weak)
+    assert rebuilt.on_trial_result(None, weak, {"epoch": 2, "val_acc": 0.3}) == "STOP"
+    assert empty.on_trial_result(None, weak, {"epoch": 2, "val_acc": 0.3}) == "CONTINUE"  # without the rebuild
+
+
+def test_no_rungs_to_rebuild_for_a_grid(tmp_path):
+    from ray.tune.schedulers import FIFOScheduler
+
+    from ferlab.tune.resume import rebuild_rungs
+
+    assert rebuild_rungs(FIFOScheduler(), str(tmp_path), "val_acc", "max") == 0

@@ -95,3 +95,17 @@ def newest_intact(run_dir: str, prefer: str | None = None) -> tuple[str | None, 
     """(folder, record, corrupt folders) of `scan`."""
     found = scan(run_dir, prefer)
     return found["folder"], found["record"], found["corrupt"]
+
+
+def prune(run_dir: str, keep: int) -> list[str]:
+    """Remove the intact checkpoint folders older than the newest `keep` (Train keeps `keep` of the checkpoints it
+    registered; one written by a worker that died before registering it is Train's to forget, and stayed on disk);
+    returns the removed folders. Corrupt ones are kept: the trial's row counts them, and they are evidence."""
+    import shutil
+
+    folders = sorted(f for f in glob.glob(os.path.join(run_dir, "checkpoint_*")) if os.path.isdir(f))
+    intact = sorted(((rec["epoch"], f) for f in folders if _intact(f, rec := _read(f))), reverse=True)
+    removed = [f for _, f in intact[keep:]]
+    for f in removed:
+        shutil.rmtree(f, ignore_errors=True)
+    return removed

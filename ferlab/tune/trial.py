@@ -14,6 +14,9 @@ from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
 from ferlab.tune.resources import worker_resources
 
+WORKER_RETRIES = 1  # a trial whose training worker dies is retried once from its newest intact checkpoint
+KEEP_CHECKPOINTS = 2  # per trial: the newest two (the newest intact one is what a resume and the tables read)
+
 
 def trial_config(config: dict, spec: dict) -> dict:
     """The trial's nested config: the spec's fixed sections, then what Tune gave this trial (a searched point, or an
@@ -29,7 +32,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     """Build and fit a TorchTrainer for this trial; the study's hook runs first (MVT: the MGN stage)."""
     import ray.train
     from ray import tune
-    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -55,25 +58,36 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     trial_id = tune.get_context().get_trial_id()
     run_dir = os.path.join(spec["storage"], spec["name"], "train_runs", trial_id)
     local = "://" not in run_dir
-    restored = newest_intact(run_dir)[1] if local and os.path.isdir(run_dir) else None
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"preset": spec["preset"], "model": nested["model"], "train": nested["train"],
-                           "pretrained": nested["pretrained"],
-                           "eval_splits": [k for k in datasets if k not in ("train", "val")],
-                           "balance_factors": spec["balance_factors"], "run_dir": run_dir if local else None,
-                           "constants": constants},
-        scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
-                                     resources_per_worker=resources),
-        datasets=training_datasets(datasets, seed=tc.seed, first_epoch=restored["epoch"] + 1 if restored else 0),
-        dataset_config=data_config(datasets),
-        run_config=ray.train.RunConfig(
-            name=trial_id,  # stable across resume; never a timestamp
-            storage_path=os.path.join(spec["storage"], spec["name"], "train_runs"),
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            # Train V2 retries a controller that cannot get resources forever by default; fail instead.
-            failure_config=FailureConfig(max_failures=1, controller_failure_limit=2),
-        ),
-    )
-    trainer.fit()
+    for attempt in range(1 + WORKER_RETRIES):
+        # Rebuilt for every attempt: a retried run starts at the epoch of its newest intact checkpoint and must get
+        # that epoch's block order (Train's own retry reuses the datasets, whose epoch count starts again).
+        restored = newest_intact(run_dir)[1] if local and os.path.isdir(run_dir) else None
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"preset": spec["preset"], "model": nested["model"], "train": nested["train"],
+                               "pretrained": nested["pretrained"],
+                               "eval_splits": [k for k in datasets if k not in ("train", "val")],
+                               "balance_factors": spec["balance_factors"], "run_dir": run_dir if local else None,
+                               "constants": constants},
+            scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
+                                         resources_per_worker=resources),
+            datasets=training_datasets(datasets, seed=tc.seed, first_epoch=restored["epoch"] + 1 if restored else 0),
+            dataset_config=data_config(datasets),
+            run_config=ray.train.RunConfig(
+                name=trial_id,  # stable across resume and retry; never a timestamp
+                storage_path=os.path.join(spec["storage"], spec["name"], "train_runs"),
+                callbacks=[TuneReportCallback()],
+                checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+                # Retried here, not by Train. Train V2 retries a controller that cannot get resources forever by
+                # default; fail instead.
+                failure_config=FailureConfig(max_failures=0, controller_failure_limit=2),
+            ),
+        )
+        try:
+            trainer.fit()
+            break
+        except TrainingFailedError as e:
+            if attempt == WORKER_RETRIES or not local:
+                raise
+            print(f"trial {trial_id}: a training worker failed ({str(e).splitlines()[0][:200]}); retrying from its "
+                  f"newest intact checkpoint", flush=True)

@@ -1,0 +1,120 @@
+"""Chaos: a sweep whose every trial loses its training worker once, against the same sweep undisturbed.
+
+The pattern of Ray's own Tune fault-tolerance release test (workers killed while the sweep runs, every trial must
+still reach its last epoch from its checkpoints), made stricter: the tables after the faults must equal the tables
+of the undisturbed run with the same seed (training is deterministic on the CPU).
+
+Both runs are `experiments/sweep_transfer.py` with the same arguments (no early stopping: --grace-period equals
+--epochs, so every trial is expected to train every epoch), each in its own process group. In the chaos run, the
+first time a trial's worker reports an epoch (Ray's log line names the worker's pid and the trial's checkpoint
+path), the worker is SIGKILLed, as a node losing a process would: one kill per trial, at a random moment of its
+first epoch's report, `--delay` seconds after it at most. It prints, per run, the wall time and trials completed;
+then the kills, the epochs lost (expected epochs missing from history.csv, target 0), epochs reported twice, whether
+every metric equals the undisturbed run's, and the time the faults cost.
+
+    python benchmarks/chaos.py                      # 4 trials x 4 epochs of transfer_tiny on SynthFER
+    python benchmarks/chaos.py --samples 8 --epochs 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pandas as pd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+SCRIPT = os.path.join(REPO, "experiments", "sweep_transfer.py")
+SAME = ["trial", "epoch", "val_acc", "val_loss", "train_loss"]  # what a fault must not change
+REPORT = re.compile(r"RayTrainWorker pid=(\d+).*Reporting training result.*/train_runs/([0-9a-f]+)/checkpoint_")
+
+
+def run(args: list[str], chaos: bool, delay: float, rng: random.Random) -> dict:
+    """One sweep in its own process group; with `chaos`, each trial's worker is killed once. Returns its wall time,
+    exit code and the (pid, trial) of every kill."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=REPO, start_new_session=True)
+    kills, timers = [], []
+
+    def kill(pid: int, trial: str):
+        try:
+            if os.getsid(pid) == proc.pid:  # only a process of this sweep (Ray's workers: own group, same session)
+                os.kill(pid, signal.SIGKILL)
+                kills.append((pid, trial))
+                print(f"  killed training worker {pid} of trial {trial}", flush=True)
+        except ProcessLookupError:
+            pass
+
+    killed_trials = set()
+    for line in proc.stdout:
+        m = REPORT.search(line) if chaos else None
+        if m and m.group(2) not in killed_trials:
+            killed_trials.add(m.group(2))
+            timer = threading.Timer(rng.uniform(0, delay), kill, (int(m.group(1)), m.group(2)))
+            timer.start()
+            timers.append(timer)
+        if "Trial status:" in line or "epoch " in line and "val_acc" in line:
+            print("  " + line.rstrip()[-150:], flush=True)
+    code = proc.wait()
+    for timer in timers:
+        timer.cancel()
+    return {"wall_s": time.perf_counter() - t0, "code": code, "kills": kills}
+
+
+def normalised(trials: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
+    """history.csv's metrics with each trial id replaced by the trial's setting (its knobs in trials.csv): the two
+    runs' ids differ, and the sampler, seeded alike, proposes the same settings."""
+    from ferlab.studies import get_study
+
+    knobs = [k for k in get_study("transfer").knob_names if k in trials]
+    setting = {t: str(row) for t, row in zip(trials["trial"], trials[knobs].to_dict("records"))}
+    return hist.assign(trial=hist["trial"].map(setting))[SAME].sort_values(["trial", "epoch"], ignore_index=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--synth-n", type=int, default=1000)
+    p.add_argument("--delay", type=float, default=1.0, help="a kill lands up to this many seconds after the report")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        common = ["--samples", str(args.samples), "--epochs", str(args.epochs), "--grace-period", str(args.epochs),
+                  "--synth-n", str(args.synth_n), "--seed", str(args.seed), "--storage", os.path.join(tmp, "s"),
+                  "--max-concurrent", "1"]
+        runs, tables = {}, {}
+        for name in ("undisturbed", "chaos"):
+            print(f"{name} run:", flush=True)
+            runs[name] = run(common + ["--name", name, "--results-dir", os.path.join(tmp, name)], name == "chaos",
+                             args.delay, rng)
+            trials = pd.read_csv(os.path.join(tmp, name, "trials.csv"))
+            hist = pd.read_csv(os.path.join(tmp, name, "history.csv"))
+            tables[name] = trials, hist
+            print(f"{name}: exit {runs[name]['code']}, {runs[name]['wall_s']:.0f} s, "
+                  f"{(trials['status'] == 'ok').sum()}/{args.samples} trials completed", flush=True)
+    hist = tables["chaos"][1]
+    expected = {(t, e) for t in tables["chaos"][0]["trial"] for e in range(1, args.epochs + 1)}
+    got = list(zip(hist["trial"], hist["epoch"]))
+    lost, twice = expected - set(got), len(got) - len(set(got))
+    same = normalised(*tables["chaos"]).equals(normalised(*tables["undisturbed"]))
+    kills = len(runs["chaos"]["kills"])
+    print(f"\nkills: {kills} (one per trial: {kills == args.samples}); epochs lost: {len(lost)} (target 0); epochs "
+          f"reported twice: {twice}; every metric equal to the undisturbed run's: {same}; time the faults cost: "
+          f"{runs['chaos']['wall_s'] - runs['undisturbed']['wall_s']:+.0f} s "
+          f"({runs['chaos']['wall_s'] / runs['undisturbed']['wall_s'] - 1:+.0%})")
+
+
+if __name__ == "__main__":
+    main()
