@@ -2,7 +2,7 @@
 
     reader (sources/*)  lists samples, label-level problems and exclusions        in the driver, no image opened
     Ray Data            read, check, align, PNG-encode each image                 in parallel, on every node
-    ShardWriter         Parquet shards + manifest (counts, problems, exclusions)  in the driver, in input order
+    ShardWriter         Parquet shards + manifest (counts, problems, exclusions)  in the driver, seeded random order
 
 Bad input never crashes a run and is never dropped silently: every problem is counted and listed in the manifest
 (and in problems.csv beside it) and summarised at the end; with strict=True the first one is an error naming the
@@ -97,7 +97,7 @@ def prepare(source: str, root, out, size: int = 112, strict: bool = False, progr
     listing.samples = [listing.samples[i] for i in np.random.default_rng(0).permutation(n)]
     quiet_progress()
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # shards in input order: the same input gives the same hash
+    ctx.execution_options.preserve_order = True  # shards in the order above: the same input gives the same hash
     items = [{"i": i, "sample": json.dumps(asdict(s))} for i, s in enumerate(listing.samples)]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(n // BATCH, 4 * 64)))
     ds = ds.map_batches(_process, fn_kwargs={"size": size}, batch_size=BATCH, num_cpus=PREPARE_CPUS,
