@@ -75,7 +75,7 @@ def ray_stages(logs: str, began: dict, first_epoch_end: dict) -> None:
             m = STAGE.search(r["message"])
             if m:
                 stages.setdefault(m.group(1), []).append(float(m.group(2)))
-            if r["message"].startswith("Requesting resources") and trial in began:
+            if r["message"].startswith("Requesting resources"):
                 stages.setdefault("trial start -> TorchTrainer controller up (trial driver, data split set-up)",
                                   []).append(r["timestamp_ns"] / 1e9 - began[trial])
             if r["message"].startswith("Started training worker group") and trial in first_epoch_end:

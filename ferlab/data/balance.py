@@ -76,7 +76,11 @@ def _gathered(blocks: Iterable[dict], min_rows: int) -> Iterator[dict]:
         pending.append(block)
         rows += len(block["label"])
         if rows >= min_rows:
-            yield pending[0] if len(pending) == 1 else {k: torch.cat([b[k] for b in pending]) for k in block}
+            yield _cat(pending)
             pending, rows = [], 0
     if pending:
-        yield pending[0] if len(pending) == 1 else {k: torch.cat([b[k] for b in pending]) for k in pending[0]}
+        yield _cat(pending)
+
+
+def _cat(blocks: list[dict]) -> dict:
+    return blocks[0] if len(blocks) == 1 else {k: torch.cat([b[k] for b in blocks]) for k in blocks[0]}

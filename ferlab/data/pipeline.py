@@ -260,9 +260,10 @@ def fold_datasets(decoded: dict, fold: int) -> dict:
 def data_config(datasets: dict | None = None):
     """Split the train set between workers; every worker evaluates the whole validation set. The split applies even
     to one worker: without it the epoch's execution runs inside the training process and slowed it down
-    (benchmarks/pipeline_overhead.py, measured 2026-11-24). When `datasets` holds streamed splits, their executions
-    keep the input order (parallel decode tasks must not decide the epoch's order) and each may hold only a small
-    share of the store: Ray Data's default (half of it per execution) overflowed an 80-MiB store into spilling."""
+    (benchmarks/pipeline_overhead.py, measured 2026-11-24). When `datasets` holds lazy datasets (streamed splits, a
+    k-fold's filtered folds), which run tasks every epoch, their executions keep the input order (parallel tasks must
+    not decide the epoch's order) and each may hold only a small share of the store: Ray Data's default (half of it
+    per execution) overflowed an 80-MiB store into spilling."""
     from ray.data import ExecutionResources
     from ray.data.dataset import MaterializedDataset
     from ray.train import DataConfig

@@ -230,10 +230,11 @@ def attention_plot(trials: pd.DataFrame, run: dict, out_dir: str, n: int = 6, tr
             model = load_trained(best[M.CHECKPOINT])
         except (OSError, ValueError):
             continue
-        # the evaluation split's faces; a k-fold run has only train, whose every face is held out in one fold
+        # the evaluation split's faces, else train's (a k-fold set has only train, every face held out in one fold)
         split = "val" if run.get("eval_split") != "test" else "test"
-        split = "train" if run.get("folds") or (run.get("spec") or {}).get("folds") else split
-        images = faces(run.get("spec", {}).get("data", ""), split, model.cfg.input_size, n)
+        data = run.get("spec", {}).get("data", "")
+        images = faces(data, split, model.cfg.input_size, n)
+        images = faces(data, "train", model.cfg.input_size, n) if images is None else images
         if images is None:
             return []
         with torch.no_grad():

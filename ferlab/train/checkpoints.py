@@ -72,11 +72,11 @@ def scan(run_dir: str, prefer: str | None = None) -> dict:
     checkpoint with the highest epoch, `prefer` (Ray's registered checkpoint) first among equals; "corrupt": the
     folders whose checkpoint.pt fails its checksum or that have no readable history.json (older ferlab, or a write
     cut short); "history": the longest stored history, read even beside a corrupt checkpoint.pt, so the tables keep
-    every epoch trained}."""
+    every epoch trained; "intact": (epoch, folder) of every intact checkpoint, newest first}."""
     folders = sorted(f for f in glob.glob(os.path.join(run_dir, "checkpoint_*")) if os.path.isdir(f))
     if prefer and prefer not in folders and os.path.isdir(prefer):
         folders.append(prefer)
-    out = {"folder": None, "record": None, "corrupt": [], "history": None}
+    out = {"folder": None, "record": None, "corrupt": [], "history": None, "intact": []}
     longest = None
     for folder in folders:
         rec = _read(folder)
@@ -84,10 +84,13 @@ def scan(run_dir: str, prefer: str | None = None) -> dict:
             longest = rec
         if not _intact(folder, rec):
             out["corrupt"].append(folder)
-        elif out["record"] is None or rec["epoch"] > out["record"]["epoch"] or (
+            continue
+        out["intact"].append((rec["epoch"], folder))
+        if out["record"] is None or rec["epoch"] > out["record"]["epoch"] or (
                 rec["epoch"] == out["record"]["epoch"] and folder == prefer):
             out["folder"], out["record"] = folder, rec
     out["history"] = longest.get("history") if longest else None
+    out["intact"].sort(reverse=True)
     return out
 
 
@@ -97,15 +100,14 @@ def newest_intact(run_dir: str, prefer: str | None = None) -> tuple[str | None, 
     return found["folder"], found["record"], found["corrupt"]
 
 
-def prune(run_dir: str, keep: int) -> list[str]:
+def prune(run_dir: str, keep: int, found: dict | None = None) -> list[str]:
     """Remove the intact checkpoint folders older than the newest `keep` (Train keeps `keep` of the checkpoints it
     registered; one written by a worker that died before registering it is Train's to forget, and stayed on disk);
-    returns the removed folders. Corrupt ones are kept: the trial's row counts them, and they are evidence."""
+    returns the removed folders. Corrupt ones are kept: the trial's row counts them, and they are evidence. `found`:
+    the run folder's `scan`, when the caller has it (each scan hashes every checkpoint.pt)."""
     import shutil
 
-    folders = sorted(f for f in glob.glob(os.path.join(run_dir, "checkpoint_*")) if os.path.isdir(f))
-    intact = sorted(((rec["epoch"], f) for f in folders if _intact(f, rec := _read(f))), reverse=True)
-    removed = [f for _, f in intact[keep:]]
+    removed = [f for _, f in (found or scan(run_dir))["intact"][keep:]]
     for f in removed:
         shutil.rmtree(f, ignore_errors=True)
     return removed

@@ -29,12 +29,13 @@ def trial_knobs(config: dict, study) -> dict:
 STATUS = {"TERMINATED": "ok", "ERROR": "error"}  # any other Tune status: the sweep stopped before the trial ended
 
 
-def trial_histories(results) -> list[dict]:
+def trial_histories(results, keep: int | None = None) -> list[dict]:
     """Per trial: its id, status, config, per-epoch history, the checkpoint that history came from, and how many
     corrupt checkpoints were skipped. The history is the one stored with the trial's newest intact checkpoint
     (ferlab.train.checkpoints: every epoch the trial trained, once, also across resumes and worker restarts); Tune's
-    own records only where there is none (remote storage, a trial that never reported)."""
-    from ferlab.train.checkpoints import scan
+    own records only where there is none (remote storage, a trial that never reported). `keep`: also remove each
+    trial's intact checkpoint folders beyond its newest `keep` (ferlab.train.checkpoints.prune)."""
+    from ferlab.train.checkpoints import prune, scan
 
     out = []
     # ResultGrid builds its Results from these Trials, in this order; the Trial carries the id and the status.
@@ -45,6 +46,10 @@ def trial_histories(results) -> list[dict]:
         for c in corrupt:
             print(f"trial {trial.trial_id}: checkpoint {c} is corrupt (checksum mismatch or unreadable); the "
                   f"table points at the newest intact one", flush=True)
+        removed = prune(run_dir, keep, found) if keep else []
+        if removed:
+            print(f"trial {trial.trial_id}: removed {len(removed)} checkpoint folders beyond its newest {keep} "
+                  f"(written before a worker died, never registered by Ray)", flush=True)
         if stored:
             hist = pd.DataFrame(stored)
             hist[M.CHECKPOINT] = folder  # the newest checkpoint that loads (None: none does)

@@ -16,7 +16,7 @@ from ferlab.train import metrics as M
 from ferlab.tune.resources import DRIVER_CPUS, concurrent_trials
 from ferlab.tune.results import OPTUNA_DB, history_table, results_table, trial_histories
 from ferlab.tune.spec import SweepSpec
-from ferlab.tune.trial import trial_driver
+from ferlab.tune.trial import KEEP_CHECKPOINTS, trial_driver
 
 
 def prepare_data(spec: SweepSpec, relabels: bool):
@@ -145,9 +145,10 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
         results = tuner.fit()
     finally:
         logging.getLogger("ray.tune.tune").removeHandler(stop)
-    if "://" not in path:
-        _prune_checkpoints(path)
-    trials = trial_histories(results)
+    # Checkpoint folders beyond each trial's newest KEEP_CHECKPOINTS: written by a worker that died before Ray
+    # registered them, they escaped Train's num_to_keep (issue 16, finding 1). Here, not in the trial: a trial whose
+    # driver was killed is not run again once finished.
+    trials = trial_histories(results, keep=KEEP_CHECKPOINTS)
     expected = len(grid) if grid is not None else spec.samples
     unfinished = max(0, expected - len(trials))  # never started
     for t in trials:
@@ -164,22 +165,6 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
                        eval_split="test" if spec.folds else eval_split(shards),  # k-fold: the held-out fold
                        dataset=shards.dataset, classes=list(shards.classes), folds=spec.folds, cross_data=cross)
     return table, history_table(trials)
-
-
-def _prune_checkpoints(experiment_dir: str) -> None:
-    """Checkpoint folders beyond each trial's newest KEEP_CHECKPOINTS intact ones: written by a worker that died
-    before Ray registered them, they escaped Train's num_to_keep (issue 16, finding 1). Here, not in the trial:
-    a trial whose driver was killed is not run again once finished."""
-    import glob
-
-    from ferlab.train.checkpoints import prune
-    from ferlab.tune.trial import KEEP_CHECKPOINTS
-
-    for run_dir in sorted(glob.glob(os.path.join(experiment_dir, "train_runs", "*"))):
-        removed = prune(run_dir, KEEP_CHECKPOINTS)
-        if removed:
-            print(f"trial {os.path.basename(run_dir)}: removed {len(removed)} checkpoint folders beyond its newest "
-                  f"{KEEP_CHECKPOINTS} (written before a worker died, never registered by Ray)", flush=True)
 
 
 class _StopSignal(logging.Handler):
