@@ -11,11 +11,14 @@ Only the input path differs:
 
 It prints, per side, the training images/s (median over the epochs after the first, which includes warm-up), the
 share of training time spent waiting for input and the wait for each epoch's first batch, then the ratio. Target
-(issue 15): ratio >= 0.95 on the real FERPlus with the paper's augmentation.
+(issue 15): ratio >= 0.95 on the real FERPlus with the paper's augmentation. On a shared VM a rate moves by 10-20%
+between identical runs minutes apart, so `--rounds N` repeats the pair, alternating which side goes first, and
+reports the median of the rounds' ratios with their range; each Ray side runs on a local Ray of its own.
 
     python benchmarks/pipeline_overhead.py                                   # SynthFER, light augmentation
     python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer  # e.g. FERPlus from `ferlab prepare`
     python benchmarks/pipeline_overhead.py --side ray --streamed             # what streaming costs (part 5)
+    python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer --rounds 4 --limit 6000 --epochs 2
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from cpu_share import CpuSampler  # noqa: E402 (this folder is on sys.path as the script's)
 from ferlab.config import TrainConfig
 from ferlab.data.augment import RECIPES, batch_generator
 from ferlab.data.pipeline import data_config, decode_batch, decoded_splits, training_datasets
@@ -86,7 +90,8 @@ def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int, limit
             train_step(model, opt, x, y, tc, device, gen=batch_generator(tc.seed, epoch, 0, step, device))
             seen, step = seen + len(y), step + 1
         dt = time.perf_counter() - t0
-        epochs.append({M.IMAGES_PER_S: seen / dt, M.DATA_WAIT: wait / dt, M.FIRST_BATCH_WAIT: first})
+        epochs.append({M.IMAGES_PER_S: seen / dt, M.DATA_WAIT: wait / dt, M.FIRST_BATCH_WAIT: first,
+                       M.EPOCH_TIME: dt})
     return epochs
 
 
@@ -107,15 +112,51 @@ def ray_loop(shards, tc: TrainConfig, cpus: float, limit: int = 0, stream: bool 
             run_config=ray.train.RunConfig(name="pipeline_overhead", storage_path=storage),
         )
         hist = trainer.fit().metrics_dataframe
-        return hist[[M.IMAGES_PER_S, M.DATA_WAIT, M.FIRST_BATCH_WAIT]].to_dict("records")
+        return hist[[M.IMAGES_PER_S, M.DATA_WAIT, M.FIRST_BATCH_WAIT, M.EPOCH_TIME]].to_dict("records")
 
 
-def summary(name: str, epochs: list[dict]) -> float:
+def summary(name: str, epochs: list[dict], cpu: dict | None) -> float:
     rate = statistics.median(e[M.IMAGES_PER_S] for e in epochs[1:] or epochs)
-    print(f"{name:28s} {rate:7.1f} images/s; per epoch {[round(e[M.IMAGES_PER_S]) for e in epochs]} images/s, "
+    print(f"{name:36s} {rate:7.1f} images/s; per epoch {[round(e[M.IMAGES_PER_S]) for e in epochs]} images/s, "
           f"waiting for input {[round(e[M.DATA_WAIT], 3) for e in epochs]} of the time, first batch after "
           f"{[round(e[M.FIRST_BATCH_WAIT], 2) for e in epochs]} s", flush=True)
+    if cpu:
+        print(f"{'':36s} CPU over the last {cpu['span']:.0f} s of training: the training process "
+              f"{cpu['training']:.2f} cores, all other processes {cpu['others']:.2f} ("
+              + ", ".join(f"{n} {c:.2f}" for n, c in cpu["top"]) + ")", flush=True)
     return rate
+
+
+SIDES = {"plain": "plain DataLoader", "ray": "Ray Data + TorchTrainer", "streamed": "the same, streamed"}
+
+
+def measure(side: str, shards, tc: TrainConfig, args) -> tuple[list[dict], dict | None]:
+    """One side's per-epoch records and who used the CPUs meanwhile (benchmarks/cpu_share.py). A Ray side gets a local Ray of its own, shut down after it, so that every
+    plain run has the machine to itself (unless --plain-beside-ray) and no round inherits another's Ray."""
+    import ray
+
+    from ferlab.tune.resources import init_ray
+
+    cores = os.cpu_count()
+    cpus = max(1.0, cores - 0.5)  # what a local sweep gives its one training worker (see sweep_transfer.py)
+    if side != "plain" or args.plain_beside_ray:
+        init_ray(num_cpus=cores)
+    try:
+        with CpuSampler() as sampler:
+            if side == "plain":
+                epochs = plain_loop(shards, tc, tc.torch_threads, args.loader_workers, args.limit)
+            else:
+                epochs = ray_loop(shards, tc, cpus, args.limit, stream=side == "streamed")
+        return epochs, sampler.share(sum(e[M.EPOCH_TIME] for e in epochs[1:] or epochs))
+    finally:
+        ray.shutdown()
+
+
+def spread(values: list[float], digits: int = 3) -> str:
+    """The median of the rounds, and their range."""
+    f = f".{digits}f"
+    return f"{statistics.median(values):{f}}" + (f" (rounds {min(values):{f}}-{max(values):{f}})"
+                                                 if len(values) > 1 else "")
 
 
 def main():
@@ -134,40 +175,32 @@ def main():
     p.add_argument("--plain-beside-ray", action="store_true",
                    help="start Ray first, so the plain loop shares the CPUs with Ray's idle daemons as the Ray side "
                         "does (separates the cost of a running Ray from the cost of its input path)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure the sides this many times, the order reversed every other round (plain, Ray, Ray, "
+                        "plain, ...), and report the median of the rounds' ratios: on a shared VM one run's rate "
+                        "moves by 10-20%% from one minute to the next, so one pair of runs cannot resolve 5%%")
     args = p.parse_args()
 
-    import ray
-
-    from ferlab.tune.resources import init_ray
-
     shards = open_shards(args.data or cached_synthfer(n=args.n, size=model_config(PRESET).input_size))
-    cores = os.cpu_count()
-    cpus = max(1.0, cores - 0.5)  # what a local sweep gives its one training worker (see sweep_transfer.py)
-    threads = max(1, int(round(cpus)))
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, torch_threads=threads,
-                     augment=args.augment)
+    threads = max(1, int(round(max(1.0, os.cpu_count() - 0.5))))  # the Ray worker's CPUs, rounded (worker_threads)
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, torch_threads=threads, augment=args.augment)
     train = min(args.limit or shards.count("train"), shards.count("train"))
     print(f"{shards.dataset}: {train} training images, {PRESET}, batch {tc.batch_size}, {threads} torch threads, "
-          f"{tc.epochs} epochs per side, augment {tc.augment}", flush=True)
-    rates = {}
-    if args.plain_beside_ray:
-        init_ray(num_cpus=cores)
-    try:
-        if args.side != "ray":
-            rates["plain"] = summary(f"plain DataLoader ({args.loader_workers} workers)"
-                                     + (", Ray idle beside it" if args.plain_beside_ray else ""),
-                                     plain_loop(shards, tc, threads, args.loader_workers, args.limit))
-        if args.side != "plain":
-            init_ray(num_cpus=cores)
-            rates["ray"] = summary("Ray Data + TorchTrainer", ray_loop(shards, tc, cpus, args.limit))
-            if args.streamed:
-                rates["streamed"] = summary("the same, streamed", ray_loop(shards, tc, cpus, args.limit, True))
-    finally:
-        ray.shutdown()
+          f"{tc.epochs} epochs per side, augment {tc.augment}, {args.rounds} round(s)", flush=True)
+    sides = [s for s in ("plain", "ray") if args.side in ("both", s)] + (["streamed"] if args.streamed else [])
+    rates = {s: [] for s in sides}
+    for r in range(args.rounds):
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            name = SIDES[side] + (f" ({args.loader_workers} workers)" if side == "plain" else "") + (
+                ", Ray idle beside it" if side == "plain" and args.plain_beside_ray else "")
+            rates[side].append(summary(f"[{r + 1}] {name}", *measure(side, shards, tc, args)))
+    for side in sides:
+        print(f"{SIDES[side]}: median {spread(rates[side], 1)} images/s")
     if "plain" in rates and "ray" in rates:
-        print(f"ratio ray / plain: {rates['ray'] / rates['plain']:.3f}  (target >= 0.95)")
-    if "streamed" in rates:
-        print(f"ratio streamed / stored: {rates['streamed'] / rates['ray']:.3f}")
+        ratios = [a / b for a, b in zip(rates["ray"], rates["plain"])]
+        print(f"ratio ray / plain: {spread(ratios)}  (target >= 0.95)")
+    if "streamed" in rates and "ray" in rates:
+        print(f"ratio streamed / stored: {spread([a / b for a, b in zip(rates['streamed'], rates['ray'])])}")
 
 
 if __name__ == "__main__":
