@@ -18,7 +18,7 @@ reports the median of the rounds' ratios with their range; each Ray side runs on
     python benchmarks/pipeline_overhead.py                                   # SynthFER, light augmentation
     python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer  # e.g. FERPlus from `ferlab prepare`
     python benchmarks/pipeline_overhead.py --side ray --streamed             # what streaming costs (part 5)
-    python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer --rounds 4 --limit 6000 --epochs 2
+    python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer --rounds 4 --limit 8000 --epochs 2
 """
 
 from __future__ import annotations
@@ -131,8 +131,9 @@ SIDES = {"plain": "plain DataLoader", "ray": "Ray Data + TorchTrainer", "streame
 
 
 def measure(side: str, shards, tc: TrainConfig, args) -> tuple[list[dict], dict | None]:
-    """One side's per-epoch records and who used the CPUs meanwhile (benchmarks/cpu_share.py). A Ray side gets a local Ray of its own, shut down after it, so that every
-    plain run has the machine to itself (unless --plain-beside-ray) and no round inherits another's Ray."""
+    """One side's per-epoch records and who used the CPUs meanwhile (benchmarks/cpu_share.py). A Ray side gets a
+    local Ray of its own, shut down after it, so that every plain run has the machine to itself (unless
+    --plain-beside-ray) and no round inherits another's Ray."""
     import ray
 
     from ferlab.tune.resources import init_ray
