@@ -62,9 +62,14 @@ class CpuSampler:
     def _run(self, interval: float):
         while True:
             cpu = _cpu_seconds()
+            prev = self.samples[-1][1] if self.samples else {}
             self.samples.append((time.monotonic(), cpu))
-            for pid in cpu.keys() - self.names.keys():
-                self.names[pid] = _name(pid)
+            for pid, seconds in cpu.items():
+                # read again while a process works: Ray gives a worker its "ray::Class" title after it started
+                if pid not in self.names or seconds > prev.get(pid, 0.0):
+                    name = _name(pid)
+                    if name != "?" or pid not in self.names:  # one gone between the reads keeps its name
+                        self.names[pid] = name
             if self._stop.wait(interval):
                 break
 
@@ -73,18 +78,14 @@ class CpuSampler:
         work ends at its last sample that grew): {"training": cores, "others": cores, "top": [(name, cores)]}."""
         if len(self.samples) < 3:
             return None
-        first, last = self.samples[0][1], {}
-        for _, cpu in self.samples:  # each process's last sample: Ray Train's worker exits before the end
-            last.update(cpu)
+        first, last = self.samples[0][1], _latest(self.samples)  # Ray Train's worker exits before the end
         train = max(last, key=lambda p: last[p] - first.get(p, 0.0))
         end = max(i for i in range(1, len(self.samples))
                   if self.samples[i][1].get(train, 0) > self.samples[i - 1][1].get(train, 0))
         t_end = self.samples[end][0]
         start = min((i for i, (t, _) in enumerate(self.samples) if t >= t_end - seconds), default=0)
         t0, a = self.samples[start]
-        b = {}  # each process's CPU at its last sample in the window (Ray's actors may exit before its end)
-        for _, cpu in self.samples[start:end + 1]:
-            b.update(cpu)
+        b = _latest(self.samples[start:end + 1])  # Ray's actors may exit before the window's end
         span = t_end - t0
         used = {p: b[p] - a.get(p, 0.0) for p in b}
         others = {p: c for p, c in used.items() if p != train and c > 0}
@@ -93,3 +94,11 @@ class CpuSampler:
             by_name[self.names.get(p, "?")] = by_name.get(self.names.get(p, "?"), 0.0) + c / span
         return {"training": used[train] / span, "others": sum(others.values()) / span, "span": span,
                 "top": sorted(by_name.items(), key=lambda kv: -kv[1])[:6]}
+
+
+def _latest(samples: list[tuple[float, dict[int, float]]]) -> dict[int, float]:
+    """Each process's CPU seconds at its last sample among `samples`."""
+    out: dict[int, float] = {}
+    for _, cpu in samples:
+        out.update(cpu)
+    return out

@@ -48,6 +48,7 @@ from ferlab.train.loop import train_loop_per_worker
 from ferlab.train.step import make_optimizer, train_step
 
 PRESET = "transfer_tiny"
+CPUS = max(1.0, os.cpu_count() - 0.5)  # what a local sweep gives its one training worker (see sweep_transfer.py)
 
 
 def model_overrides(shards) -> dict:
@@ -115,8 +116,13 @@ def ray_loop(shards, tc: TrainConfig, cpus: float, limit: int = 0, stream: bool 
         return hist[[M.IMAGES_PER_S, M.DATA_WAIT, M.FIRST_BATCH_WAIT, M.EPOCH_TIME]].to_dict("records")
 
 
+def later(epochs: list[dict]) -> list[dict]:
+    """The epochs compared: those after the first (which includes warm-up), or the only one."""
+    return epochs[1:] or epochs
+
+
 def summary(name: str, epochs: list[dict], cpu: dict | None) -> float:
-    rate = statistics.median(e[M.IMAGES_PER_S] for e in epochs[1:] or epochs)
+    rate = statistics.median(e[M.IMAGES_PER_S] for e in later(epochs))
     print(f"{name:36s} {rate:7.1f} images/s; per epoch {[round(e[M.IMAGES_PER_S]) for e in epochs]} images/s, "
           f"waiting for input {[round(e[M.DATA_WAIT], 3) for e in epochs]} of the time, first batch after "
           f"{[round(e[M.FIRST_BATCH_WAIT], 2) for e in epochs]} s", flush=True)
@@ -138,17 +144,15 @@ def measure(side: str, shards, tc: TrainConfig, args) -> tuple[list[dict], dict 
 
     from ferlab.tune.resources import init_ray
 
-    cores = os.cpu_count()
-    cpus = max(1.0, cores - 0.5)  # what a local sweep gives its one training worker (see sweep_transfer.py)
     if side != "plain" or args.plain_beside_ray:
-        init_ray(num_cpus=cores)
+        init_ray(num_cpus=os.cpu_count())
     try:
         with CpuSampler() as sampler:
             if side == "plain":
                 epochs = plain_loop(shards, tc, tc.torch_threads, args.loader_workers, args.limit)
             else:
-                epochs = ray_loop(shards, tc, cpus, args.limit, stream=side == "streamed")
-        return epochs, sampler.share(sum(e[M.EPOCH_TIME] for e in epochs[1:] or epochs))
+                epochs = ray_loop(shards, tc, CPUS, args.limit, stream=side == "streamed")
+        return epochs, sampler.share(sum(e[M.EPOCH_TIME] for e in later(epochs)))
     finally:
         ray.shutdown()
 
@@ -183,7 +187,7 @@ def main():
     args = p.parse_args()
 
     shards = open_shards(args.data or cached_synthfer(n=args.n, size=model_config(PRESET).input_size))
-    threads = max(1, int(round(max(1.0, os.cpu_count() - 0.5))))  # the Ray worker's CPUs, rounded (worker_threads)
+    threads = max(1, int(round(CPUS)))  # as the Ray worker sets its own (ferlab.train.loop.worker_threads)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, torch_threads=threads, augment=args.augment)
     train = min(args.limit or shards.count("train"), shards.count("train"))
     print(f"{shards.dataset}: {train} training images, {PRESET}, batch {tc.batch_size}, {threads} torch threads, "
