@@ -28,6 +28,15 @@ def trial_config(config: dict, spec: dict) -> dict:
     return nested
 
 
+def train_worker(config: dict):
+    """The trainer's function: the training loop, imported only in the training workers. The trial driver holds the
+    function to pass it on; importing the loop there would load timm and the models (~2 s of CPU) into every trial
+    driver for nothing."""
+    from ferlab.train.loop import train_loop_per_worker
+
+    train_loop_per_worker(config)
+
+
 def trial_driver(config: dict, *, datasets: dict, spec: dict):
     """Build and fit a TorchTrainer for this trial; the study's hook runs first (MVT: the MGN stage)."""
     import ray.train
@@ -39,7 +48,6 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     from ferlab.config import TrainConfig
     from ferlab.data.pipeline import data_config, fold_datasets, training_datasets
     from ferlab.train.checkpoints import newest_intact
-    from ferlab.train.loop import train_loop_per_worker
 
     resources = worker_resources(spec["cpus_per_worker"], spec["gpus_per_trial"], spec["workers_per_trial"])
     gpus = resources.get("GPU", 0.0)
@@ -63,7 +71,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
         # that epoch's block order (Train's own retry reuses the datasets, whose epoch count starts again).
         restored = newest_intact(run_dir)[1] if local and os.path.isdir(run_dir) else None
         trainer = TorchTrainer(
-            train_loop_per_worker,
+            train_worker,
             train_loop_config={"preset": spec["preset"], "model": nested["model"], "train": nested["train"],
                                "pretrained": nested["pretrained"],
                                "eval_splits": [k for k in datasets if k not in ("train", "val")],
