@@ -1,6 +1,7 @@
 """MVT's two stages through a real local Ray: the stored MGN is trained once and reused; the sweep runs both stages
 and reports relabeling; bad input is one line before Ray starts."""
 
+import functools
 import os
 import re
 import subprocess
@@ -37,7 +38,7 @@ def test_unknown_relabel_function_is_refused(capsys):
 def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys):
     from ferlab.data.pipeline import decoded_splits
     from ferlab.data.shards import open_shards
-    from ferlab.train.mgn import ensure_mgn, mgn_metrics
+    from ferlab.train.mgn import ensure_mgn, mgn_key, mgn_metrics
 
     shards = open_shards(tiny_synth)
     decoded = decoded_splits(shards, 64, splits=("train", "val"), masks=True)
@@ -50,7 +51,10 @@ def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys)
     assert second == first and os.stat(second).st_mtime_ns == stamp  # not trained again
     out = capsys.readouterr().out
     assert out.count(": training (") == 1 and out.count(": reusing ") == 1
-    assert ensure_mgn(decoded, **kw | {"m": 0.1}) != first  # another m is another MGN
+    # stored under its settings key: another m (or fold) is another MGN, without training a second one here
+    key = functools.partial(mgn_key, shards.manifest["content_hash"], "mvt_tiny", seed=0, epochs=1)
+    assert os.path.basename(os.path.dirname(first)) == key(0.2)
+    assert len({key(0.2), key(0.1), key(0.2, fold=0)}) == 3
     quality = mgn_metrics(first)  # the stage's last epoch, with SynthFER's background/occluder precision
     assert 0 <= quality["mgn_nuisance_precision"] <= 1 and 0 < quality["mgn_nuisance_chance"] < 1
     assert abs(quality["mgn_mask_mean"] - 0.2) < 0.3

@@ -52,20 +52,35 @@ def test_malformed_data_folder_is_named(tmp_path):
 @pytest.mark.slow
 def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     """Two trials on 2 CPUs: proves no deadlock between the trial drivers, the training workers and Ray Data,
-    checks the results file's content, and that the paper's point was evaluated first."""
+    checks the results file's content, and that the paper's point was evaluated first. The same run (one sweep: Ray's
+    fixed cost per run is most of CI's time) tests every trial on an 8-class folder set too (classes mapped by name,
+    the contempt faces excluded and counted, a column per trial and a cross-data-set table in the report) and
+    confirms its best setting with a fresh seed (--confirm); then --resume restores it."""
     import glob
 
     import torch
     from timm.models.vision_transformer import VisionTransformer
 
+    import fixtures_layouts as fx
+
+    from ferlab.data.labels import BASIC8
     from ferlab.models import load_trained
 
+    folder = tmp_path / "other"
+    for c, cls in enumerate(BASIC8):
+        for i in range(3):
+            fx.save(os.path.join(folder, "test", cls, f"{i}.png"), fx.face(10 * c + i, 64))
+    prep = subprocess.run([sys.executable, "-m", "ferlab.cli", "prepare", "folder", "--root", str(folder), "--out",
+                           str(tmp_path / "other_shards"), "--size", "64", "--num-cpus", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-2000:]
     vit = tmp_path / "vit.pth"  # a timm-named encoder file at transfer_tiny's sizes, passed to every trial
     torch.save(VisionTransformer(embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0, qkv_bias=False).state_dict(), vit)
     results = tmp_path / "results"
-    r = _run(["--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period", "2",
-              "--storage", str(tmp_path / "storage"), "--results-dir", str(results), "--num-cpus", "2",
-              "--name", "it", "--set", "lanet_bn=True", "--encoder-weights", str(vit)], timeout=900)
+    args = ["--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period", "2", "--storage",
+            str(tmp_path / "storage"), "--num-cpus", "2", "--name", "it", "--set", "lanet_bn=True",
+            "--encoder-weights", str(vit), "--eval-data", f"other={tmp_path / 'other_shards'}"]
+    r = _run(args + ["--results-dir", str(results), "--confirm", "1", "--confirm-seeds", "1"], timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     df = pd.read_csv(results / "trials.csv")
     assert len(df) == 2 and (df["status"] == "ok").all()
@@ -98,10 +113,22 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     hist = pd.read_csv(results / "history.csv")
     assert len(hist) == 4 and set(hist["trial"].astype(str)) == set(df["trial"].astype(str))
 
+    # --confirm: the search's best setting trained again with a fresh seed, its own experiment and table
+    confirm = pd.read_csv(results / "confirm.csv")
+    assert len(confirm) == 1 and confirm["n"].tolist() == [1] and confirm["seeds"].astype(str).tolist() == ["1"]
+    assert (tmp_path / "storage" / "it_confirm").is_dir() and (results / "confirm" / "trials.csv").is_file()
+    assert "confirmation: the search's top 1 settings re-trained with fresh seeds" in r.stdout
+    # --eval-data: the cross-data-set test split, per trial and in the report
+    assert "cross-data-set other: 21 faces of its test split; excluded (no such training class): {'contempt': 3}" \
+        in r.stdout
+    assert df["x_other_acc_at_best"].between(0, 1).all()
+    assert run["cross_data"]["other"]["excluded"] == {"contempt": 3}
+    rep = subprocess.run([sys.executable, "-m", "ferlab.cli", "report", str(results), "--no-plots"],
+                         capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0 and "Cross-data-set evaluation" in rep.stdout and "other acc %" in rep.stdout
+
     # --resume restores the finished sweep from storage instead of training again: same trials, same numbers.
-    again = _run(["--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period", "2",
-                  "--storage", str(tmp_path / "storage"), "--results-dir", str(tmp_path / "again"), "--num-cpus",
-                  "2", "--name", "it", "--set", "lanet_bn=True", "--encoder-weights", str(vit), "--resume"], timeout=600)
+    again = _run(args + ["--results-dir", str(tmp_path / "again"), "--resume"], timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Restoring the run" in again.stdout + again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "trials.csv").sort_values("trial", ignore_index=True),
@@ -145,43 +172,3 @@ def test_smoke_sweep_runs_both_stages_on_data_larger_than_the_object_store(tmp_p
     assert relabeling["relabeled"].notna().all() and "relabel_precision" in df
     mgns = os.listdir(tmp_path / "storage" / "mgn")
     assert len(mgns) == 1 and mgns[0].startswith("mvt_tiny-") and "-m0.100-" in mgns[0]
-
-
-@pytest.mark.slow
-def test_cross_data_set_evaluation(tmp_path, tiny_synth):
-    """Train on SynthFER (7 classes), test every trial on an 8-class folder set too: classes mapped by name, the
-    contempt faces excluded and counted, a column per trial and a cross-data-set table in the report. The same
-    run confirms its best setting with a fresh seed (--confirm)."""
-    import json
-
-    import fixtures_layouts as fx
-
-    from ferlab.data.labels import BASIC8
-
-    folder = tmp_path / "other"
-    for c, cls in enumerate(BASIC8):
-        for i in range(3):
-            fx.save(os.path.join(folder, "test", cls, f"{i}.png"), fx.face(10 * c + i, 64))
-    prep = subprocess.run([sys.executable, "-m", "ferlab.cli", "prepare", "folder", "--root", str(folder), "--out",
-                           str(tmp_path / "other_shards"), "--size", "64", "--num-cpus", "2"],
-                          capture_output=True, text=True, timeout=300)
-    assert prep.returncode == 0, prep.stderr[-2000:]
-    results = tmp_path / "results"
-    r = _run(["--data", tiny_synth, "--samples", "1", "--epochs", "1", "--grace-period", "1", "--storage",
-              str(tmp_path / "storage"), "--results-dir", str(results), "--num-cpus", "2", "--name", "x",
-              "--eval-data", f"other={tmp_path / 'other_shards'}", "--confirm", "1", "--confirm-seeds", "1"])
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    # --confirm: the search's best setting trained again with a fresh seed, its own experiment and table
-    confirm = pd.read_csv(results / "confirm.csv")
-    assert len(confirm) == 1 and confirm["n"].tolist() == [1] and confirm["seeds"].astype(str).tolist() == ["1"]
-    assert (tmp_path / "storage" / "x_confirm").is_dir() and (results / "confirm" / "trials.csv").is_file()
-    assert "confirmation: the search's top 1 settings re-trained with fresh seeds" in r.stdout
-    assert "cross-data-set other: 21 faces of its test split; excluded (no such training class): {'contempt': 3}" \
-        in r.stdout
-    df = pd.read_csv(results / "trials.csv")
-    assert df["x_other_acc_at_best"].between(0, 1).all()
-    run = json.loads((results / "run.json").read_text())
-    assert run["cross_data"]["other"]["excluded"] == {"contempt": 3}
-    rep = subprocess.run([sys.executable, "-m", "ferlab.cli", "report", str(results), "--no-plots"],
-                         capture_output=True, text=True, timeout=300)
-    assert rep.returncode == 0 and "Cross-data-set evaluation" in rep.stdout and "other acc %" in rep.stdout
