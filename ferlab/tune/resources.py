@@ -58,5 +58,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
             raise ConnectionError(f"could not connect to the Ray cluster at {address}: {str(e)[:200]}.{token}") \
                 from None
         return
+    # Train V2 starts a preemption watcher per trial: a process that polls the cluster for nodes being drained (spot
+    # instances). Nothing drains the one machine of a local Ray, so it is left out: a process (~1 s of CPU) fewer
+    # per trial. A local Ray's processes inherit this environment; a value the user set is kept.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 1024 * 1024,
              include_dashboard=True)
