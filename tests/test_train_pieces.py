@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -91,13 +93,17 @@ def test_markdown_table():
     assert md.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.5000 |", "| 2 |  |"]
 
 
+def _printed_in_a_new_process(code: str, env: dict | None = None) -> str:
+    """What `code` prints in a fresh Python: what a process imports at its start cannot be seen from this one."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip()
+
+
 def test_two_workers_epoch_lines_both_print_at_once_through_rays_log_dedup():
     """Ray's driver deduplicates worker lines that differ only in numbers; a trial's epoch line (a second trial's,
     or a restarted worker's next epoch) must print when it arrives. The driver's own deduplicator, in a new process
     that imports ferlab's sweep code first, as experiments/ and the CLI do."""
-    import subprocess
-    import sys
-
     code = ("import ferlab.tune.experiment\n"
             "from ray._private.worker import stdout_deduplicator as d\n"
             "line = 'epoch {}: val_acc 0.1000, train class histogram [3, 4]'\n"
@@ -105,18 +111,13 @@ def test_two_workers_epoch_lines_both_print_at_once_through_rays_log_dedup():
             "       for b in d.deduplicate({'ip': 'a', 'pid': pid, 'lines': [line.format(e)]}) for ln in b['lines']]\n"
             "print(len(out))")
     env = {k: v for k, v in os.environ.items() if k != "RAY_DEDUP_LOGS_ALLOW_REGEX"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert r.stdout.strip() == "2", r.stderr[-2000:]
+    assert _printed_in_a_new_process(code, env) == "2"
 
 
 def test_a_trial_driver_does_not_load_the_models():
     """Every trial starts a driver process that only builds and fits its TorchTrainer: it must not import the
     training loop's timm and models (~2 s of CPU per trial). What the driver imports, in a new process."""
-    import subprocess
-    import sys
-
     code = ("import sys, ferlab.tune.trial, ferlab.config, ferlab.data.pipeline, ferlab.train.checkpoints\n"
             "import ray.train.torch, ray.tune.integration.ray_train\n"
             "print(sorted(m for m in ('timm', 'ferlab.train.loop', 'ferlab.models') if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]
+    assert _printed_in_a_new_process(code) == "[]"
