@@ -109,7 +109,7 @@ def ray_loop(shards, tc: TrainConfig, cpus: float, limit: int = 0, stream: bool 
             train_loop_config={"preset": PRESET, "model": model_overrides(shards), "train": tc.__dict__},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cpus}),
             datasets=training_datasets(decoded, seed=tc.seed),
-            dataset_config=data_config(decoded),
+            dataset_config=data_config(decoded, workers=1),
             run_config=ray.train.RunConfig(name="pipeline_overhead", storage_path=storage),
         )
         hist = trainer.fit().metrics_dataframe

@@ -24,7 +24,7 @@ def _fit(tiny_synth, storage, epochs):
                            "train": {"epochs": epochs, "batch_size": 16, "torch_threads": 1}},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         datasets=training_datasets(decoded),
-        dataset_config=data_config(),
+        dataset_config=data_config(workers=1),
         run_config=ray.train.RunConfig(name="loop", storage_path=str(storage)),
     )
     return trainer.fit()
@@ -74,6 +74,44 @@ def test_epochs_are_shuffled_differently_and_completely(ray_local, tiny_synth, m
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def test_one_worker_reads_its_epochs_itself_and_two_workers_split_them(ray_local, tiny_synth, monkeypatch):
+    """data_config: a lone worker gets the whole train set through its own iterator, with no split coordinator (an
+    actor per trial, ~2 s before the first batch), in the seeded per-epoch block orders (a restored trial's first
+    epoch too); two workers get disjoint shares that together hold every row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from ray import cloudpickle
+
+    import ferlab.data.pipeline as pipeline
+    from ferlab.data.shards import open_shards
+
+    monkeypatch.setattr(pipeline, "BLOCK_ROWS", 32)  # 5 blocks: an order to get right
+    decoded = pipeline.decoded_splits(open_shards(tiny_synth), 64, keys=True)
+
+    def epochs(workers, first_epoch=0, n=1):
+        datasets = pipeline.training_datasets(decoded, seed=3, first_epoch=first_epoch)
+        its = pipeline.data_config(decoded, workers=workers).configure(datasets, world_size=workers,
+                                                                       worker_handles=None, worker_node_ids=None)
+        its = [cloudpickle.loads(cloudpickle.dumps(it["train"])) for it in its]  # as a worker receives it
+
+        def read(it):
+            return [np.concatenate([b["key"] for b in it.iter_batches(batch_size=None)]).tolist() for _ in range(n)]
+
+        with ThreadPoolExecutor(workers) as pool:  # a split's shares are read at once, as the workers read them
+            return its, list(pool.map(read, its))
+
+    driver = pipeline.training_datasets(decoded, seed=3)["train"]
+    expected = [np.concatenate([b["key"] for b in driver.iter_batches(batch_size=None)]).tolist() for _ in range(2)]
+    its, [alone] = epochs(1, n=2)
+    assert alone == expected and expected[0] != expected[1]  # the seeded orders, another one each epoch
+    assert type(its[0]).__name__ != "StreamSplitDataIterator"  # Ray's class for a split's share
+    assert epochs(1, first_epoch=1)[1][0][0] == expected[1]  # restored at epoch 2: epoch 2's order
+    its, [[a], [b]] = epochs(2)
+    assert type(its[0]).__name__ == "StreamSplitDataIterator"
+    assert a and b and not set(a) & set(b) and sorted(a + b) == sorted(expected[0])
+
+
 def test_streamed_epochs_are_shuffled_by_file_and_a_restart_gets_its_epochs_order(ray_local, tmp_path):
     """A streamed training split (decoded_splits(stream=True): a set too big for the object store) is read in a
     new file order every epoch, drawn from the data seed; a trial restored at epoch k (first_epoch=k) gets epoch k's
@@ -120,7 +158,7 @@ def test_two_workers_share_every_relabel(ray_local, tiny_synth, tmp_path):
                            "train": {"epochs": 1, "batch_size": 8, "torch_threads": 1, "relabel": "constant",
                                      "relabel_delta": 0.0, "relabel_start": 1}},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-        datasets=training_datasets(decoded), dataset_config=data_config(),
+        datasets=training_datasets(decoded), dataset_config=data_config(workers=2),
         run_config=ray.train.RunConfig(name="ddp", storage_path=str(tmp_path)),
     )
     result = trainer.fit()

@@ -257,19 +257,26 @@ def fold_datasets(decoded: dict, fold: int) -> dict:
             "val": decoded["train"].filter(expr=col("fold") == fold, num_cpus=DATA_CPUS)}
 
 
-def data_config(datasets: dict | None = None):
-    """Split the train set between workers; every worker evaluates the whole validation set. The split applies even
-    to one worker: without it the epoch's execution runs inside the training process and slowed it down
-    (benchmarks/pipeline_overhead.py, measured 2026-11-24). When `datasets` holds lazy datasets (streamed splits, a
-    k-fold's filtered folds), which run tasks every epoch, their executions keep the input order (parallel tasks must
-    not decide the epoch's order) and each may hold only a small share of the store: Ray Data's default (half of it
-    per execution) overflowed an 80-MiB store into spilling."""
+def data_config(datasets: dict | None = None, *, workers: int):
+    """How Train hands the datasets to its `workers`; every worker evaluates the whole validation set.
+
+    - Several workers: the train set is split between them (`streaming_split`, run by a coordinator actor).
+    - One worker and only materialized datasets (a local trial): nothing is split. The epoch's execution (a random
+      block order, no task) runs in the worker itself, where a per-thread count found no measurable CPU, and the
+      trial starts no coordinator actor: the first batch of epoch 1 came after 0.6-0.7 s instead of 2.8-3.7 s
+      (benchmarks/pipeline_overhead.py --side ray, FERPlus, 2026-12-02).
+    - Lazy datasets (streamed splits, a k-fold's filtered folds) run Ray Data tasks every epoch: train is split even
+      for one worker, so that this execution runs in the coordinator, not in the training process (where it slowed
+      the training: benchmarks/pipeline_overhead.py, measured 2026-11-24); their executions keep the input order
+      (parallel tasks must not decide the epoch's order) and each may hold only a small share of the store: Ray
+      Data's default (half of it per execution) overflowed an 80-MiB store into spilling.
+    """
     from ray.data import ExecutionResources
     from ray.data.dataset import MaterializedDataset
     from ray.train import DataConfig
 
     if not datasets or all(isinstance(d, MaterializedDataset) for d in datasets.values()):
-        return DataConfig(datasets_to_split=["train"])
+        return DataConfig(datasets_to_split=["train"] if workers > 1 else [])
     options = DataConfig.default_ingest_options()
     options.preserve_order = True
     options.resource_limits = ExecutionResources(object_store_memory=stream_budget())

@@ -226,7 +226,7 @@ def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: flo
             scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                          resources_per_worker={"CPU": cpus_per_worker} | ({"GPU": gpus} if gpus else {})),
             datasets=train | ({"val": datasets["val"]} if has_val else {}),
-            dataset_config=data_config(datasets),
+            dataset_config=data_config(datasets, workers=1),
             run_config=ray.train.RunConfig(name=f"mgn-{key}", storage_path=os.path.join(storage, "mgn_runs")),
         )
         result = trainer.fit()

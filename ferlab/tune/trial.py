@@ -80,7 +80,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
             scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                          resources_per_worker=resources),
             datasets=training_datasets(datasets, seed=tc.seed, first_epoch=restored["epoch"] + 1 if restored else 0),
-            dataset_config=data_config(datasets),
+            dataset_config=data_config(datasets, workers=spec["workers_per_trial"]),
             run_config=ray.train.RunConfig(
                 name=trial_id,  # stable across resume and retry; never a timestamp
                 storage_path=os.path.join(spec["storage"], spec["name"], "train_runs"),
