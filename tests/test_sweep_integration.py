@@ -1,6 +1,8 @@
 """End to end through a real local Ray: shards -> Ray Data -> TorchTrainer trials -> Tune + Optuna -> results."""
 
+import collections
 import os
+import re
 import subprocess
 import sys
 
@@ -82,6 +84,9 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
             "--encoder-weights", str(vit), "--eval-data", f"other={tmp_path / 'other_shards'}"]
     r = _run(args + ["--results-dir", str(results), "--confirm", "1", "--confirm-seeds", "1"], timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # each worker's epoch lines reach the console once (Train V2's print replacement printed them twice)
+    lines = collections.Counter(re.findall(r"RayTrainWorker pid=(\d+)\).*?\bepoch (\d+): val_acc", r.stdout + r.stderr))
+    assert len(lines) == 6 and set(lines.values()) == {1}, lines  # 3 trials (2 + 1 confirmation) x 2 epochs
     df = pd.read_csv(results / "trials.csv")
     assert len(df) == 2 and (df["status"] == "ok").all()
     assert set(df.columns) >= {"branches", "p1", "p2", "stem_stage", "best_val_acc", "epochs", "last_val_acc"}

@@ -9,6 +9,7 @@ and wrap the model in DistributedDataParallel when there is more than one worker
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 
@@ -27,6 +28,13 @@ from ferlab.train.relabel import Relabeler
 from ferlab.train.step import _unwrap, lr_at, make_optimizer, to_input, train_step
 
 MODEL_STREAM = 2 ** 32 - 1  # the seed key of the model's own randomness per epoch; batch keys are step numbers
+
+
+def say(line: str):
+    """A line for the driver's console, printed once. Train V2 replaces `print` in its workers by one that logs the
+    line and, because a Ray worker's sys.stdout is a wrapper, prints it as well: every line reached the console twice.
+    Printed to the process's own stdout, which Ray forwards to the driver, it passes that replacement by."""
+    print(line, file=sys.__stdout__, flush=True)
 
 
 
@@ -87,10 +95,9 @@ def restore(model, opt, relabeler, device, run_dir: str | None) -> tuple[int, fl
     if run_dir and os.path.isdir(run_dir):
         folder, rec, corrupt = ckpts.newest_intact(run_dir, prefer=registered)
         for c in corrupt:
-            print(f"checkpoint {c} is corrupt (checksum mismatch or unreadable): skipped", flush=True)
+            say(f"checkpoint {c} is corrupt (checksum mismatch or unreadable): skipped")
         if registered and folder and folder != registered:
-            print(f"restoring {folder} (epoch {rec['epoch'] + 1}) instead of Ray's registered {registered}",
-                  flush=True)
+            say(f"restoring {folder} (epoch {rec['epoch'] + 1}) instead of Ray's registered {registered}")
         state = _load(folder, device) if folder else None
     elif checkpoint is not None:  # remote storage: Ray's registered checkpoint, verified
         with checkpoint.as_directory() as d:
@@ -222,7 +229,7 @@ def train_loop_per_worker(config: dict):
         if relabeler is not None:
             metrics |= relabeler.end_epoch(world)
         if rank == 0:
-            print(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f}, train class histogram "
-                  f"{metrics['train_class_counts']}", flush=True)
+            say(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f}, train class histogram "
+                f"{metrics['train_class_counts']}")
         history.append(metrics)
         report(model, opt, metrics, epoch, best, config, relabeler, rank, history)
