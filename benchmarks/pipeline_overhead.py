@@ -126,9 +126,12 @@ def summary(name: str, epochs: list[dict], cpu: dict | None) -> float:
     print(f"{name:36s} {rate:7.1f} images/s; per epoch {[round(e[M.IMAGES_PER_S]) for e in epochs]} images/s, "
           f"waiting for input {[round(e[M.DATA_WAIT], 3) for e in epochs]} of the time, first batch after "
           f"{[round(e[M.FIRST_BATCH_WAIT], 2) for e in epochs]} s", flush=True)
-    if cpu:
+    if cpu and cpu["span"] < 10:  # a few 1-s samples cannot say which process trained, nor its share
+        print(f"{'':36s} CPU: {cpu['span']:.0f} s of training, too short to count per process", flush=True)
+    elif cpu:
         print(f"{'':36s} CPU over the last {cpu['span']:.0f} s of training: the training process "
-              f"{cpu['training']:.2f} cores, all other processes {cpu['others']:.2f} ("
+              f"{cpu['training']:.2f} cores ({rate / cpu['training']:.1f} images per CPU-second: the rate without "
+              f"the cores others took), all other processes {cpu['others']:.2f} ("
               + ", ".join(f"{n} {c:.2f}" for n, c in cpu["top"]) + ")", flush=True)
     return rate
 
