@@ -14,11 +14,12 @@ store; runs the trials, each a Ray Train TorchTrainer run reporting validation a
 is the paper's setting (B=2, p1=0.6, p2=0.3, stage 3). Prints one row per trial and the best configuration, and
 writes trials.csv, trials.md and run.json into the results folder it names at the end.
 
-Expected on a 2-core CPU laptop with no arguments (measured 2026-12-02, SynthFER drawn in the run): 9.3 minutes;
-best validation accuracy 0.417 for the paper's point on SynthFER's default difficulty (chance is 0.14), other
-trials from 0.15 to 0.39; ASHA stopped four of eight early. Six epochs from scratch are seed-sensitive, and the time
-depends on which trials ASHA stops (stem stage 2 trains at less than half the speed of stage 3) and on the machine
-(the same sweep took 14.0 minutes earlier that day, its training 1.4x slower). --smoke: about a minute.
+Expected on a 2-core CPU laptop with no arguments (measured 2026-12-02 on the final code, SynthFER drawn in the
+run): 25 minutes on a VM that trained 2.7-2.9x slower than the one of the morning's 9.3-minute run of the previous
+code; best validation accuracy 0.390 for the paper's point on SynthFER's default difficulty (chance is 0.14), other
+trials from 0.15 to 0.38; ASHA stopped five of eight early. Six epochs from scratch are seed-sensitive, and the time
+depends on which trials ASHA stops (stem stage 2 trains at about half the speed of stage 3) and on the machine.
+--smoke: a minute or two.
 Re-running with --resume continues an interrupted sweep from its last checkpoints.
 """
 
