@@ -37,7 +37,6 @@ def say(line: str):
     print(line, file=sys.__stdout__, flush=True)
 
 
-
 @torch.no_grad()
 def evaluate(model, batches, num_classes: int, device: torch.device, amp: bool, prefix: str = "val",
              rank: int = 0, world: int = 1) -> dict:
