@@ -1,6 +1,10 @@
 import os
+import re
 
 import pytest
+
+# A training worker's epoch line as the driver prints it: (worker pid, epoch)
+EPOCH_LINE = re.compile(r"RayTrainWorker pid=(\d+)\).*?\bepoch (\d+): val_acc")
 
 
 def pytest_configure(config):

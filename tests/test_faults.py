@@ -4,7 +4,6 @@ no process of the test's Ray left behind. Each sweep runs in its own process gro
 only processes the test started."""
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import EPOCH_LINE
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,6 @@ def _run(args, timeout=600):
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           start_new_session=True)
 
-
-EPOCH_LINE = re.compile(r"RayTrainWorker pid=(\d+)\).*?\bepoch (\d+): val_acc")
 
 
 def _start_and_signal(args, after: str, sig, timeout=600, worker_kill: bool = False):

@@ -2,13 +2,12 @@
 
 import collections
 import os
-import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from conftest import run_experiment_main
+from conftest import EPOCH_LINE, run_experiment_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "experiments", "sweep_transfer.py")
@@ -85,7 +84,7 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     r = _run(args + ["--results-dir", str(results), "--confirm", "1", "--confirm-seeds", "1"], timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     # each worker's epoch lines reach the console once (Train V2's print replacement printed them twice)
-    lines = collections.Counter(re.findall(r"RayTrainWorker pid=(\d+)\).*?\bepoch (\d+): val_acc", r.stdout + r.stderr))
+    lines = collections.Counter(EPOCH_LINE.findall(r.stdout + r.stderr))
     assert len(lines) == 6 and set(lines.values()) == {1}, lines  # 3 trials (2 + 1 confirmation) x 2 epochs
     df = pd.read_csv(results / "trials.csv")
     assert len(df) == 2 and (df["status"] == "ok").all()

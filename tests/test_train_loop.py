@@ -89,6 +89,9 @@ def test_one_worker_reads_its_epochs_itself_and_two_workers_split_them(ray_local
     monkeypatch.setattr(pipeline, "BLOCK_ROWS", 32)  # 5 blocks: an order to get right
     decoded = pipeline.decoded_splits(open_shards(tiny_synth), 64, keys=True)
 
+    def keys(ds_or_iterator):  # one epoch's rows, in the order read
+        return np.concatenate([b["key"] for b in ds_or_iterator.iter_batches(batch_size=None)]).tolist()
+
     def epochs(workers, first_epoch=0, n=1):
         datasets = pipeline.training_datasets(decoded, seed=3, first_epoch=first_epoch)
         its = pipeline.data_config(decoded, workers=workers).configure(datasets, world_size=workers,
@@ -96,13 +99,13 @@ def test_one_worker_reads_its_epochs_itself_and_two_workers_split_them(ray_local
         its = [cloudpickle.loads(cloudpickle.dumps(it["train"])) for it in its]  # as a worker receives it
 
         def read(it):
-            return [np.concatenate([b["key"] for b in it.iter_batches(batch_size=None)]).tolist() for _ in range(n)]
+            return [keys(it) for _ in range(n)]
 
         with ThreadPoolExecutor(workers) as pool:  # a split's shares are read at once, as the workers read them
             return its, list(pool.map(read, its))
 
     driver = pipeline.training_datasets(decoded, seed=3)["train"]
-    expected = [np.concatenate([b["key"] for b in driver.iter_batches(batch_size=None)]).tolist() for _ in range(2)]
+    expected = [keys(driver) for _ in range(2)]
     its, [alone] = epochs(1, n=2)
     assert alone == expected and expected[0] != expected[1]  # the seeded orders, another one each epoch
     assert type(its[0]).__name__ != "StreamSplitDataIterator"  # Ray's class for a split's share
