@@ -57,6 +57,19 @@ def test_checkpoints_beyond_the_newest_two_are_pruned_but_corrupt_ones_stay(tmp_
     assert C.newest_intact(run)[0] == kept[1] and C.prune(run, keep=2) == []
 
 
+def test_an_empty_checkpoint_folder_is_not_corrupt_and_is_pruned(tmp_path):
+    """A worker killed as it reported: Ray had made the checkpoint folder and copied nothing into it (seen in the
+    fault chain of test_faults). No checkpoint was written, so none is corrupt; the folder is removed with the old
+    ones, and the restore ignores it."""
+    run = str(tmp_path)
+    kept = [_write(run, "a", 0), _write(run, "b", 1)]
+    empty = os.path.join(run, "checkpoint_c")
+    os.makedirs(empty)
+    folder, rec, corrupt = C.newest_intact(run)
+    assert folder == kept[1] and corrupt == []
+    assert C.prune(run, keep=2) == [empty] and sorted(os.listdir(run)) == ["checkpoint_a", "checkpoint_b"]
+
+
 def test_a_checkpoint_without_its_record_counts_as_corrupt(tmp_path):
     run = str(tmp_path)
     _write(run, "a", 0)

@@ -71,14 +71,19 @@ def scan(run_dir: str, prefer: str | None = None) -> dict:
     """One pass over a Train run folder's checkpoints (each history.json read once): {"folder", "record": the intact
     checkpoint with the highest epoch, `prefer` (Ray's registered checkpoint) first among equals; "corrupt": the
     folders whose checkpoint.pt fails its checksum or that have no readable history.json (older ferlab, or a write
-    cut short); "history": the longest stored history, read even beside a corrupt checkpoint.pt, so the tables keep
-    every epoch trained; "intact": (epoch, folder) of every intact checkpoint, newest first}."""
+    cut short); "empty": folders with no file at all (Ray made the folder and the worker died before a byte was
+    copied into it: a checkpoint never written, not a damaged one); "history": the longest stored history, read even
+    beside a corrupt checkpoint.pt, so the tables keep every epoch trained; "intact": (epoch, folder) of every intact
+    checkpoint, newest first}."""
     folders = sorted(f for f in glob.glob(os.path.join(run_dir, "checkpoint_*")) if os.path.isdir(f))
     if prefer and prefer not in folders and os.path.isdir(prefer):
         folders.append(prefer)
-    out = {"folder": None, "record": None, "corrupt": [], "history": None, "intact": []}
+    out = {"folder": None, "record": None, "corrupt": [], "empty": [], "history": None, "intact": []}
     longest = None
     for folder in folders:
+        if not os.listdir(folder):
+            out["empty"].append(folder)
+            continue
         rec = _read(folder)
         if rec is not None and (longest is None or rec["epoch"] > longest["epoch"]):
             longest = rec
@@ -102,12 +107,14 @@ def newest_intact(run_dir: str, prefer: str | None = None) -> tuple[str | None, 
 
 def prune(run_dir: str, keep: int, found: dict | None = None) -> list[str]:
     """Remove the intact checkpoint folders older than the newest `keep` (Train keeps `keep` of the checkpoints it
-    registered; one written by a worker that died before registering it is Train's to forget, and stayed on disk);
-    returns the removed folders. Corrupt ones are kept: the trial's row counts them, and they are evidence. `found`:
-    the run folder's `scan`, when the caller has it (each scan hashes every checkpoint.pt)."""
+    registered; one written by a worker that died before registering it is Train's to forget, and stayed on disk)
+    and the empty ones (a checkpoint never written); returns the removed folders. Corrupt ones are kept: the trial's
+    row counts them, and they are evidence. `found`: the run folder's `scan`, when the caller has it (each scan
+    hashes every checkpoint.pt)."""
     import shutil
 
-    removed = [f for _, f in (found or scan(run_dir))["intact"][keep:]]
+    found = found or scan(run_dir)
+    removed = [f for _, f in found["intact"][keep:]] + found["empty"]
     for f in removed:
         shutil.rmtree(f, ignore_errors=True)
     return removed

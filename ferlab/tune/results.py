@@ -34,7 +34,7 @@ def trial_histories(results, keep: int | None = None) -> list[dict]:
     corrupt checkpoints were skipped. The history is the one stored with the trial's newest intact checkpoint
     (ferlab.train.checkpoints: every epoch the trial trained, once, also across resumes and worker restarts); Tune's
     own records only where there is none (remote storage, a trial that never reported). `keep`: also remove each
-    trial's intact checkpoint folders beyond its newest `keep` (ferlab.train.checkpoints.prune)."""
+    trial's intact checkpoint folders beyond its newest `keep`, and its empty ones (ferlab.train.checkpoints.prune)."""
     from ferlab.train.checkpoints import prune, scan
 
     out = []
@@ -48,8 +48,8 @@ def trial_histories(results, keep: int | None = None) -> list[dict]:
                   f"table points at the newest intact one", flush=True)
         removed = prune(run_dir, keep, found) if keep else []
         if removed:
-            print(f"trial {trial.trial_id}: removed {len(removed)} checkpoint folders beyond its newest {keep} "
-                  f"(written before a worker died, never registered by Ray)", flush=True)
+            print(f"trial {trial.trial_id}: removed {len(removed)} checkpoint folders, beyond its newest {keep} or "
+                  f"empty (written before a worker died, never registered by Ray)", flush=True)
         if stored:
             hist = pd.DataFrame(stored)
             hist[M.CHECKPOINT] = folder  # the newest checkpoint that loads (None: none does)
