@@ -1,9 +1,16 @@
-"""End to end through a real local Ray: shards -> Ray Data -> TorchTrainer trials -> Tune + Optuna -> results."""
+"""End to end through a real Ray: shards -> Ray Data -> TorchTrainer trials -> Tune + Optuna -> results, on a
+two-node cluster started with the `ray` command (as on a cluster) and on a local Ray."""
 
 import collections
+import contextlib
+import json
 import os
+import secrets
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 
 import pandas as pd
 import pytest
@@ -13,8 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "experiments", "sweep_transfer.py")
 
 
-def _run(args, env_extra=None, timeout=900):
-    env = dict(os.environ, **(env_extra or {}))
+def _run(args, env=None, timeout=900):
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=REPO)
 
@@ -50,13 +56,64 @@ def test_malformed_data_folder_is_named(tmp_path):
     assert "Started a local Ray" not in r.stdout + r.stderr
 
 
+RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray(*args, env, timeout=180):
+    return subprocess.run([RAY, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@contextlib.contextmanager
+def _two_nodes(tmp_path):
+    """A head and a second node, each a `ray start` of 2 logical CPUs, with token authentication as on a real
+    cluster (one token, given to every node and to the sweep's driver through the environment); yields (address,
+    env). Both nodes are stopped after, and no process of theirs may be left."""
+    if RAY is None:
+        pytest.skip("the `ray` command is not installed next to this Python")
+    port = _free_port()
+    # each node's session files in a folder of its own, as on two machines (a node joining without --temp-dir uses
+    # the head's, and two log monitors then forward every worker line twice), not in the machine's /tmp/ray;
+    # short, because Ray's socket paths must fit in 107 bytes
+    temp = tempfile.mkdtemp(prefix="ferlab-ray-", dir="/tmp")
+    for node in ("a", "b"):
+        os.makedirs(os.path.join(temp, node))
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    env.pop("RAY_ADDRESS", None)
+    address = f"127.0.0.1:{port}"
+    head = _ray("start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                "--object-store-memory=300000000", f"--temp-dir={temp}/a", "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={_free_port()}", "--disable-usage-stats", env=env)
+    try:
+        assert head.returncode == 0, head.stdout + head.stderr
+        second = _ray("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                      "--object-store-memory=300000000", f"--temp-dir={temp}/b", "--disable-usage-stats", env=env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        yield address, env
+    finally:
+        stop = _ray("stop", "--force", env=env)
+    assert stop.returncode == 0, stop.stderr
+    left = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True)
+    shutil.rmtree(temp, ignore_errors=True)
+    assert left.stdout.strip() == "", f"Ray processes left running: {left.stdout}"
+
+
 @pytest.mark.slow
 def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
-    """Two trials on 2 CPUs: proves no deadlock between the trial drivers, the training workers and Ray Data,
-    checks the results file's content, and that the paper's point was evaluated first. The same run (one sweep: Ray's
-    fixed cost per run is most of CI's time) tests every trial on an 8-class folder set too (classes mapped by name,
-    the contempt faces excluded and counted, a column per trial and a cross-data-set table in the report) and
-    confirms its best setting with a fresh seed (--confirm); then --resume restores it."""
+    """Two trials on a two-node cluster: each node offers 2 logical CPUs and each trial's training worker asks for
+    1.5, so two workers cannot share a node, and the two concurrent trials land one per node or not at all; the
+    results say which node ran which trial. Proves no deadlock between the trial drivers, the training workers and
+    Ray Data, checks the results file's content, and that the paper's point was evaluated first. The same run (one
+    sweep: Ray's fixed cost per run is most of CI's time) tests every trial on an 8-class folder set too (classes
+    mapped by name, the contempt faces excluded and counted, a column per trial and a cross-data-set table in the
+    report) and confirms its best setting with a fresh seed (--confirm); then --resume restores it."""
     import glob
 
     import torch
@@ -78,16 +135,25 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     vit = tmp_path / "vit.pth"  # a timm-named encoder file at transfer_tiny's sizes, passed to every trial
     torch.save(VisionTransformer(embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0, qkv_bias=False).state_dict(), vit)
     results = tmp_path / "results"
-    args = ["--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period", "2", "--storage",
-            str(tmp_path / "storage"), "--num-cpus", "2", "--name", "it", "--set", "lanet_bn=True",
-            "--encoder-weights", str(vit), "--eval-data", f"other={tmp_path / 'other_shards'}"]
-    r = _run(args + ["--results-dir", str(results), "--confirm", "1", "--confirm-seeds", "1"], timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with _two_nodes(tmp_path) as (address, env):
+        args = ["--address", address, "--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period",
+                "2", "--cpus-per-worker", "1.5", "--storage", str(tmp_path / "storage"), "--name", "it", "--set",
+                "lanet_bn=True", "--encoder-weights", str(vit), "--eval-data", f"other={tmp_path / 'other_shards'}"]
+        r = _run(args + ["--results-dir", str(results), "--confirm", "1", "--confirm-seeds", "1"], env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        nodes = json.loads(subprocess.run(
+            [sys.executable, "-c", "import json, ray; ray.init(address=%r, logging_level='ERROR'); "
+             "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))" % address],
+            capture_output=True, text=True, timeout=120, env=env).stdout.strip().splitlines()[-1])
+        # --resume restores the finished sweep from storage instead of training again: same trials, same numbers
+        # (checked below)
+        again = _run(args + ["--results-dir", str(tmp_path / "again"), "--resume"], env=env, timeout=600)
     # each worker's epoch lines reach the console once (Train V2's print replacement printed them twice)
     lines = collections.Counter(EPOCH_LINE.findall(r.stdout + r.stderr))
     assert len(lines) == 6 and set(lines.values()) == {1}, lines  # 3 trials (2 + 1 confirmation) x 2 epochs
     df = pd.read_csv(results / "trials.csv")
     assert len(df) == 2 and (df["status"] == "ok").all()
+    assert len(nodes) == 2 and sorted(df["node_id"]) == sorted(nodes), (df["node_id"].tolist(), nodes)  # one per node
     assert set(df.columns) >= {"branches", "p1", "p2", "stem_stage", "best_val_acc", "epochs", "last_val_acc"}
     assert (df["epochs"] == 2).all()  # grace period = max epochs: ASHA stops nobody
     assert df["best_val_acc"].between(0, 1).all() and (df["best_val_acc"] >= df["last_val_acc"]).all()
@@ -106,8 +172,6 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     assert "encoder_weights" not in saved and load_trained(ckpts[-1]).cfg.lanet_bn  # the state dict has the weights
     # observability: the Optuna study in SQLite (optuna-dashboard opens it), TensorBoard logs per trial, per-epoch
     # history for the report
-    import json
-
     import optuna
 
     run = json.loads((results / "run.json").read_text())
@@ -131,8 +195,7 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
                          capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0 and "Cross-data-set evaluation" in rep.stdout and "other acc %" in rep.stdout
 
-    # --resume restores the finished sweep from storage instead of training again: same trials, same numbers.
-    again = _run(args + ["--results-dir", str(tmp_path / "again"), "--resume"], timeout=600)
+    # --resume, run above on the same cluster
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Restoring the run" in again.stdout + again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "trials.csv").sort_values("trial", ignore_index=True),
