@@ -33,7 +33,6 @@ def _run(args, timeout=600):
                           start_new_session=True)
 
 
-
 def _start_and_signal(args, after: str, sig, timeout=600, worker_kill: bool = False):
     """Start a sweep in a new process group; when a line containing `after` appears, send `sig` to the whole group
     (SIGKILL: a crashed machine; SIGINT: Ctrl-C in a terminal). With `worker_kill`, instead: SIGKILL the training

@@ -80,9 +80,7 @@ def _two_nodes(tmp_path):
     # each node's session files in a folder of its own, as on two machines (a node joining without --temp-dir uses
     # the head's, and two log monitors then forward every worker line twice), not in the machine's /tmp/ray;
     # short, because Ray's socket paths must fit in 107 bytes
-    temp = tempfile.mkdtemp(prefix="ferlab-ray-", dir="/tmp")
-    for node in ("a", "b"):
-        os.makedirs(os.path.join(temp, node))
+    temp = tempfile.mkdtemp(prefix="ferlab-ray-", dir="/tmp")  # `ray start` makes each node's folder in it
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
