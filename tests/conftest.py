@@ -3,8 +3,10 @@ import re
 
 import pytest
 
+import ferlab
+
 # A training worker's epoch line as the driver prints it: (worker pid, epoch)
-EPOCH_LINE = re.compile(r"RayTrainWorker pid=(\d+)\).*?\bepoch (\d+): val_acc")
+EPOCH_LINE = re.compile(r"RayTrainWorker pid=(\d+)\).*?\b" + ferlab.EPOCH_LINE.lstrip("^") + "val_acc")
 
 
 def pytest_configure(config):

@@ -33,7 +33,7 @@ def _run(args, timeout=600):
                           start_new_session=True)
 
 
-def _start_and_signal(args, after: str, sig, timeout=600, worker_kill: bool = False):
+def _start_and_signal(args, sig, after: str = "", timeout=600, worker_kill: bool = False):
     """Start a sweep in a new process group; when a line containing `after` appears, send `sig` to the whole group
     (SIGKILL: a crashed machine; SIGINT: Ctrl-C in a terminal). With `worker_kill`, instead: SIGKILL the training
     worker that prints the run's first epoch line (its pid is in Ray's log prefix, and it must be in the sweep's
@@ -113,12 +113,12 @@ def test_ctrl_c_a_worker_kill_and_a_driver_kill_resume_to_the_same_tables(refere
     import glob
     import json
 
-    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int"), "epoch 1:", signal.SIGINT)
+    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int"), signal.SIGINT, after="epoch 1:")
     assert code == 130, out[-3000:]
     assert "interrupted: these tables are partial" in out
     assert json.loads((tmp_path / "int" / "run.json").read_text())["interrupted"] is True
     assert (pd.read_csv(tmp_path / "int" / "trials.csv")["status"] != "ok").all()
-    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int", ["--resume"]), "", signal.SIGKILL,
+    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int", ["--resume"]), signal.SIGKILL,
                                   worker_kill=True)
     assert code == -signal.SIGKILL, out[-3000:]
     assert "a training worker failed" in out, out[-3000:]

@@ -227,7 +227,7 @@ def train_loop_per_worker(config: dict):
         metrics |= restored  # corrupt checkpoints skipped at the restore
         if relabeler is not None:
             metrics |= relabeler.end_epoch(world)
-        if rank == 0:
+        if rank == 0:  # the line's start is ferlab.EPOCH_LINE (Ray prints each such line as it comes)
             say(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f}, train class histogram "
                 f"{metrics['train_class_counts']}")
         history.append(metrics)
