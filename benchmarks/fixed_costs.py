@@ -6,8 +6,10 @@
 Per trial: its wall time as Tune measured it (`time_total_s` at its last result, from the trial's start), the sum of
 its epochs' training + evaluation time (`epoch_time_s`, measured in the worker), and the difference: the fixed cost
 of the trial (the trial driver, the TorchTrainer's controller and worker group, the model build, the dataset split,
-the checkpoint writes and reports). Per epoch: the wait for its first batch (`first_batch_wait_s`), epoch 1 apart
-(it includes the first execution's start-up). Targets (issue 15): <= 3 s per trial, <= 0.3 s per epoch start.
+the checkpoint writes and reports). Tune's clock starts once the trial's driver runs, so the time between a trial's
+last result and the next trial's start on the freed slot (a new driver process, or a reused one in a grid) is
+printed apart. Per epoch: the wait for its first batch (`first_batch_wait_s`), epoch 1 apart (it includes the first
+execution's start-up). Targets (issue 15): <= 3 s per trial, <= 0.3 s per epoch start.
 
 With the Ray session's log folder of the same sweep (second argument), the fixed cost is split into the stages
 that Ray Train V2 logs with timestamps (logs/train/ray-train-sys-controller-*.log, one JSON record per line, per
@@ -28,7 +30,7 @@ import sys
 
 def main():
     folder = os.path.expanduser(sys.argv[1] if len(sys.argv) > 1 else "~/ferlab_results/sweep_transfer")
-    rows, began, first_epoch_end = [], {}, {}
+    rows, began, first_epoch_end, ended = [], {}, {}, {}
     for path in sorted(glob.glob(os.path.join(folder, "trial_driver_*", "result.json"))):
         with open(path) as f:
             results = [json.loads(line) for line in f if line.strip()]
@@ -41,6 +43,7 @@ def main():
         rows.append((results[-1]["trial_id"], len(results), wall, epochs, wall - epochs, starts[0], starts[1:]))
         began[results[-1]["trial_id"]] = results[0]["timestamp"] - results[0]["time_total_s"]
         first_epoch_end[results[-1]["trial_id"]] = (results[0]["timestamp"], results[0]["epoch_time_s"])
+        ended[results[-1]["trial_id"]] = results[-1]["timestamp"]
     if not rows:
         sys.exit(f"{folder}: no trial with epoch_time_s in its result.json (a sweep of this ferlab version?)")
     print("| trial | epochs | wall s | epochs s | fixed s | first batch, epoch 1 s | first batch, later epochs s |")
@@ -54,8 +57,21 @@ def main():
           f"{statistics.median(r[5] for r in rows):.2f} s; of later epochs: median "
           f"{statistics.median(later) if later else float('nan'):.2f} s (max {max(later, default=float('nan')):.2f})")
 
+    gaps = slot_gaps([(began[r[0]], ended[r[0]]) for r in rows])
+    if gaps:
+        print(f"between trials (a trial's last result to the start of the next trial on its freed slot: Tune "
+              f"starting, or reusing, a trial driver): median {statistics.median(gaps):.1f} s "
+              f"(range {min(gaps):.1f}-{max(gaps):.1f}, {len(gaps)} trials)")
+
     if len(sys.argv) > 2:
         ray_stages(sys.argv[2], began, first_epoch_end)
+
+
+def slot_gaps(spans: list[tuple[float, float]]) -> list[float]:
+    """Per trial that started after another ended: its start minus the latest end before it (when a trial slot
+    came free). A trial's own wall time (Tune's time_total_s) starts once its driver runs, so this is the rest."""
+    ends = sorted(end for _, end in spans)
+    return [start - max(e for e in ends if e <= start) for start, _ in spans if any(e <= start for e in ends)]
 
 
 # Ray Train V2's own start-up records ("[Worker Group Initialization] <stage> in <s>s."), by stage

@@ -9,6 +9,8 @@ the MGN stage and relabeling) to keep CI within its budget. A grid row picked on
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import subprocess
 import sys
@@ -103,6 +105,10 @@ def test_kfold_ablation_on_a_ferplus_derived_folder_and_its_report(ferplus_root,
     # Table 2's three stem stages, each trained once per fold, every epoch
     assert sorted(trials["stem_stage"]) == [2, 2, 3, 3, 4, 4] and (trials["status"] == "ok").all()
     assert (trials["epochs"] == 1).all()
+    # a grid's finished trial drivers start the next trials (Tune's reuse_actors): fewer processes than trials
+    drivers = {json.loads(open(f).read().splitlines()[-1])["pid"]
+               for f in glob.glob(str(tmp_path / "ray" / "*" / "trial_driver_*" / "result.json"))}
+    assert 1 <= len(drivers) < len(trials), drivers
     # the report on the same folder (one ablation for both: Ray's fixed cost per trial is most of CI's time)
     rep = _report(results)
     assert rep.returncode == 0, rep.stderr[-3000:]
