@@ -75,7 +75,8 @@ class CpuSampler:
 
     def share(self, seconds: float) -> dict | None:
         """Cores used over the last `seconds` of the training process's work (the process with the most CPU; its
-        work ends at its last sample that grew): {"training": cores, "others": cores, "top": [(name, cores)]}."""
+        work ends at its last sample that grew): {"training": cores, "others": cores, "processes": how many others ran,
+        "top": the six largest [(name, cores)]}."""
         if len(self.samples) < 3:
             return None
         first, last = self.samples[0][1], _latest(self.samples)  # Ray Train's worker exits before the end
@@ -93,6 +94,7 @@ class CpuSampler:
         for p, c in others.items():
             by_name[self.names.get(p, "?")] = by_name.get(self.names.get(p, "?"), 0.0) + c / span
         return {"training": used[train] / span, "others": sum(others.values()) / span, "span": span,
+                "processes": len(others),
                 "top": sorted(by_name.items(), key=lambda kv: -kv[1])[:6]}
 
 

@@ -131,7 +131,7 @@ def summary(name: str, epochs: list[dict], cpu: dict | None) -> float:
     elif cpu:
         print(f"{'':36s} CPU over the last {cpu['span']:.0f} s of training: the training process "
               f"{cpu['training']:.2f} cores ({rate / cpu['training']:.1f} images per CPU-second: the rate without "
-              f"the cores others took), all other processes {cpu['others']:.2f} ("
+              f"the cores others took), all other processes {cpu['others']:.2f} ({cpu['processes']} ran; the largest: "
               + ", ".join(f"{n} {c:.2f}" for n, c in cpu["top"]) + ")", flush=True)
     return rate
 

@@ -21,3 +21,4 @@ def test_the_training_process_is_found_after_it_exited_and_the_others_are_counte
     assert share["training"] == pytest.approx(2.0)
     assert share["others"] == pytest.approx(0.1 + 0.5 / 6)
     assert [n for n, _ in share["top"]] == ["raylet", "ray::SplitCoordinator"]
+    assert share["processes"] == 2
