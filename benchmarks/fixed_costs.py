@@ -20,6 +20,7 @@ and from the launch to the end of the first epoch minus that epoch's own time (m
 
 from __future__ import annotations
 
+import bisect
 import glob
 import json
 import os
@@ -71,7 +72,8 @@ def slot_gaps(spans: list[tuple[float, float]]) -> list[float]:
     """Per trial that started after another ended: its start minus the latest end before it (when a trial slot
     came free). A trial's own wall time (Tune's time_total_s) starts once its driver runs, so this is the rest."""
     ends = sorted(end for _, end in spans)
-    return [start - max(e for e in ends if e <= start) for start, _ in spans if any(e <= start for e in ends)]
+    before = [(start, bisect.bisect_right(ends, start)) for start, _ in spans]  # how many trials ended by then
+    return [start - ends[n - 1] for start, n in before if n]
 
 
 # Ray Train V2's own start-up records ("[Worker Group Initialization] <stage> in <s>s."), by stage

@@ -9,7 +9,6 @@ the MGN stage and relabeling) to keep CI within its budget. A grid row picked on
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
@@ -106,8 +105,8 @@ def test_kfold_ablation_on_a_ferplus_derived_folder_and_its_report(ferplus_root,
     assert sorted(trials["stem_stage"]) == [2, 2, 3, 3, 4, 4] and (trials["status"] == "ok").all()
     assert (trials["epochs"] == 1).all()
     # a grid's finished trial drivers start the next trials (Tune's reuse_actors): fewer processes than trials
-    drivers = {json.loads(open(f).read().splitlines()[-1])["pid"]
-               for f in glob.glob(str(tmp_path / "ray" / "*" / "trial_driver_*" / "result.json"))}
+    drivers = {json.loads(f.read_text().splitlines()[-1])["pid"]
+               for f in (tmp_path / "ray").glob("*/trial_driver_*/result.json")}
     assert 1 <= len(drivers) < len(trials), drivers
     # the report on the same folder (one ablation for both: Ray's fixed cost per trial is most of CI's time)
     rep = _report(results)

@@ -131,8 +131,8 @@ def test_ctrl_c_a_worker_kill_and_a_driver_kill_resume_to_the_same_tables(refere
     assert trials["status"].tolist() == ["ok"] and trials["epochs"].tolist() == [EPOCHS]
     assert trials["best_val_acc"].tolist() == ref["best_val_acc"].tolist()
     assert trials["best_epoch"].tolist() == ref["best_epoch"].tolist()
-    assert "corrupt_checkpoints" not in trials  # the column of a sweep with a corrupt checkpoint; an empty folder
-    # left by the kill is not one
+    # the column of a sweep with a corrupt checkpoint; an empty folder left by the kill is not one
+    assert "corrupt_checkpoints" not in trials
     assert not json.loads((tmp_path / "int" / "run.json").read_text())["interrupted"]
     assert len([f for f in glob.glob(str(tmp_path / "storage" / "int" / "train_runs" / "*" / "checkpoint_*"))
                 if os.path.isdir(f)]) == 2  # a never-registered or empty folder, if the kill left one, is pruned
