@@ -14,11 +14,15 @@ share of training time spent waiting for input and the wait for each epoch's fir
 (issue 15): ratio >= 0.95 on the real FERPlus with the paper's augmentation. On a shared VM a rate moves by 10-20%
 between identical runs minutes apart, so `--rounds N` repeats the pair, alternating which side goes first, and
 reports the median of the rounds' ratios with their range; each Ray side runs on a local Ray of its own.
+`--beside-idle-ray` adds a third side, the plain loop with an idle local Ray running beside it, and splits the ratio
+into what a running Ray costs any training on the machine and what the input path costs on top of that.
 
     python benchmarks/pipeline_overhead.py                                   # SynthFER, light augmentation
     python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer  # e.g. FERPlus from `ferlab prepare`
     python benchmarks/pipeline_overhead.py --side ray --streamed             # what streaming costs (part 5)
     python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer --rounds 4 --limit 8000 --epochs 2
+    python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer --rounds 3 --limit 8000 --epochs 2 \
+        --beside-idle-ray
 """
 
 from __future__ import annotations
@@ -136,22 +140,23 @@ def summary(name: str, epochs: list[dict], cpu: dict | None) -> float:
     return rate
 
 
-SIDES = {"plain": "plain DataLoader", "ray": "Ray Data + TorchTrainer", "streamed": "the same, streamed"}
+SIDES = {"plain": "plain DataLoader", "beside": "plain DataLoader, an idle Ray beside it",
+         "ray": "Ray Data + TorchTrainer", "streamed": "the same, streamed"}
 
 
 def measure(side: str, shards, tc: TrainConfig, args) -> tuple[list[dict], dict | None]:
     """One side's per-epoch records and who used the CPUs meanwhile (benchmarks/cpu_share.py). A Ray side gets a
-    local Ray of its own, shut down after it, so that every plain run has the machine to itself (unless
-    --plain-beside-ray) and no round inherits another's Ray."""
+    local Ray of its own, shut down after it, so that the plain side has the machine to itself and no round inherits
+    another's Ray. The "beside" side is the plain loop with a local Ray started and left idle."""
     import ray
 
     from ferlab.tune.resources import init_ray
 
-    if side != "plain" or args.plain_beside_ray:
+    if side != "plain":
         init_ray(num_cpus=os.cpu_count())
     try:
         with CpuSampler() as sampler:
-            if side == "plain":
+            if side in ("plain", "beside"):
                 epochs = plain_loop(shards, tc, tc.torch_threads, args.loader_workers, args.limit)
             else:
                 epochs = ray_loop(shards, tc, CPUS, args.limit, stream=side == "streamed")
@@ -180,9 +185,9 @@ def main():
     p.add_argument("--streamed", action="store_true",
                    help="also the Ray side streamed from the shards and decoded every epoch, as a data set too big "
                         "for the object store is (ratio against the stored Ray side)")
-    p.add_argument("--plain-beside-ray", action="store_true",
-                   help="start Ray first, so the plain loop shares the CPUs with Ray's idle daemons as the Ray side "
-                        "does (separates the cost of a running Ray from the cost of its input path)")
+    p.add_argument("--beside-idle-ray", action="store_true",
+                   help="also measure the plain loop with an idle local Ray beside it, and split the ratio into the "
+                        "cost of a running Ray (beside / plain) and the cost of the input path (ray / beside)")
     p.add_argument("--rounds", type=int, default=1,
                    help="measure the sides this many times, the order reversed every other round (plain, Ray, Ray, "
                         "plain, ...), and report the median of the rounds' ratios: on a shared VM one run's rate "
@@ -195,20 +200,24 @@ def main():
     train = min(args.limit or shards.count("train"), shards.count("train"))
     print(f"{shards.dataset}: {train} training images, {PRESET}, batch {tc.batch_size}, {threads} torch threads, "
           f"{tc.epochs} epochs per side, augment {tc.augment}, {args.rounds} round(s)", flush=True)
-    sides = [s for s in ("plain", "ray") if args.side in ("both", s)] + (["streamed"] if args.streamed else [])
+    sides = [s for s in ("plain", "ray") if args.side in ("both", s)]
+    sides[1:1] = ["beside"] if args.beside_idle_ray else []  # between the two: each round's order stays a mirror
+    sides += ["streamed"] if args.streamed else []
     rates = {s: [] for s in sides}
     for r in range(args.rounds):
         for side in sides if r % 2 == 0 else sides[::-1]:
-            name = SIDES[side] + (f" ({args.loader_workers} workers)" if side == "plain" else "") + (
-                ", Ray idle beside it" if side == "plain" and args.plain_beside_ray else "")
+            name = SIDES[side] + (f" ({args.loader_workers} workers)" if side in ("plain", "beside") else "")
             rates[side].append(summary(f"[{r + 1}] {name}", *measure(side, shards, tc, args)))
     for side in sides:
         print(f"{SIDES[side]}: median {spread(rates[side], 1)} images/s")
-    if "plain" in rates and "ray" in rates:
-        ratios = [a / b for a, b in zip(rates["ray"], rates["plain"])]
-        print(f"ratio ray / plain: {spread(ratios)}  (target >= 0.95)")
-    if "streamed" in rates and "ray" in rates:
-        print(f"ratio streamed / stored: {spread([a / b for a, b in zip(rates['streamed'], rates['ray'])])}")
+    ratios = {  # each over the rounds, both sides of a ratio from the same round
+        "ray / plain": ("ray", "plain", "  (target >= 0.95)"),
+        "beside / plain": ("beside", "plain", "  (what a running, idle Ray costs a plain loop)"),
+        "ray / beside": ("ray", "beside", "  (what the input path costs beyond a running Ray)"),
+        "streamed / stored": ("streamed", "ray", "")}
+    for name, (a, b, says) in ratios.items():
+        if a in rates and b in rates:
+            print(f"ratio {name}: {spread([x / y for x, y in zip(rates[a], rates[b])])}{says}")
 
 
 if __name__ == "__main__":
