@@ -23,6 +23,8 @@ into what a running Ray costs any training on the machine and what the input pat
     python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer --rounds 4 --limit 8000 --epochs 2
     python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer --rounds 3 --limit 8000 --epochs 2 \
         --beside-idle-ray
+    python benchmarks/pipeline_overhead.py --data SHARDS --augment transfer --rounds 3 --limit 8000 --epochs 2 \
+        --threads 1   # a core left to Ray's own processes
 """
 
 from __future__ import annotations
@@ -188,6 +190,9 @@ def main():
     p.add_argument("--beside-idle-ray", action="store_true",
                    help="also measure the plain loop with an idle local Ray beside it, and split the ratio into the "
                         "cost of a running Ray (beside / plain) and the cost of the input path (ray / beside)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of both sides (default: the CPUs a local sweep gives its worker, rounded). "
+                        "Fewer than the cores leaves Ray's own processes a core of their own, as on a GPU node")
     p.add_argument("--rounds", type=int, default=1,
                    help="measure the sides this many times, the order reversed every other round (plain, Ray, Ray, "
                         "plain, ...), and report the median of the rounds' ratios: on a shared VM one run's rate "
@@ -195,7 +200,7 @@ def main():
     args = p.parse_args()
 
     shards = open_shards(args.data or cached_synthfer(n=args.n, size=model_config(PRESET).input_size))
-    threads = max(1, int(round(CPUS)))  # as the Ray worker sets its own (ferlab.train.loop.worker_threads)
+    threads = args.threads or max(1, int(round(CPUS)))  # as the Ray worker would (ferlab.train.loop.worker_threads)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, torch_threads=threads, augment=args.augment)
     train = min(args.limit or shards.count("train"), shards.count("train"))
     print(f"{shards.dataset}: {train} training images, {PRESET}, batch {tc.batch_size}, {threads} torch threads, "
