@@ -205,9 +205,9 @@ def main():
     train = min(args.limit or shards.count("train"), shards.count("train"))
     print(f"{shards.dataset}: {train} training images, {PRESET}, batch {tc.batch_size}, {threads} torch threads, "
           f"{tc.epochs} epochs per side, augment {tc.augment}, {args.rounds} round(s)", flush=True)
-    sides = [s for s in ("plain", "ray") if args.side in ("both", s)]
-    sides[1:1] = ["beside"] if args.beside_idle_ray else []  # between the two: each round's order stays a mirror
-    sides += ["streamed"] if args.streamed else []
+    wanted = {"plain": args.side in ("both", "plain"), "beside": args.beside_idle_ray,
+              "ray": args.side in ("both", "ray"), "streamed": args.streamed}
+    sides = [s for s in SIDES if wanted[s]]  # in SIDES's order: each round's order is the previous one's mirror
     rates = {s: [] for s in sides}
     for r in range(args.rounds):
         for side in sides if r % 2 == 0 else sides[::-1]:
