@@ -121,7 +121,7 @@ def test_relabels_persist_and_originals_are_kept():
     table = LabelTable()
     keys, given, clean = torch.tensor([10, 11, 12]), torch.tensor([0, 1, 2]), torch.tensor([1, 1, 2])
     assert table.labels(keys, given, clean).tolist() == [0, 1, 2]
-    assert table.update(keys, torch.tensor([1, 1, 0])) == 2  # 10: fixed (noisy 0 -> clean 1); 12: broken
+    assert table.update(keys, torch.tensor([1, 1, 0])) == [(10, 1), (12, 0)]  # 10: fixed (noisy 0 -> clean 1); 12: broken
     # the next epoch gives the original labels again; the stored ones win
     assert table.labels(keys, given, clean).tolist() == [1, 1, 0]
     assert table.original == {10: 0, 11: 1, 12: 2}
@@ -164,15 +164,70 @@ def test_paper_preset_is_deit_small():
     assert [b.attn.num_heads for b in m.classifier.blocks] == [6] * 12 and m.classifier.patch_embed.num_patches == 196
 
 
-def test_relabels_merged_from_another_rank_are_used_on_first_sight():
-    """DDP: rank 1 relabels row 7; rank 0 has not met row 7 yet. After the merge, rank 0 must train row 7 with the
-    new label when it first meets it (before the fix, merge ignored rows the rank had not seen)."""
-    rank0, rank1 = LabelTable(), LabelTable()
-    rank1.labels(torch.tensor([7]), torch.tensor([0]), torch.tensor([2]))
-    rank1.update(torch.tensor([7]), torch.tensor([2]))
-    rank0.merge(rank1.changed())
-    assert rank0.labels(torch.tensor([7]), torch.tensor([0])).tolist() == [2]
-    assert rank0.original[7] == 0 and rank0.stats()["relabeled"] == 1 and rank0.stats()["relabel_precision"] == 1.0
+def _two_ranks_exchange(ranks):
+    """Relabeler.end_epoch on every rank without a process group: all_gather_object as torch.distributed does it."""
+    from unittest import mock
+
+    gathered = [r.sent(rank) for rank, r in enumerate(ranks)]
+
+    def all_gather(out, obj):
+        out[:] = gathered
+
+    with mock.patch("torch.distributed.all_gather_object", side_effect=all_gather):
+        return [r.end_epoch(world_size=len(ranks), rank=rank) for rank, r in enumerate(ranks)]
+
+
+def test_relabels_exchanged_across_ranks_equal_one_process():
+    """DDP: rows move between ranks from one epoch to the next. The decisions of each epoch, applied in (step, rank)
+    order on every rank, must leave the table one process holds after the same decisions: a re-relabel by a lower
+    rank (rank 1 makes row 2 a 5 in epoch 1, rank 0 makes it a 3 in epoch 2), a revert to the original label (row 4:
+    1 -> 6 -> 1) and a first sight (rank 0 meets row 9 only after rank 1 relabeled it). Before the fix both ranks
+    ended with 5 for row 2 and 6 for row 4."""
+    from ferlab.train.relabel import Relabeler
+
+    def onehot(cls):  # a confident prediction: relabels (delta 0.2, f constant) whenever it differs
+        return torch.nn.functional.one_hot(torch.tensor(cls), 7).float()
+
+    ranks = [Relabeler("constant", 0.2, start=1) for _ in range(2)]
+    one = Relabeler("constant", 0.2, start=1)
+
+    def step(rank, keys, given, predicted, epoch):
+        batch = {"key": torch.tensor(keys), "clean_label": torch.tensor(given)}
+        for r in (ranks[rank], one):
+            y = r.labels(batch, torch.tensor(given))
+            r.step(batch, onehot(predicted), y, epoch)
+
+    # epoch 1: rank 0 has rows 4 and 7; rank 1 has rows 2 and 9
+    step(0, [4, 7], [1, 0], [6, 0], epoch=0)  # 4: 1 -> 6
+    step(1, [2, 9], [0, 0], [5, 2], epoch=0)  # 2: 0 -> 5, 9: 0 -> 2
+    _two_ranks_exchange(ranks)
+    one.end_epoch(world_size=1)
+    # epoch 2: the rows swap ranks
+    step(0, [2, 9], [0, 0], [3, 2], epoch=1)  # 2: 5 -> 3 by the lower rank; 9 first met by rank 0, keeps 2
+    step(1, [4, 7], [1, 0], [1, 0], epoch=1)  # 4: 6 -> 1, back to the original
+    metrics = _two_ranks_exchange(ranks)
+    one.end_epoch(world_size=1)
+
+    assert one.table.current == {4: 1, 7: 0, 2: 3, 9: 2}
+    for r in ranks:
+        assert r.table.current == one.table.current and r.table.original == one.table.original
+    assert metrics[0]["relabel_changed"] == 2 and metrics[0]["relabeled"] == 2  # 2 and 9 differ from the original
+    assert ranks[0].merged == ranks[1].merged == [(0, 0, 2, 3), (0, 1, 4, 1)]
+
+
+def test_a_rows_later_decision_in_the_same_epoch_wins():
+    """Oversampling can put one row on both ranks in one epoch: the later step wins, then the higher rank."""
+    from ferlab.train.relabel import Relabeler
+
+    ranks = [Relabeler("constant", 0.2, start=1) for _ in range(2)]
+    probs = torch.nn.functional.one_hot(torch.tensor([3]), 7).float()
+    batch = {"key": torch.tensor([8])}
+    for r in ranks:
+        r.step(batch, torch.zeros(1, 7), r.labels(batch, torch.tensor([0])), 0)  # step 0: no change (0 == 0)
+    ranks[0].step(batch, probs, ranks[0].labels(batch, torch.tensor([0])), 0)  # step 1, rank 0: 0 -> 3
+    ranks[1].step(batch, probs.roll(1, 1), ranks[1].labels(batch, torch.tensor([0])), 0)  # step 1, rank 1: -> 4
+    _two_ranks_exchange(ranks)
+    assert ranks[0].table.current[8] == ranks[1].table.current[8] == 4
 
 
 def test_relabeling_starts_at_its_epoch():

@@ -142,31 +142,49 @@ def test_streamed_epochs_are_shuffled_by_file_and_a_restart_gets_its_epochs_orde
     assert np.array_equal(epochs(1, first_epoch=1, n=1)[0], e1)  # restored at epoch 2: epoch 2's order
 
 
-def test_two_workers_share_every_relabel(ray_local, tiny_synth, tmp_path):
-    """DDP: each rank relabels its half of the epoch, and after the merge rank 0 holds the other rank's relabels
-    too, also for rows it has never met (before the fix, merge dropped those, so a rank met such a row with its old
-    label). delta 0 and f constant relabel every row the model gets wrong."""
+def test_two_workers_share_every_relabel(ray_local, tiny_synth, tmp_path, monkeypatch):
+    """DDP: each rank relabels its part of each epoch, rows move between ranks from epoch to epoch, and after every
+    epoch rank 0's table must be the one-process table for the same decisions: the previous epoch's table with the
+    epoch's decisions (kept in its checkpoint) applied in order, re-relabels by a lower rank and reverts included.
+    Rank 0 also holds relabels of rows it has never met. delta 0 and f constant relabel every row the model gets
+    wrong, so rows change label often. (Exchanging cumulative changes, the old merge, fails the replay.)"""
+    import glob
+
     import ray.train
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    import ferlab.data.pipeline as pipeline
     from ferlab.data.pipeline import data_config, decoded_splits, training_datasets
     from ferlab.data.shards import open_shards
     from ferlab.train.loop import train_loop_per_worker
 
+    monkeypatch.setattr(pipeline, "BLOCK_ROWS", 32)  # 5 blocks, dealt to the ranks afresh every epoch
     decoded = decoded_splits(open_shards(tiny_synth), 64, keys=True)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"preset": "transfer_tiny", "model": {},
-                           "train": {"epochs": 1, "batch_size": 8, "torch_threads": 1, "relabel": "constant",
+                           "train": {"epochs": 3, "batch_size": 8, "torch_threads": 1, "relabel": "constant",
                                      "relabel_delta": 0.0, "relabel_start": 1}},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         datasets=training_datasets(decoded), dataset_config=data_config(workers=2),
         run_config=ray.train.RunConfig(name="ddp", storage_path=str(tmp_path)),
     )
     result = trainer.fit()
-    with result.checkpoint.as_directory() as d:
-        labels = torch.load(os.path.join(d, "checkpoint.pt"), weights_only=True)["labels"]
+    folders = sorted(d for d in glob.glob(str(tmp_path / "ddp" / "checkpoint_*")) if os.path.isdir(d))
+    states = [torch.load(os.path.join(d, "checkpoint.pt"), weights_only=True) for d in folders]
+    assert [s["epoch"] for s in states] == [0, 1, 2]
+    replay, last_rank, moved_and_relabeled = {}, {}, 0
+    for state in states:
+        labels = state["labels"]
+        for step, rank, key, label in sorted(labels["epoch_decisions"], key=lambda d: d[:2]):  # as DDP's steps ran
+            replay[key] = label
+            moved_and_relabeled += last_rank.get(key, rank) != rank
+            last_rank[key] = rank
+        changed = {k: y for k, y in labels["current"].items() if y != labels["original"][k]}
+        assert changed == {k: y for k, y in replay.items() if y != labels["original"][k]}
+        assert all(labels["current"][k] == y for k, y in replay.items())
+    assert moved_and_relabeled > 0  # some row was relabeled by one rank and later again by the other
     met = len(labels["original"])  # rows rank 0 met, plus those whose relabel it merged
     assert result.metrics["relabeled"] > 0
     assert len(labels["current"]) == met and met > 80  # more than its own half of the 160 training rows

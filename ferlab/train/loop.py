@@ -169,7 +169,7 @@ def report(model, opt, metrics: dict, epoch: int, best: float, config: dict, rel
                              "best_val_acc": best, "preset": config["preset"],
                              "model_config": _unwrap(model).cfg.to_dict(),
                              "pretrained": config.get("pretrained") or {},  # provenance: the files it started from
-                             "labels": relabeler.table.state() if relabeler is not None else {}}, history)
+                             "labels": relabeler.state() if relabeler is not None else {}}, history)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)
 
@@ -226,7 +226,7 @@ def train_loop_per_worker(config: dict):
         metrics |= config.get("constants", {})  # what the work before the trial measured (MVT: the MGN's quality)
         metrics |= restored  # corrupt checkpoints skipped at the restore
         if relabeler is not None:
-            metrics |= relabeler.end_epoch(world)
+            metrics |= relabeler.end_epoch(world, rank)
         if rank == 0:  # the line's start is ferlab.EPOCH_LINE (Ray prints each such line as it comes)
             say(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f}, train class histogram "
                 f"{metrics['train_class_counts']}")

@@ -63,13 +63,13 @@ class LabelTable:
             out.append(self.current[k])
         return torch.tensor(out, dtype=torch.long)
 
-    def update(self, keys, new_labels) -> int:
-        """Store the batch's new labels; returns how many changed."""
-        changed = 0
+    def update(self, keys, new_labels) -> list[tuple[int, int]]:
+        """Store the batch's new labels; returns the (key, label) pairs that changed."""
+        changed = []
         for k, y in zip(keys.tolist(), new_labels.tolist()):
             if self.current[k] != y:
                 self.current[k] = y
-                changed += 1
+                changed.append((k, y))
         return changed
 
     def changed(self) -> dict[int, tuple]:
@@ -77,10 +77,10 @@ class LabelTable:
         return {k: (self.original[k], y, self.clean.get(k, -1)) for k, y in self.current.items()
                 if k in self.original and y != self.original[k]}
 
-    def merge(self, other: dict[int, tuple]) -> None:
-        """Take relabels made by another worker (DDP: each sees a different part of the epoch), also for rows this
-        worker has not met yet: when it meets them, it trains them with the new label."""
-        for k, (original, y, clean) in other.items():
+    def apply(self, decisions) -> None:
+        """Apply relabel decisions (key, label, original, clean or -1) in the order given, the last one for a key
+        winning; a row this worker has not met yet is trained with its new label when it meets it."""
+        for k, y, original, clean in decisions:
             self.original.setdefault(k, original)
             if clean >= 0:
                 self.clean.setdefault(k, clean)
@@ -90,8 +90,8 @@ class LabelTable:
         return {"original": self.original, "current": self.current, "clean": self.clean}
 
     def load(self, state: dict) -> None:
-        for name, saved in state.items():  # relabels persist across a resume too
-            setattr(self, name, {int(k): int(v) for k, v in saved.items()})
+        for name in ("original", "current", "clean"):  # relabels persist across a resume too
+            setattr(self, name, {int(k): int(v) for k, v in state.get(name, {}).items()})
 
     def stats(self) -> dict:
         """relabeled: samples whose label differs from the original; with clean labels, precision (relabeled to the
@@ -112,12 +112,19 @@ class Relabeler:
     """The training loop's relabeling hook (Eq. 6 from `relabel_start` on, labels persisting in a LabelTable).
 
     The loop asks it for each batch's labels (`labels`), hands it the batch's softmax after the step (`step`),
-    and at the end of an epoch (`end_epoch`) every worker's relabels are shared with every other worker."""
+    and at the end of an epoch (`end_epoch`) the workers exchange the decisions each made in that epoch. DDP's
+    steps run in lockstep (step i of every rank ends in the same gradient all-reduce), so the epoch's decisions are
+    applied in (step, rank) order: the latest decision for a row wins, a re-relabel and a revert to the original
+    label included, and every rank ends the epoch with the table one process would hold after the same decisions.
+    (Exchanging each rank's cumulative changes instead lost both: a rank's stale relabel from an earlier epoch
+    overrode a newer decision made by a lower rank, and a revert is no change from the original.)"""
 
     def __init__(self, f: str, delta: float, start: int):
         self.f, self.delta, self.start = f, delta, start
         self.table = LabelTable()
-        self.changed_this_epoch = 0
+        self.steps = 0  # this epoch's steps so far
+        self.decisions: list[tuple] = []  # this epoch's: (step, key, label) in the order made
+        self.merged: list[tuple] = []  # the last epoch's decisions of every rank, applied: (step, rank, key, label)
 
     def labels(self, batch, given):
         return self.table.labels(batch["key"], given, batch.get("clean_label"))
@@ -125,14 +132,28 @@ class Relabeler:
     def step(self, batch, probs, labels, epoch: int) -> None:
         """`epoch` counts from 0; relabeling starts at the 1-based epoch `start`, as SCN's "from epoch 10"."""
         if epoch + 1 >= self.start:
-            self.changed_this_epoch += self.table.update(batch["key"], relabel(probs, labels, self.f, self.delta))
+            for k, y in self.table.update(batch["key"], relabel(probs, labels, self.f, self.delta)):
+                self.decisions.append((self.steps, k, y))
+        self.steps += 1
 
-    def end_epoch(self, world_size: int) -> dict:
-        if world_size > 1:  # every worker relabels its part of the epoch; all keep every change
+    def sent(self, rank: int) -> list[tuple]:
+        """This epoch's decisions as this rank sends them: (step, rank, key, label, original, clean or -1)."""
+        t = self.table
+        return [(s, rank, k, y, t.original[k], t.clean.get(k, -1)) for s, k, y in self.decisions]
+
+    def end_epoch(self, world_size: int, rank: int = 0) -> dict:
+        t, mine = self.table, self.sent(rank)
+        if world_size > 1:  # every worker relabels its part of the epoch; all apply every decision, in order
             gathered = [None] * world_size
-            torch.distributed.all_gather_object(gathered, self.table.changed())
-            for changes in gathered:
-                self.table.merge(changes)
-        metrics = {"relabel_changed": self.changed_this_epoch} | self.table.stats()
-        self.changed_this_epoch = 0
+            torch.distributed.all_gather_object(gathered, mine)
+            mine = sorted((d for ds in gathered for d in ds), key=lambda d: d[:2])  # stable: a batch keeps its order
+            t.apply(d[2:] for d in mine)
+        self.merged = [d[:4] for d in mine]
+        metrics = {"relabel_changed": len(mine)} | t.stats()
+        self.steps, self.decisions = 0, []
         return metrics
+
+    def state(self) -> dict:
+        """What a checkpoint keeps: the label table, and the epoch's decisions as applied (an audit trail: the
+        table of epoch e is that of epoch e-1 with these applied in order)."""
+        return self.table.state() | {"epoch_decisions": self.merged}
