@@ -95,7 +95,8 @@ def test_gpu_yaml_has_what_the_issue_asks():
     assert c["idle_timeout_minutes"] > 0
     assert "/home/ray/ferlab" in c["file_mounts"]
     assert any("pip install" in cmd and "ferlab" in cmd for cmd in c["setup_commands"])
-    assert any("s3://" in cmd for cmd in c["setup_commands"])
+    assert not any("s3 sync" in cmd for cmd in c["setup_commands"])  # no per-node copy of the shards:
+    assert "--data s3://YOUR-BUCKET/" in open(GPU_YAML).read()  # every node reads them from the bucket
     # every key carries a comment: each line with a mapping key (outside lists of commands) has a '#'
     lines = [ln for ln in open(GPU_YAML).read().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     keys = [ln for ln in lines if re.match(r"^\s*[A-Za-z_./]+:\s", ln + " ") and not ln.lstrip().startswith("-")]

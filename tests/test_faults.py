@@ -22,9 +22,9 @@ EPOCHS = 4  # the fault chain needs two epochs after the one a Ctrl-C may still 
 SAME = ["epoch", "val_acc", "val_loss", "train_loss", "best_val_acc"]  # what must not change; times may
 
 
-def _args(data, tmp, name, extra=()):
+def _args(data, tmp, name, extra=(), store=None):
     return ["--data", data, "--samples", "1", "--epochs", str(EPOCHS), "--grace-period", str(EPOCHS), "--p1", "0.3",
-            "--storage", str(tmp / "storage"), "--results-dir", str(tmp / name), "--num-cpus", "2", "--name", name,
+            "--storage", store or str(tmp / "storage"), "--results-dir", str(tmp / name), "--num-cpus", "2", "--name", name,
             "--seed", "1", *extra]
 
 
@@ -104,25 +104,31 @@ def reference(tiny_synth, tmp_path_factory):
     return (*_tables(tmp / "ref"), tmp)
 
 
-def test_ctrl_c_a_worker_kill_and_a_driver_kill_resume_to_the_same_tables(reference, tiny_synth, tmp_path):
-    """Three faults in a row (one chain, to keep CI short): Ctrl-C after epoch 1 (exit 130, tables marked partial);
-    in the resumed sweep, the training worker killed as it prints its first epoch (2, or 3 when the interrupted run
-    still finished epoch 2: the trial retries from its newest intact checkpoint, registered by Ray or not), then the
-    driver killed with its whole process group after a later epoch (a crashed head node); then a second resume: the
-    tables equal the uninterrupted run's, every epoch once, and the trial keeps two checkpoint folders."""
-    import glob
+def test_ctrl_c_a_worker_kill_and_a_driver_kill_resume_to_the_same_tables(reference, tiny_synth, tmp_path,
+                                                                          s3_server):
+    """Three faults in a row (one chain, to keep CI short), with the sweep's storage in a bucket as on a cluster:
+    Ctrl-C after epoch 1 (exit 130, tables marked partial); in the resumed sweep, the training worker killed as it
+    prints its first epoch (2, or 3 when the interrupted run still finished epoch 2: the trial retries from its newest
+    intact checkpoint in the bucket, registered by Ray or not), then the driver killed with its whole process group
+    after a later epoch (a crashed head node: its disk is not needed, Tune's state and the lock are in the bucket);
+    then a second resume: the tables equal those of the uninterrupted run on local storage, every epoch once, and
+    the trial keeps two checkpoint folders."""
     import json
+    import uuid
 
-    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int"), signal.SIGINT, after="epoch 1:")
+    from ferlab import storage
+
+    store = storage.join(s3_server, "faults-" + uuid.uuid4().hex[:8])
+    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int", store=store), signal.SIGINT, after="epoch 1:")
     assert code == 130, out[-3000:]
     assert "interrupted: these tables are partial" in out
     assert json.loads((tmp_path / "int" / "run.json").read_text())["interrupted"] is True
     assert (pd.read_csv(tmp_path / "int" / "trials.csv")["status"] != "ok").all()
-    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int", ["--resume"]), signal.SIGKILL,
+    code, out = _start_and_signal(_args(tiny_synth, tmp_path, "int", ["--resume"], store=store), signal.SIGKILL,
                                   worker_kill=True)
     assert code == -signal.SIGKILL, out[-3000:]
     assert "a training worker failed" in out, out[-3000:]
-    r = _run(_args(tiny_synth, tmp_path, "int", ["--resume"]))
+    r = _run(_args(tiny_synth, tmp_path, "int", ["--resume"], store=store))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ASHA's rungs rebuilt from the stored histories of 1 trials" in r.stdout  # the restored scheduler found
     trials, hist = _tables(tmp_path / "int")
@@ -134,8 +140,10 @@ def test_ctrl_c_a_worker_kill_and_a_driver_kill_resume_to_the_same_tables(refere
     # the column of a sweep with a corrupt checkpoint; an empty folder left by the kill is not one
     assert "corrupt_checkpoints" not in trials
     assert not json.loads((tmp_path / "int" / "run.json").read_text())["interrupted"]
-    assert len([f for f in glob.glob(str(tmp_path / "storage" / "int" / "train_runs" / "*" / "checkpoint_*"))
-                if os.path.isdir(f)]) == 2  # a never-registered or empty folder, if the kill left one, is pruned
+    runs = storage.join(store, "int", "train_runs")
+    (trial,) = storage.listdir(runs)
+    assert len([n for n, is_dir in storage.listdir(storage.join(runs, trial[0]))
+                if is_dir and n.startswith("checkpoint_")]) == 2  # a never-registered or empty one is pruned
 
 
 def test_a_truncated_checkpoint_is_named_and_the_tables_keep_every_epoch(reference, tiny_synth, tmp_path):

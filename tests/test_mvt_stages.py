@@ -43,7 +43,7 @@ def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys)
     shards = open_shards(tiny_synth)
     decoded = decoded_splits(shards, 64, splits=("train", "val"), masks=True)
     assert "nuisance" not in decoded["train"].columns() and "nuisance" in decoded["val"].columns()
-    kw = dict(storage=str(tmp_path), preset="mvt_tiny", model={}, m=0.2, seed=0, epochs=1, lr=1e-3, batch_size=16,
+    kw = dict(storage_path=str(tmp_path), preset="mvt_tiny", model={}, m=0.2, seed=0, epochs=1, lr=1e-3, batch_size=16,
               data_hash=shards.manifest["content_hash"], cpus_per_worker=1.0, gpus=0)
     first = ensure_mgn(decoded, **kw)
     stamp = os.stat(first).st_mtime_ns

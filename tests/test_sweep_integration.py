@@ -237,3 +237,36 @@ def test_smoke_sweep_runs_both_stages_on_data_larger_than_the_object_store(tmp_p
     assert relabeling["relabeled"].notna().all() and "relabel_precision" in df
     mgns = os.listdir(tmp_path / "storage" / "mgn")
     assert len(mgns) == 1 and mgns[0].startswith("mvt_tiny-") and "-m0.100-" in mgns[0]
+
+
+@pytest.mark.slow
+def test_mvt_smoke_sweep_with_its_data_and_storage_in_a_bucket(tmp_path, s3_server):
+    """The cluster's storage, against a real S3-compatible server: shards written to the bucket (`ferlab synth --out
+    s3://...`) and read from it by Ray Data, the sweep's storage in the bucket. The MGN is trained once under the
+    bucket's lock and the second trial reuses it from the bucket; every checkpoint, and the tables' histories, are
+    read from the bucket; nothing is written to a local folder named after the URI (before, the MGN stage made
+    ./s3:/...)."""
+    import uuid
+
+    from ferlab import storage
+
+    prefix = storage.join(s3_server, uuid.uuid4().hex[:8])
+    data, store = storage.join(prefix, "shards"), storage.join(prefix, "runs")
+    synth = subprocess.run([sys.executable, "-m", "ferlab.cli", "synth", "--out", data, "--n", "300", "--size", "64"],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert synth.returncode == 0, synth.stderr[-2000:]
+    r = _run_mvt(["--smoke", "--samples", "2", "--data", data, "--storage", store, "--results-dir",
+                  str(tmp_path / "results"), "--num-cpus", "2", "--mask-ratio", "0.1"])
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert out.count(": training (1 epochs, m=0.1)") == 1 and out.count(": reusing s3://") == 1, out[-3000:]
+    df = pd.read_csv(tmp_path / "results" / "trials.csv")
+    assert len(df) == 2 and (df["status"] == "ok").all() and (df["epochs"] == 2).all()
+    experiment = storage.join(store, "sweep_mvt_smoke")
+    assert all(p.startswith(storage.join(experiment, "train_runs") + "/") for p in df["checkpoint_path"])
+    assert sorted(n for n, _ in storage.listdir(storage.join(experiment, "train_runs"))) == sorted(df["trial"])
+    (mgn,) = storage.listdir(storage.join(store, "mgn"))
+    assert storage.is_file(storage.join(store, "mgn", mgn[0], "mgn.pt")) and df["mgn_nuisance_precision"].notna().all()
+    assert not os.path.exists(os.path.join(REPO, "s3:")) and not os.path.exists(tmp_path / "s3:")
+    run = json.loads((tmp_path / "results" / "run.json").read_text())
+    assert run["tune_experiment"] == experiment and run["spec"]["data"] == data

@@ -22,6 +22,7 @@ from dataclasses import asdict
 import numpy as np
 from PIL import Image
 
+from ferlab import storage
 from ferlab.data.align import to_stored
 from ferlab.data.shards import ShardWriter
 from ferlab.data.sources import PROBLEM_KINDS, Listing, Problem, Sample, PrepareError, read_source
@@ -144,7 +145,7 @@ def prepare(source: str, root, out, size: int = 112, strict: bool = False, progr
         "cross_split_duplicates": duplicates,  # identical stored images in two splits (FER2013 has some)
     })
     manifest = writer.close()
-    _write_problems_csv(os.path.join(out, "problems.csv"), listing.problems)
+    _write_problems_csv(storage.join(out, "problems.csv"), listing.problems)
     if progress:
         print(summary(manifest, time.perf_counter() - t0), flush=True)
     return manifest
@@ -159,11 +160,12 @@ def problem_summary(listing: Listing) -> dict:
 
 
 def _write_problems_csv(path, problems: list[Problem]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["kind", "where", "detail"])
-        for p in problems:
-            w.writerow([p.kind, p.where, p.detail])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["kind", "where", "detail"])
+    for p in problems:
+        w.writerow([p.kind, p.where, p.detail])
+    storage.write_bytes(path, f.getvalue().encode())  # beside the shards: a folder or a bucket
 
 
 def summary(manifest: dict, seconds: float) -> str:

@@ -8,19 +8,21 @@ Layout of a shard folder:
     ...
 
 Every later stage (Ray Data pipeline, reports) reads shards only through `open_shards`, which validates the
-manifest and each file's schema, so a wrong or missing file is one error naming it, not a crash deep in Ray.
+manifest and each file's schema, so a wrong or missing file is one error naming it, not a crash deep in Ray. A
+shard folder is a local folder or a URI (s3://BUCKET/shards/NAME): read and written through ferlab.storage, so a
+cluster's nodes need no copy of their own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ferlab import storage
 
 FORMAT = "ferlab-shards/1"
 MANIFEST = "manifest.json"
@@ -47,10 +49,9 @@ class ShardWriter:
 
     def __init__(self, out, classes, image_size: int, source: dict, extra_columns: dict | None = None,
                  rows_per_file: int = 2000, extra_manifest: dict | None = None):
-        self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        if (self.out / MANIFEST).exists():
-            (self.out / MANIFEST).unlink()  # the folder is being rewritten: it is not valid until close()
+        self.out = storage.normalize(out)
+        storage.makedirs(self.out)
+        storage.remove(storage.join(self.out, MANIFEST))  # the folder is being rewritten: not valid until close()
         self.classes = list(classes)
         self.image_size = int(image_size)
         self.source = source
@@ -83,7 +84,8 @@ class ShardWriter:
         name = f"{split}-{len(self._files.get(split, [])):05d}.parquet"
         table = pa.Table.from_pylist(rows, schema=self.schema)
         # Small row groups let Ray Data read a file in several blocks, so decoding spreads over workers.
-        pq.write_table(table, self.out / name, row_group_size=512, compression="none")
+        fs, path = storage.resolve(storage.join(self.out, name))
+        pq.write_table(table, path, row_group_size=512, compression="none", filesystem=fs)
         self._files.setdefault(split, []).append(name)
         self._buffers[split] = []
 
@@ -100,9 +102,7 @@ class ShardWriter:
             "counts": self.counts,
             "content_hash": content_hash(self.out, self._files),
         } | self.extra_manifest
-        tmp = self.out / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2))
-        os.replace(tmp, self.out / MANIFEST)
+        storage.write_json(storage.join(self.out, MANIFEST), self.manifest, indent=2)  # whole or absent
         return self.manifest
 
     def __enter__(self):
@@ -113,14 +113,12 @@ class ShardWriter:
             self.close()
 
 
-def content_hash(folder: Path, files: dict[str, list[str]]) -> str:
+def content_hash(folder: str, files: dict[str, list[str]]) -> str:
     h = hashlib.sha256()
     for split in sorted(files):
         for name in files[split]:
             h.update(name.encode())
-            with open(folder / name, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            h.update(storage.read_bytes(storage.join(folder, name)))
     return "sha256:" + h.hexdigest()
 
 
@@ -151,7 +149,7 @@ class Shards:
     def files(self, split: str) -> list[str]:
         if split not in self.manifest["files"]:
             raise ShardError(f"{self.root}/{MANIFEST}: no split {split!r}; it has {self.splits}")
-        return [os.path.join(self.root, name) for name in self.manifest["files"][split]]
+        return [storage.join(self.root, name) for name in self.manifest["files"][split]]
 
     def count(self, split: str) -> int:
         return sum(self.manifest["counts"].get(split, {}).values())
@@ -159,15 +157,19 @@ class Shards:
 
 def open_shards(root, check_hash: bool = False) -> Shards:
     """Read and validate a shard folder: the manifest's fields, every listed file's presence and schema."""
-    root = str(root)
-    path = Path(root) / MANIFEST
-    if not Path(root).is_dir():
-        raise ShardError(f"{root}: no such shard folder")
-    if not path.is_file():
-        raise ShardError(f"{path}: missing; {root} is not a finished shard folder (make one with "
-                         f"`ferlab synth` or `ferlab prepare`)")
+    root = storage.normalize(root)
+    path = storage.join(root, MANIFEST)
     try:
-        manifest = json.loads(path.read_text())
+        if not storage.is_dir(root):
+            raise ShardError(f"{root}: no such shard folder")
+        manifest = json.loads(storage.read_bytes(path))
+    except storage.StorageError as e:
+        raise ShardError(str(e)) from None
+    except FileNotFoundError:
+        raise ShardError(f"{path}: missing; {root} is not a finished shard folder (make one with "
+                         f"`ferlab synth` or `ferlab prepare`)") from None
+    except OSError as e:  # an unreachable endpoint, refused credentials
+        raise ShardError(f"{root}: cannot be read ({str(e).splitlines()[0][:300]})") from None
     except json.JSONDecodeError as e:
         raise ShardError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     missing = [k for k in ("format", "classes", "image_size", "files", "counts", "columns") if k not in manifest]
@@ -177,11 +179,12 @@ def open_shards(root, check_hash: bool = False) -> Shards:
         raise ShardError(f"{path}: format {manifest['format']!r}, expected {FORMAT!r}")
     for split, names in manifest["files"].items():
         for name in names:
-            file = Path(root) / name
-            if not file.is_file():
+            file = storage.join(root, name)
+            fs, in_fs = storage.resolve(file)
+            if not storage.is_file(file):
                 raise ShardError(f"{file}: listed in {path} under {split!r} but missing")
             try:
-                schema = pq.read_schema(file)
+                schema = pq.read_schema(in_fs, filesystem=fs)
             except Exception as e:  # pyarrow raises several types for a non-Parquet file
                 raise ShardError(f"{file}: not a readable Parquet file ({e})") from None
             for field in BASE_SCHEMA:
@@ -191,7 +194,7 @@ def open_shards(root, check_hash: bool = False) -> Shards:
                     raise ShardError(f"{file}: column {field.name!r} is {schema.field(field.name).type}, "
                                      f"expected {field.type}")
     if check_hash:
-        actual = content_hash(Path(root), manifest["files"])
+        actual = content_hash(root, manifest["files"])
         if actual != manifest.get("content_hash"):
             raise ShardError(f"{path}: content hash {manifest.get('content_hash')} does not match the files "
                              f"({actual}); the folder changed after it was written")

@@ -1,4 +1,4 @@
-"""Pretrained weights from local files only (nothing is downloaded): face.evoLVe's IR-50 for the stem and any
+"""Pretrained weights from local files or the sweep's storage only (nothing is downloaded from a hub): face.evoLVe's IR-50 for the stem and any
 timm-named ViT checkpoint (the legacy ViT-Small file among them) for TransFER's encoder.
 
 Loading is strict: a missing, unexpected or mis-shaped key is an error that names the file and the keys. Keys that
@@ -13,6 +13,8 @@ import re
 import torch
 from torch import nn
 
+from ferlab import storage
+
 
 class WeightsError(ValueError):
     """A weight file that does not fit; the message names the file and the keys."""
@@ -21,7 +23,7 @@ class WeightsError(ValueError):
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """torch.load(weights_only=True), then unwrap `model` / `state_dict` / `module` wrappers and `module.` prefixes."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(storage.open_binary(path), map_location="cpu", weights_only=True)  # a file or a URI
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such weight file") from None
     except Exception as e:  # torch.load raises many types for a file that is not a checkpoint (KeyError included)

@@ -41,7 +41,7 @@ def before_trial(config: dict, ctx: dict) -> tuple[dict, dict]:
     if m == 0:
         return config | {"model": model}, {}
     tc = TrainConfig(**config["train"])
-    path = ensure_mgn(ctx["datasets"], storage=ctx["storage"], preset=ctx["preset"], model=ctx["base_model"], m=m,
+    path = ensure_mgn(ctx["datasets"], storage_path=ctx["storage"], preset=ctx["preset"], model=ctx["base_model"], m=m,
                       seed=tc.seed, epochs=study.mgn_epochs, lr=tc.lr, batch_size=tc.batch_size,
                       data_hash=ctx["data_hash"], cpus_per_worker=ctx["cpus_per_worker"], gpus=ctx["gpus"],
                       augment=tc.augment, pretrained=config["pretrained"], fold=ctx.get("fold"))

@@ -7,17 +7,19 @@ history, with a checksum written beside it.
 Tune's own per-trial records restart their iteration count after a resume and miss epochs reported while the
 driver was down; the history in the newest intact checkpoint has every epoch the trial trained, once, keyed by the
 epoch. A checkpoint is verified when written (the checksum is of the file as it lies on disk) and before it is
-restored; a corrupt one is named and skipped for the newest intact one in the same run folder.
+restored; a corrupt one is named and skipped for the newest intact one in the same run folder. The run folder is
+read through ferlab.storage: a local folder or a bucket alike.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
 
 import torch
+
+from ferlab import storage
 
 CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.json"
@@ -47,8 +49,7 @@ def _plain(value):
 def _read(folder: str) -> dict | None:
     """history.json of a checkpoint folder, parsed, or None."""
     try:
-        with open(os.path.join(folder, HISTORY_FILE)) as f:
-            rec = json.load(f)
+        rec = storage.read_json(storage.join(folder, HISTORY_FILE))
         return rec if isinstance(rec, dict) and "epoch" in rec else None
     except (OSError, ValueError):
         return None
@@ -56,15 +57,22 @@ def _read(folder: str) -> dict | None:
 
 def _intact(folder: str, rec: dict | None) -> bool:
     try:
-        return rec is not None and _sha256(os.path.join(folder, CHECKPOINT_FILE)) == rec.get("sha256")
+        data = storage.read_bytes(storage.join(folder, CHECKPOINT_FILE)) if rec is not None else b""
     except OSError:
         return False
+    return rec is not None and hashlib.sha256(data).hexdigest() == rec.get("sha256")
 
 
 def record(folder: str) -> dict | None:
     """history.json of an intact checkpoint folder (its checkpoint.pt matches its checksum), else None."""
     rec = _read(folder)
     return rec if _intact(folder, rec) else None
+
+
+def load(folder: str, device) -> dict:
+    """checkpoint.pt of a checkpoint folder."""
+    return torch.load(storage.open_binary(storage.join(folder, CHECKPOINT_FILE)), map_location=device,
+                      weights_only=True)
 
 
 def scan(run_dir: str, prefer: str | None = None) -> dict:
@@ -75,13 +83,14 @@ def scan(run_dir: str, prefer: str | None = None) -> dict:
     copied into it: a checkpoint never written, not a damaged one); "history": the longest stored history, read even
     beside a corrupt checkpoint.pt, so the tables keep every epoch trained; "intact": (epoch, folder) of every intact
     checkpoint, newest first}."""
-    folders = sorted(f for f in glob.glob(os.path.join(run_dir, "checkpoint_*")) if os.path.isdir(f))
-    if prefer and prefer not in folders and os.path.isdir(prefer):
+    folders = [storage.join(run_dir, name) for name, is_dir in storage.listdir(run_dir)
+               if is_dir and name.startswith("checkpoint_")]
+    if prefer and prefer not in folders and storage.is_dir(prefer):
         folders.append(prefer)
     out = {"folder": None, "record": None, "corrupt": [], "empty": [], "history": None, "intact": []}
     longest = None
     for folder in folders:
-        if not os.listdir(folder):
+        if not storage.listdir(folder):
             out["empty"].append(folder)
             continue
         rec = _read(folder)
@@ -111,10 +120,8 @@ def prune(run_dir: str, keep: int, found: dict | None = None) -> list[str]:
     and the empty ones (a checkpoint never written); returns the removed folders. Corrupt ones are kept: the trial's
     row counts them, and they are evidence. `found`: the run folder's `scan`, when the caller has it (each scan
     hashes every checkpoint.pt)."""
-    import shutil
-
     found = found or scan(run_dir)
     removed = [f for _, f in found["intact"][keep:]] + found["empty"]
     for f in removed:
-        shutil.rmtree(f, ignore_errors=True)
+        storage.rmtree(f)
     return removed

@@ -8,7 +8,6 @@ and wrap the model in DistributedDataParallel when there is more than one worker
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -20,9 +19,9 @@ from ferlab.config import TrainConfig
 from ferlab.data.augment import batch_generator, derived_seed
 from ferlab.data.balance import worker_batches
 from ferlab.models import create_model
+from ferlab import storage
 from ferlab.train import checkpoints as ckpts
 from ferlab.train import metrics as M
-from ferlab.train.checkpoints import CHECKPOINT_FILE
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
 from ferlab.train.relabel import Relabeler
 from ferlab.train.step import _unwrap, lr_at, make_optimizer, to_input, train_step
@@ -83,41 +82,32 @@ def worker_threads(tc: TrainConfig) -> int:
 
 
 def restore(model, opt, relabeler, device, run_dir: str | None) -> tuple[int, float, list, dict]:
-    """Continue a restored trial (or a retried worker group) from the newest intact checkpoint of its run folder:
-    (next epoch, best, the history so far, what the restore found). That is Ray's registered checkpoint, or a newer
-    one written before a worker died and never registered (its epoch is not trained again), or, when the newest is
-    corrupt, the newest intact one (named in the log and counted in the trial's row)."""
+    """Continue a restored trial (or a retried worker group) from the newest intact checkpoint of its run folder, on
+    local or remote storage alike: (next epoch, best, the history so far, what the restore found). That is Ray's
+    registered checkpoint, or a newer one written before a worker died and never registered (its epoch is not
+    trained again), or, when the newest is corrupt, the newest intact one (named in the log and counted in the
+    trial's row)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
-    registered = checkpoint.path if checkpoint is not None else None
-    if run_dir and os.path.isdir(run_dir):
-        folder, rec, corrupt = ckpts.newest_intact(run_dir, prefer=registered)
-        for c in corrupt:
-            say(f"checkpoint {c} is corrupt (checksum mismatch or unreadable): skipped")
-        if registered and folder and folder != registered:
-            say(f"restoring {folder} (epoch {rec['epoch'] + 1}) instead of Ray's registered {registered}")
-        state = _load(folder, device) if folder else None
-    elif checkpoint is not None:  # remote storage: Ray's registered checkpoint, verified
-        with checkpoint.as_directory() as d:
-            rec, corrupt = ckpts.record(d), []
-            if rec is None:
-                raise RuntimeError(f"checkpoint {registered} is corrupt (checksum mismatch or unreadable)")
-            state = _load(d, device)
-    else:
+    registered = storage.uri_of(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
+    run_dir = run_dir or (storage.dirname(registered) if registered else None)  # a trainer run outside a sweep
+    if not run_dir:
         return 0, 0.0, [], {}
+    folder, rec, corrupt = ckpts.newest_intact(run_dir, prefer=registered)
+    for c in corrupt:
+        say(f"checkpoint {c} is corrupt (checksum mismatch or unreadable): skipped")
+    if registered and folder and folder != registered:
+        say(f"restoring {folder} (epoch {rec['epoch'] + 1}) instead of Ray's registered {registered}")
     info = {"corrupt_checkpoints": len(corrupt)} if corrupt else {}
-    if state is None:
+    if folder is None:
         return 0, 0.0, [], info
+    state = ckpts.load(folder, device)
     _unwrap(model).load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     if relabeler is not None:
         relabeler.table.load(state.get("labels", {}))
     return state["epoch"] + 1, state["best_val_acc"], rec["history"], info
-
-
-def _load(folder: str, device) -> dict:
-    return torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location=device, weights_only=True)
 
 
 def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world: int, device, relabeler,
@@ -177,7 +167,7 @@ def report(model, opt, metrics: dict, epoch: int, best: float, config: dict, rel
 def train_loop_per_worker(config: dict):
     """config = {"preset": name, "model": {overrides}, "train": {TrainConfig fields}, "pretrained": {files},
     "eval_splits": [...], "balance_factors": copies per class or None, "constants": {metrics of the work before
-    the trial}, "run_dir": the Train run's folder on local storage}: restore, then per epoch train, evaluate,
+    the trial}, "run_dir": the Train run's folder on the storage}: restore, then per epoch train, evaluate,
     report."""
     import ray
     import ray.train

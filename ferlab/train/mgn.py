@@ -9,22 +9,22 @@ the same area) and m the mask ratio. Hiding the expression from D means LOW Mp o
 x * (1 - Mp). Why this direction is the paper's: ferlab/models/mvt.py and README, "Paper vs code".
 
 The stage runs as its own Ray Train job and writes one `mgn.pt` per (data set, preset, m, seed, epochs) under the
-sweep's storage path. `ensure_mgn` trains it only when it is not there yet, under a file lock, so a sweep never
-trains the same MGN twice, also when trials run at the same time (the storage must be a shared file system for
-that; an object-store URI such as s3:// is not supported for the MGN stage).
+sweep's storage path (a local or shared folder, or a bucket: ferlab.storage). `ensure_mgn` trains it only when it
+is not there yet, under the storage's lock (ferlab.tune.lock), so a sweep never trains the same MGN twice, also
+when trials run at the same time on different nodes; every trial reads it from the storage.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import shutil
 import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
+
+from ferlab import storage
+from ferlab.tune.lock import FolderLock
 
 MGN_FILE = "mgn.pt"
 MGN_METRICS = "mgn.json"  # the stage's per-epoch metrics, beside the file they describe
@@ -186,20 +186,20 @@ def mgn_metrics(path: str) -> dict:
     """The last epoch's metrics of a stored MGN (`mgn.json` beside `mgn.pt`), prefixed `mgn_`: its losses, mean
     mask value and, on SynthFER, the background/occluder precision against chance."""
     try:
-        with open(os.path.join(os.path.dirname(path), MGN_METRICS)) as f:
-            last = json.load(f)[-1]
+        last = storage.read_json(storage.join(storage.dirname(path), MGN_METRICS))[-1]
     except (OSError, ValueError, IndexError):
         return {}
     return {(k if k.startswith("mgn_") else f"mgn_{k}"): v for k, v in last.items()
             if isinstance(v, (int, float)) and k not in ("epoch", "mask_ratio")}
 
 
-def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: float, seed: int, epochs: int,
+def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m: float, seed: int, epochs: int,
                lr: float, batch_size: int, data_hash: str | None, cpus_per_worker: float, gpus: float,
                augment: str = "none", pretrained: dict | None = None, fold: int | None = None) -> str:
-    """The path of the trained MGN for these settings: trained now (one Ray Train run) if no earlier trial did it.
-    Concurrent callers with the same key wait on a file lock and then reuse the file. `datasets` holds "train" and,
-    for the per-epoch mask quality, a "val" split decoded with its `nuisance` masks (SynthFER)."""
+    """The path (or URI) of the trained MGN for these settings: trained now (one Ray Train run) if no earlier trial
+    did it. Concurrent callers with the same key, on any node, wait on the storage's lock and then reuse the file.
+    `datasets` holds "train" and, for the per-epoch mask quality, a "val" split decoded with its `nuisance` masks
+    (SynthFER)."""
     import ray.train
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -207,12 +207,10 @@ def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: flo
     from ferlab.data.pipeline import data_config, training_datasets
 
     key = mgn_key(data_hash, preset, m, seed, epochs, fold)
-    folder = os.path.join(storage, "mgn", key)
-    path = os.path.join(folder, MGN_FILE)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if os.path.isfile(path):
+    folder = storage.join(storage.normalize(storage_path), "mgn", key)
+    path = storage.join(folder, MGN_FILE)
+    with FolderLock(folder, f"MGN stage {key}", wait=True):  # released also when this process dies (taken over)
+        if storage.is_file(path):
             print(f"MGN {key}: reusing {path}", flush=True)
             return path
         print(f"MGN {key}: training ({epochs} epochs, m={m})", flush=True)
@@ -227,16 +225,14 @@ def ensure_mgn(datasets: dict, *, storage: str, preset: str, model: dict, m: flo
                                          resources_per_worker={"CPU": cpus_per_worker} | ({"GPU": gpus} if gpus else {})),
             datasets=train | ({"val": datasets["val"]} if has_val else {}),
             dataset_config=data_config(datasets, workers=1),
-            run_config=ray.train.RunConfig(name=f"mgn-{key}", storage_path=os.path.join(storage, "mgn_runs")),
+            run_config=ray.train.RunConfig(name=f"mgn-{key}", storage_path=storage.join(storage_path, "mgn_runs")),
         )
         result = trainer.fit()
         history = result.metrics_dataframe
-        with open(os.path.join(folder, MGN_METRICS), "w") as f:
-            json.dump(history.select_dtypes("number").to_dict("records") if history is not None else
-                      [result.metrics], f, indent=1)
-        with result.checkpoint.as_directory() as d:
-            shutil.copyfile(os.path.join(d, MGN_FILE), path + ".tmp")
-        os.replace(path + ".tmp", path)  # complete or absent, never half-written
+        storage.write_json(storage.join(folder, MGN_METRICS), history.select_dtypes("number").to_dict("records")
+                           if history is not None else [result.metrics], indent=1)
+        with result.checkpoint.as_directory() as d, open(os.path.join(d, MGN_FILE), "rb") as f:
+            storage.write_bytes(path, f.read())  # complete or absent, never half-written; metrics first
         last = result.metrics
         quality = (f", background/occluder share of the top-m patches {last['mgn_nuisance_precision']:.3f} "
                    f"(chance {last['mgn_nuisance_chance']:.3f})" if "mgn_nuisance_precision" in last else "")

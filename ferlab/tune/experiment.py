@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+from ferlab import storage
 from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
 
@@ -136,7 +137,7 @@ def sections_from_args(args, study_name: str, dataset: str | None, train: dict |
     for key, _ in study.weight_files:
         path = getattr(args, f"{key}_weights", None)
         if path:
-            out["pretrained"][key] = os.path.abspath(os.path.expanduser(path))
+            out["pretrained"][key] = storage.normalize(path)  # a local file every node has, or a URI
     for item in args.set:
         (key, value), = parse_field(item).items()
         section, _, field = key.rpartition(".")
@@ -178,14 +179,15 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    try:  # one sweep per experiment and per results folder at a time, checked before Ray starts
-        with FolderLock(os.path.join(spec.storage, spec.name), "sweep"), FolderLock(results_dir, "sweep"):
+    try:  # the storage reachable; one sweep per experiment and per results folder at a time; before Ray starts
+        storage.check(spec.storage, "--storage")
+        with FolderLock(storage.join(spec.storage, spec.name), "sweep"), FolderLock(results_dir, "sweep"):
             if not spec.data:
                 spec.data = cached_synthfer(n=args.synth_n, size=model_config(spec.preset).input_size,
                                             seed=args.seed, label_noise=label_noise)
             init_ray(args.address, args.num_cpus, args.object_store_mb)
             return _run_locked(spec, args, grid, tables, results_dir, t0)
-    except (Locked, ConnectionError) as e:
+    except (Locked, ConnectionError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

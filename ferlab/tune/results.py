@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
+from ferlab import storage
 from ferlab.config import TrainConfig
 from ferlab.models import model_config
 from ferlab.report.markdown import to_markdown
@@ -29,19 +30,20 @@ def trial_knobs(config: dict, study) -> dict:
 STATUS = {"TERMINATED": "ok", "ERROR": "error"}  # any other Tune status: the sweep stopped before the trial ended
 
 
-def trial_histories(results, keep: int | None = None) -> list[dict]:
+def trial_histories(results, experiment: str, keep: int | None = None) -> list[dict]:
     """Per trial: its id, status, config, per-epoch history, the checkpoint that history came from, and how many
     corrupt checkpoints were skipped. The history is the one stored with the trial's newest intact checkpoint
     (ferlab.train.checkpoints: every epoch the trial trained, once, also across resumes and worker restarts); Tune's
-    own records only where there is none (remote storage, a trial that never reported). `keep`: also remove each
+    own records only where there is none (a trial that never reported). `experiment`: the sweep's folder or URI on
+    the storage (<storage>/<name>; Tune's own `experiment_path` drops a bucket's scheme). `keep`: also remove each
     trial's intact checkpoint folders beyond its newest `keep`, and its empty ones (ferlab.train.checkpoints.prune)."""
     from ferlab.train.checkpoints import prune, scan
 
     out = []
     # ResultGrid builds its Results from these Trials, in this order; the Trial carries the id and the status.
     for trial, r in zip(results._experiment_analysis.trials, results):
-        run_dir = os.path.join(results.experiment_path, "train_runs", trial.trial_id)
-        found = scan(run_dir)  # an absent folder (remote storage, never reported) finds nothing
+        run_dir = storage.join(experiment, "train_runs", trial.trial_id)
+        found = scan(run_dir)  # an absent folder (never reported) finds nothing
         folder, corrupt, stored = found["folder"], found["corrupt"], found["history"]
         for c in corrupt:
             print(f"trial {trial.trial_id}: checkpoint {c} is corrupt (checksum mismatch or unreadable); the "
@@ -127,7 +129,7 @@ def write_results(df: pd.DataFrame, spec, results_dir: str, extra: dict | None =
         history.to_csv(paths["history"], index=False)
     with open(paths["md"], "w") as f:
         f.write(f"# {spec.name}: {spec.preset} on {spec.data}\n\n{to_markdown(df)}\n")
-    experiment = os.path.join(spec.storage, spec.name)
+    experiment = storage.join(spec.storage, spec.name)
     run = {"spec": asdict(spec), "study": spec.study, "study_title": get_study(spec.study).title,
            "knobs": list(get_study(spec.study).knob_names),
            "model_config": model_config(spec.preset, **spec.model).to_dict(),
@@ -136,7 +138,7 @@ def write_results(df: pd.DataFrame, spec, results_dir: str, extra: dict | None =
            "classes": df.attrs.get("classes"),
            "eval_split": df.attrs.get("eval_split"), "tune_experiment": experiment,
            "folds": df.attrs.get("folds"), "cross_data": df.attrs.get("cross_data"),
-           "optuna_db": os.path.join(experiment, OPTUNA_DB) if "://" not in experiment else None} | (extra or {})
+           "optuna_db": None if storage.is_remote(experiment) else os.path.join(experiment, OPTUNA_DB)} | (extra or {})
     with open(paths["run"], "w") as f:
         json.dump(run, f, indent=2, default=str)
     return paths

@@ -15,12 +15,16 @@ import pickle
 
 from ray.tune.search.searcher import Searcher
 
+from ferlab import storage
+
 
 def fail_orphan_proposals(experiment_dir: str) -> list[int]:
     """Mark as FAIL the RUNNING trials of the saved searcher's Optuna study that the saved searcher does not know;
     returns their Optuna trial numbers (nothing to do without a saved OptunaSearch with a database study)."""
     import optuna
 
+    if storage.is_remote(experiment_dir):
+        return []  # a remote sweep's study is in memory, saved inside the searcher's state (ferlab.tune.sweep)
     saved = glob.glob(os.path.join(experiment_dir, Searcher.CKPT_FILE_TMPL.format("*")))
     if not saved:
         return []
@@ -50,10 +54,11 @@ def rebuild_rungs(scheduler, experiment_dir: str, metric: str, mode: str) -> int
     if not isinstance(scheduler, AsyncHyperBandScheduler):
         return 0
     histories = {}
-    for run_dir in sorted(glob.glob(os.path.join(experiment_dir, "train_runs", "*"))):
-        history = scan(run_dir)["history"]
+    runs = storage.join(experiment_dir, "train_runs")
+    for name, is_dir in storage.listdir(runs):  # a local folder or a bucket
+        history = scan(storage.join(runs, name))["history"] if is_dir else None
         if history:
-            histories[os.path.basename(run_dir)] = history
+            histories[name] = history
     replay_rungs(scheduler, histories, metric, mode)
     return len(histories)
 

@@ -3,9 +3,9 @@ resources, validated before Ray starts."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
+from ferlab import storage
 from ferlab.config import TrainConfig
 from ferlab.models import model_config
 from ferlab.studies import get_study
@@ -67,4 +67,4 @@ class SweepSpec:
 
 
 def _expand(path: str) -> str:
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+    return storage.normalize(path)

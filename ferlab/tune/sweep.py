@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import asdict
 
+from ferlab import storage
 from ferlab.config import TrainConfig
 from ferlab.models import model_config
 from ferlab.studies import get_study, search_space
@@ -93,26 +94,22 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
                                   "data_hash": shards.manifest.get("content_hash")}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, datasets=decoded, spec=driver_spec),
                                     {"CPU": DRIVER_CPUS})
-    path = os.path.join(spec.storage, spec.name)
+    path = storage.join(spec.storage, spec.name)
     run_config = tune.RunConfig(name=spec.name, storage_path=spec.storage, verbose=verbose,
                                 failure_config=tune.FailureConfig(max_failures=1), callbacks=callbacks)
     concurrent = concurrent_trials(spec, ray.cluster_resources())
     if resume and tune.Tuner.can_restore(path):
-        if "://" not in path:
-            from ferlab.tune.resume import fail_orphan_proposals
+        from ferlab.tune.resume import fail_orphan_proposals, rebuild_rungs
 
-            orphans = fail_orphan_proposals(path)
-            if orphans:
-                print(f"resume: Optuna proposals {orphans} were made after the sweep last saved its searcher and "
-                      f"never ran; marked FAIL in {OPTUNA_DB}", flush=True)
+        orphans = fail_orphan_proposals(path)
+        if orphans:
+            print(f"resume: Optuna proposals {orphans} were made after the sweep last saved its searcher and "
+                  f"never ran; marked FAIL in {OPTUNA_DB}", flush=True)
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-        if "://" not in path:
-            from ferlab.tune.resume import rebuild_rungs
-
-            # the restored TuneConfig's scheduler (Ray internals: tests/test_resume_repair.py checks the path)
-            replayed = rebuild_rungs(tuner._local_tuner._tune_config.scheduler, path, M.VAL_ACC, M.MODE)
-            if replayed:
-                print(f"resume: ASHA's rungs rebuilt from the stored histories of {replayed} trials", flush=True)
+        # the restored TuneConfig's scheduler (Ray internals: tests/test_resume_repair.py checks the path)
+        replayed = rebuild_rungs(tuner._local_tuner._tune_config.scheduler, path, M.VAL_ACC, M.MODE)
+        if replayed:
+            print(f"resume: ASHA's rungs rebuilt from the stored histories of {replayed} trials", flush=True)
     elif grid is not None:
         tuner = tune.Tuner(
             trainable, param_space={"cell": tune.grid_search(grid)}, run_config=run_config,
@@ -153,7 +150,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
     # Checkpoint folders beyond each trial's newest KEEP_CHECKPOINTS: written by a worker that died before Ray
     # registered them, they escaped Train's num_to_keep (issue 16, finding 1). Here, not in the trial: a trial whose
     # driver was killed is not run again once finished.
-    trials = trial_histories(results, keep=KEEP_CHECKPOINTS)
+    trials = trial_histories(results, path, keep=KEEP_CHECKPOINTS)
     expected = len(grid) if grid is not None else spec.samples
     unfinished = max(0, expected - len(trials))  # never started
     for t in trials:
@@ -185,10 +182,12 @@ class _StopSignal(logging.Handler):
 
 
 def optuna_storage(spec: SweepSpec) -> dict:
-    """OptunaSearch's storage arguments: an SQLite file next to the Tune experiment (local storage only; a remote
-    storage path keeps Optuna in memory). Each fresh sweep is its own study in that file; a resumed sweep keeps its
-    study through the searcher's saved state."""
-    if "://" in spec.storage:
+    """OptunaSearch's storage arguments: an SQLite file next to the Tune experiment on local or shared storage (for
+    optuna-dashboard). On an object store SQLite cannot live, so Optuna keeps the study in memory: Tune saves the
+    searcher, study included, with the experiment's state in the bucket, so a resume after the head node is lost
+    gets the study back. Each fresh sweep is its own study; a resumed sweep keeps its study through the searcher's
+    saved state."""
+    if storage.is_remote(spec.storage):
         return {}
     import optuna
 

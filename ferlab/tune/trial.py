@@ -8,8 +8,7 @@ forwards rank 0's per-epoch metrics to Tune, where ASHA and Optuna see them.
 
 from __future__ import annotations
 
-import os
-
+from ferlab import storage
 from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
 from ferlab.tune.resources import worker_resources
@@ -64,18 +63,18 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
             "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus, "fold": cell.get("fold")})
     tc = TrainConfig(**nested["train"])
     trial_id = tune.get_context().get_trial_id()
-    run_dir = os.path.join(spec["storage"], spec["name"], "train_runs", trial_id)
-    local = "://" not in run_dir
+    runs = storage.join(spec["storage"], spec["name"], "train_runs")
+    run_dir = storage.join(runs, trial_id)  # read from any node: a local or shared folder, or a bucket
     for attempt in range(1 + WORKER_RETRIES):
         # Rebuilt for every attempt: a retried run starts at the epoch of its newest intact checkpoint and must get
         # that epoch's block order (Train's own retry reuses the datasets, whose epoch count starts again).
-        restored = newest_intact(run_dir)[1] if local and os.path.isdir(run_dir) else None
+        restored = newest_intact(run_dir)[1]
         trainer = TorchTrainer(
             train_worker,
             train_loop_config={"preset": spec["preset"], "model": nested["model"], "train": nested["train"],
                                "pretrained": nested["pretrained"],
                                "eval_splits": [k for k in datasets if k not in ("train", "val")],
-                               "balance_factors": spec["balance_factors"], "run_dir": run_dir if local else None,
+                               "balance_factors": spec["balance_factors"], "run_dir": run_dir,
                                "constants": constants},
             scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                          resources_per_worker=resources),
@@ -83,7 +82,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
             dataset_config=data_config(datasets, workers=spec["workers_per_trial"]),
             run_config=ray.train.RunConfig(
                 name=trial_id,  # stable across resume and retry; never a timestamp
-                storage_path=os.path.join(spec["storage"], spec["name"], "train_runs"),
+                storage_path=runs,
                 callbacks=[TuneReportCallback()],
                 checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                 # Retried here, not by Train. Train V2 retries a controller that cannot get resources forever by
@@ -95,7 +94,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
             trainer.fit()
             break
         except TrainingFailedError as e:
-            if attempt == WORKER_RETRIES or not local:
+            if attempt == WORKER_RETRIES:
                 raise
             print(f"trial {trial_id}: a training worker failed ({str(e).splitlines()[0][:200]}); retrying from its "
                   f"newest intact checkpoint", flush=True)
