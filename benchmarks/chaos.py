@@ -1,4 +1,5 @@
-"""Chaos: a sweep whose every trial loses its training worker once, against the same sweep undisturbed.
+"""Chaos: a sweep whose every trial loses its training worker (or its whole node) once, against the same sweep
+undisturbed.
 
 The pattern of Ray's own Tune fault-tolerance release test (workers killed while the sweep runs, every trial must
 still reach its last epoch from its checkpoints), made stricter: the tables after the faults must equal the tables
@@ -12,13 +13,23 @@ first epoch's report, `--delay` seconds after it at most. It prints, per run, th
 then the kills, the epochs lost (expected epochs missing from history.csv, target 0), epochs reported twice, whether
 every metric equals the undisturbed run's, and the time the faults cost.
 
+With `--kill node`, as a spot reclamation does: both runs go to an emulated cluster on this machine
+(ferlab.emulation: a head of 1 CPU for the drivers, two worker nodes of 2 CPUs that share no disk, each in a mount
+namespace of its own; root only) with the data and the sweep's storage in a bucket (`--storage s3://...`, or by
+default a local S3-compatible server started here). At a trial's first report, the node its training worker runs on
+is killed whole (its raylet and every process on it) and a fresh node joins in its place, as an autoscaler replaces
+a reclaimed one; the trial must continue on another node from its newest checkpoint in the bucket. It also prints
+the epochs trained twice (epochs whose line a worker printed more than once: lost before their checkpoint landed).
+
     python benchmarks/chaos.py                      # 4 trials x 4 epochs of transfer_tiny on SynthFER
     python benchmarks/chaos.py --samples 8 --epochs 6
+    python benchmarks/chaos.py --kill node --samples 2 --epochs 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -38,17 +49,27 @@ SAME = ["trial", "epoch", "val_acc", "val_loss", "train_loss"]  # what a fault m
 REPORT = re.compile(r"RayTrainWorker pid=(\d+).*Reporting training result.*/train_runs/([0-9a-f]+)/checkpoint_")
 
 
-def run(args: list[str], chaos: bool, delay: float, rng: random.Random) -> dict:
-    """One sweep in its own process group; with `chaos`, each trial's worker is killed once. Returns its wall time,
-    exit code and the (pid, trial) of every kill."""
+def run(args: list[str], chaos: bool, delay: float, rng: random.Random, cluster=None, env=None) -> dict:
+    """One sweep in its own process group; with `chaos`, each trial's worker is killed once, or with `cluster`
+    (ferlab.emulation.LocalCluster) its whole node, replaced by a fresh one. Returns its wall time, exit code, the
+    (pid, trial) of every kill and the epoch lines per (worker pid, epoch)."""
+    from ferlab import EPOCH_LINE
+
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=REPO, start_new_session=True)
-    kills, timers = [], []
+                            text=True, cwd=REPO, start_new_session=True, env=env)
+    kills, timers, epochs, trial_of = [], [], [], {}
+    epoch_line = re.compile(r"RayTrainWorker pid=(\d+)\).*?\b" + EPOCH_LINE.lstrip("^") + "val_acc")
 
     def kill(pid: int, trial: str):
         try:
-            if os.getsid(pid) == proc.pid:  # only a process of this sweep (Ray's workers: own group, same session)
+            if cluster is not None:
+                node = cluster.node_of(pid)
+                n = cluster.kill_node(node)
+                kills.append((pid, trial))
+                print(f"  killed node {node} ({n} processes) running trial {trial}; a fresh node joins", flush=True)
+                cluster.add_node(cpus=2)
+            elif os.getsid(pid) == proc.pid:  # only a process of this sweep (Ray's workers: own group, same session)
                 os.kill(pid, signal.SIGKILL)
                 kills.append((pid, trial))
                 print(f"  killed training worker {pid} of trial {trial}", flush=True)
@@ -57,7 +78,13 @@ def run(args: list[str], chaos: bool, delay: float, rng: random.Random) -> dict:
 
     killed_trials = set()
     for line in proc.stdout:
-        m = REPORT.search(line) if chaos else None
+        e = epoch_line.search(line)
+        if e:
+            epochs.append((int(e.group(1)), int(e.group(2))))
+        m = REPORT.search(line)
+        if m:
+            trial_of[int(m.group(1))] = m.group(2)
+        m = m if chaos else None
         if m and m.group(2) not in killed_trials:
             killed_trials.add(m.group(2))
             timer = threading.Timer(rng.uniform(0, delay), kill, (int(m.group(1)), m.group(2)))
@@ -68,7 +95,9 @@ def run(args: list[str], chaos: bool, delay: float, rng: random.Random) -> dict:
     code = proc.wait()
     for timer in timers:
         timer.cancel()
-    return {"wall_s": time.perf_counter() - t0, "code": code, "kills": kills}
+    trained = [(trial_of.get(pid, f"worker {pid}"), epoch) for pid, epoch in epochs]
+    return {"wall_s": time.perf_counter() - t0, "code": code, "kills": kills,
+            "twice": len(trained) - len(set(trained))}
 
 
 def normalised(trials: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
@@ -83,22 +112,30 @@ def normalised(trials: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kill", choices=("worker", "node"), default="worker",
+                   help="what each trial loses once: its training worker, or its whole node (an emulated cluster)")
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--synth-n", type=int, default=1000)
     p.add_argument("--delay", type=float, default=1.0, help="a kill lands up to this many seconds after the report")
+    p.add_argument("--storage", default=None, help="--kill node: the sweep's storage, a bucket URI (default: a "
+                                                   "local S3-compatible server started here)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = random.Random(args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         common = ["--samples", str(args.samples), "--epochs", str(args.epochs), "--grace-period", str(args.epochs),
-                  "--synth-n", str(args.synth_n), "--seed", str(args.seed), "--storage", os.path.join(tmp, "s"),
-                  "--max-concurrent", "1"]
+                  "--synth-n", str(args.synth_n), "--seed", str(args.seed), "--max-concurrent", "1"]
+        cluster, env, store = None, None, os.path.join(tmp, "s")
+        if args.kill == "node":
+            cluster, env, store, data = emulated_cluster(stack, args, tmp)
+            common += ["--address", cluster.address, "--cpus-per-worker", "1.5", "--data", data]
+        common += ["--storage", store]
         runs, tables = {}, {}
         for name in ("undisturbed", "chaos"):
             print(f"{name} run:", flush=True)
             runs[name] = run(common + ["--name", name, "--results-dir", os.path.join(tmp, name)], name == "chaos",
-                             args.delay, rng)
+                             args.delay, rng, cluster if name == "chaos" else None, env)
             trials = pd.read_csv(os.path.join(tmp, name, "trials.csv"))
             hist = pd.read_csv(os.path.join(tmp, name, "history.csv"))
             tables[name] = trials, hist
@@ -110,10 +147,35 @@ def main():
     lost, twice = expected - set(got), len(got) - len(set(got))
     same = normalised(*tables["chaos"]).equals(normalised(*tables["undisturbed"]))
     kills = len(runs["chaos"]["kills"])
-    print(f"\nkills: {kills} (one per trial: {kills == args.samples}); epochs lost: {len(lost)} (target 0); epochs "
-          f"reported twice: {twice}; every metric equal to the undisturbed run's: {same}; time the faults cost: "
+    print(f"\n{args.kill}s killed: {kills} (one per trial: {kills == args.samples}); epochs lost: {len(lost)} (target "
+          f"0); epochs reported twice: {twice}; epochs trained twice: {runs['chaos']['twice']} (target 0); every "
+          f"metric equal to the undisturbed run's: {same}; time the faults cost: "
           f"{runs['chaos']['wall_s'] - runs['undisturbed']['wall_s']:+.0f} s "
           f"({runs['chaos']['wall_s'] / runs['undisturbed']['wall_s'] - 1:+.0%})")
+
+
+def emulated_cluster(stack, args, tmp: str):
+    """--kill node: a head of 1 CPU (the drivers; no training worker fits there), two private worker nodes of 2 CPUs,
+    and the data and storage in a bucket (the nodes share no disk). Returns (cluster, env, storage, data)."""
+    from ferlab import storage
+    from ferlab.emulation import LocalCluster, S3Server
+
+    env = dict(os.environ)
+    if args.storage is None:
+        server = S3Server(log=os.path.join(tmp, "s3.log"))
+        env |= stack.enter_context(server)
+        store = storage.join(server.uri, "chaos")
+    else:
+        store = args.storage.rstrip("/")
+    data = storage.join(store, "shards")
+    synth = subprocess.run([sys.executable, "-m", "ferlab.cli", "synth", "--out", data, "--n", str(args.synth_n),
+                            "--size", "64", "--seed", str(args.seed)], env=env, capture_output=True, text=True)
+    if synth.returncode != 0:
+        raise SystemExit(synth.stderr[-2000:])
+    cluster = stack.enter_context(LocalCluster(head_cpus=1, env=env))
+    for _ in range(2):
+        cluster.add_node(cpus=2)
+    return cluster, cluster.env, store, data
 
 
 if __name__ == "__main__":

@@ -63,50 +63,23 @@ def run_experiment_main(script: str, args: list[str], capsys) -> tuple[int, list
     return code, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
 
 
-S3_BUCKET = "ferlab-test"
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """A real S3-compatible server process on 127.0.0.1 (moto's server mode) with one bucket; the standard variables
-    (AWS_ENDPOINT_URL, keys, region) point every client at it, Ray's workers included (they inherit this process's
-    environment). Yields the bucket's URI. A server that does not start fails the test: no skip."""
-    import shutil
-    import socket
-    import subprocess
-    import sys
-    import time
+    """A real S3-compatible server process on 127.0.0.1 (ferlab.emulation.S3Server: moto's server mode) with one
+    bucket; the standard variables (AWS_ENDPOINT_URL, keys, region) point every client at it, Ray's workers included
+    (they inherit this process's environment). Yields the bucket's URI. A server that does not start fails the test:
+    no skip."""
+    from ferlab.emulation import S3Server
 
-    server = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
-    assert server, "moto_server not found: install ferlab's dev extra (moto[server])"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "w")
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "ferlab", "AWS_SECRET_ACCESS_KEY":
-           "ferlab-secret", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import boto3
-
-        for _ in range(100):
-            try:
-                boto3.client("s3").create_bucket(Bucket=S3_BUCKET)
-                break
-            except Exception:
-                assert proc.poll() is None, f"moto_server exited: {open(log.name).read()[-2000:]}"
-                time.sleep(0.2)
-        else:
-            raise AssertionError(f"moto_server did not answer on 127.0.0.1:{port}")
-        yield f"s3://{S3_BUCKET}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    server = S3Server(log=str(tmp_path_factory.mktemp("s3") / "moto.log"))
+    with server as env:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield server.uri
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

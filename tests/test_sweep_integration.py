@@ -5,12 +5,8 @@ import collections
 import contextlib
 import json
 import os
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 
 import pandas as pd
 import pytest
@@ -56,51 +52,16 @@ def test_malformed_data_folder_is_named(tmp_path):
     assert "Started a local Ray" not in r.stdout + r.stderr
 
 
-RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray(*args, env, timeout=180):
-    return subprocess.run([RAY, *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
 @contextlib.contextmanager
-def _two_nodes(tmp_path):
+def _two_nodes(private: bool = False):
     """A head and a second node, each a `ray start` of 2 logical CPUs, with token authentication as on a real
-    cluster (one token, given to every node and to the sweep's driver through the environment); yields (address,
-    env). Both nodes are stopped after, and no process of theirs may be left."""
-    if RAY is None:
-        pytest.skip("the `ray` command is not installed next to this Python")
-    port = _free_port()
-    # each node's session files in a folder of its own, as on two machines (a node joining without --temp-dir uses
-    # the head's, and two log monitors then forward every worker line twice), not in the machine's /tmp/ray;
-    # short, because Ray's socket paths must fit in 107 bytes
-    temp = tempfile.mkdtemp(prefix="ferlab-ray-", dir="/tmp")  # `ray start` makes each node's folder in it
-    token = tmp_path / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    env.pop("RAY_ADDRESS", None)
-    address = f"127.0.0.1:{port}"
-    head = _ray("start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                "--object-store-memory=300000000", f"--temp-dir={temp}/a", "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={_free_port()}", "--disable-usage-stats", env=env)
-    try:
-        assert head.returncode == 0, head.stdout + head.stderr
-        second = _ray("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                      "--object-store-memory=300000000", f"--temp-dir={temp}/b", "--disable-usage-stats", env=env)
-        assert second.returncode == 0, second.stdout + second.stderr
-        yield address, env
-    finally:
-        stop = _ray("stop", "--force", env=env)
-    assert stop.returncode == 0, stop.stderr
-    left = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True)
-    shutil.rmtree(temp, ignore_errors=True)
-    assert left.stdout.strip() == "", f"Ray processes left running: {left.stdout}"
+    cluster; yields (address, env: what the sweep's driver needs). With `private`, the second node shares no disk
+    with the head (ferlab.emulation). Both are stopped after, and no process of theirs may be left."""
+    from ferlab.emulation import LocalCluster
+
+    with LocalCluster(head_cpus=2) as cluster:
+        cluster.add_node(cpus=2, private=private)
+        yield cluster.address, cluster.env
 
 
 @pytest.mark.slow
@@ -133,7 +94,7 @@ def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
     vit = tmp_path / "vit.pth"  # a timm-named encoder file at transfer_tiny's sizes, passed to every trial
     torch.save(VisionTransformer(embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0, qkv_bias=False).state_dict(), vit)
     results = tmp_path / "results"
-    with _two_nodes(tmp_path) as (address, env):
+    with _two_nodes() as (address, env):
         args = ["--address", address, "--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period",
                 "2", "--cpus-per-worker", "1.5", "--storage", str(tmp_path / "storage"), "--name", "it", "--set",
                 "lanet_bn=True", "--encoder-weights", str(vit), "--eval-data", f"other={tmp_path / 'other_shards'}"]
@@ -239,13 +200,29 @@ def test_smoke_sweep_runs_both_stages_on_data_larger_than_the_object_store(tmp_p
     assert len(mgns) == 1 and mgns[0].startswith("mvt_tiny-") and "-m0.100-" in mgns[0]
 
 
+def _on_each_node(address, env, code: str) -> dict:
+    """{node id: what `code` (a Python expression) evaluates to on that node}, from a Ray task pinned to each."""
+    script = ("import json, ray\n"
+              "from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On\n"
+              f"ray.init(address={address!r}, logging_level='ERROR')\n"
+              f"f = ray.remote(num_cpus=0)(lambda: {code})\n"
+              "ids = [n['NodeID'] for n in ray.nodes() if n['Alive']]\n"
+              "print(json.dumps(dict(zip(ids, ray.get([f.options(scheduling_strategy=On(i, soft=False)).remote() "
+              "for i in ids])))))\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
-def test_mvt_smoke_sweep_with_its_data_and_storage_in_a_bucket(tmp_path, s3_server):
-    """The cluster's storage, against a real S3-compatible server: shards written to the bucket (`ferlab synth --out
-    s3://...`) and read from it by Ray Data, the sweep's storage in the bucket. The MGN is trained once under the
-    bucket's lock and the second trial reuses it from the bucket; every checkpoint, and the tables' histories, are
-    read from the bucket; nothing is written to a local folder named after the URI (before, the MGN stage made
-    ./s3:/...)."""
+def test_sweeps_of_both_studies_on_nodes_that_share_no_disk(tmp_path, s3_server):
+    """The cluster ferlab is for, emulated: two nodes that share no disk (the second in a mount namespace of its
+    own), data and storage in a bucket of a real S3-compatible server. A TransFER and an MVT smoke sweep of two
+    trials each, every trial's worker asking for 1.5 of a node's 2 CPUs, so the two trials of a sweep run one per
+    node. The shards are written to the bucket (`ferlab synth --out s3://...`) and read from it on both nodes; MVT's
+    MGN is trained once under the bucket's lock, by whichever trial gets there first, and the trial on the other
+    node reuses it from the bucket; every checkpoint, and the tables' histories, are read from the bucket; nothing
+    is written to a local folder named after the URI (before, the MGN stage made ./s3:/...)."""
     import uuid
 
     from ferlab import storage
@@ -255,18 +232,29 @@ def test_mvt_smoke_sweep_with_its_data_and_storage_in_a_bucket(tmp_path, s3_serv
     synth = subprocess.run([sys.executable, "-m", "ferlab.cli", "synth", "--out", data, "--n", "300", "--size", "64"],
                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert synth.returncode == 0, synth.stderr[-2000:]
-    r = _run_mvt(["--smoke", "--samples", "2", "--data", data, "--storage", store, "--results-dir",
-                  str(tmp_path / "results"), "--num-cpus", "2", "--mask-ratio", "0.1"])
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with _two_nodes(private=True) as (address, env):
+        seen = _on_each_node(address, env, f"__import__('os').path.isdir({str(tmp_path)!r})")
+        assert sorted(seen.values()) == [False, True], seen  # the head's folder does not exist on the other node
+        common = ["--address", address, "--smoke", "--samples", "2", "--data", data, "--storage", store,
+                  "--cpus-per-worker", "1.5", "--grace-period", "2"]  # ASHA stops nobody
+        transfer = _run(common + ["--results-dir", str(tmp_path / "transfer")], env=env)
+        mvt = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "sweep_mvt.py"), *common,
+                              "--results-dir", str(tmp_path / "mvt"), "--mask-ratio", "0.1"],
+                             capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    for r in (transfer, mvt):
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = mvt.stdout + mvt.stderr
     assert out.count(": training (1 epochs, m=0.1)") == 1 and out.count(": reusing s3://") == 1, out[-3000:]
-    df = pd.read_csv(tmp_path / "results" / "trials.csv")
-    assert len(df) == 2 and (df["status"] == "ok").all() and (df["epochs"] == 2).all()
-    experiment = storage.join(store, "sweep_mvt_smoke")
-    assert all(p.startswith(storage.join(experiment, "train_runs") + "/") for p in df["checkpoint_path"])
-    assert sorted(n for n, _ in storage.listdir(storage.join(experiment, "train_runs"))) == sorted(df["trial"])
+    for name, experiment in (("transfer", "sweep_transfer_smoke"), ("mvt", "sweep_mvt_smoke")):
+        df = pd.read_csv(tmp_path / name / "trials.csv")
+        assert len(df) == 2 and (df["status"] == "ok").all() and (df["epochs"] == 2).all(), df
+        assert sorted(df["node_id"]) == sorted(seen), (name, df["node_id"].tolist())  # one trial per node
+        runs = storage.join(store, experiment, "train_runs")
+        assert all(p.startswith(runs + "/") for p in df["checkpoint_path"])
+        assert sorted(n for n, _ in storage.listdir(runs)) == sorted(df["trial"])
+        run = json.loads((tmp_path / name / "run.json").read_text())
+        assert run["tune_experiment"] == storage.join(store, experiment) and run["spec"]["data"] == data
     (mgn,) = storage.listdir(storage.join(store, "mgn"))
-    assert storage.is_file(storage.join(store, "mgn", mgn[0], "mgn.pt")) and df["mgn_nuisance_precision"].notna().all()
+    assert storage.is_file(storage.join(store, "mgn", mgn[0], "mgn.pt"))
+    assert pd.read_csv(tmp_path / "mvt" / "trials.csv")["mgn_nuisance_precision"].notna().all()
     assert not os.path.exists(os.path.join(REPO, "s3:")) and not os.path.exists(tmp_path / "s3:")
-    run = json.loads((tmp_path / "results" / "run.json").read_text())
-    assert run["tune_experiment"] == experiment and run["spec"]["data"] == data

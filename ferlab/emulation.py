@@ -1,0 +1,184 @@
+"""A Ray cluster of several nodes on one machine whose nodes share no disk, for the tests and the chaos benchmark.
+
+The head runs in this machine's file system; every other node is a `ray start` in a mount namespace of its own
+(`unshare --mount`, as root) with its own /tmp, home and working directory, so a path one node writes outside the
+shared storage does not exist on another, as on the machines of a real cluster. Only the code and its Python are
+seen by every node, as a cluster launcher's file mounts put them on each. A node can be killed whole, its raylet
+and every process in its namespace at once, as a spot reclamation does. Written here because Ray's own
+`ray.cluster_utils.Cluster` starts every node in one file system (and in its own process), which cannot show what
+a node reads from another's disk. Loopback addresses only; token authentication on, as on a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray() -> str:
+    ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    if ray is None:
+        raise RuntimeError("the `ray` command is not installed next to this Python")
+    return ray
+
+
+def _namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+class LocalCluster:
+    """`with LocalCluster() as c: c.add_node(); ...`: a head of `head_cpus` logical CPUs, then nodes added with
+    `add_node`; `c.address` and `c.env` (the environment a driver needs: address, token) for the sweep. Everything
+    is stopped at the end, and no process of the cluster may be left."""
+
+    def __init__(self, head_cpus: float = 2, object_store_bytes: int = 300_000_000, env: dict | None = None):
+        self.head_cpus, self.store = head_cpus, object_store_bytes
+        # each node's session files in a folder of its own (a node joining without --temp-dir uses the head's, and
+        # two log monitors then forward every worker line twice); short: Ray's socket paths must fit in 107 bytes
+        self.temp = tempfile.mkdtemp(prefix="ferlab-ray-", dir="/tmp")
+        token = os.path.join(self.temp, "auth_token")
+        with open(token, "w") as f:
+            f.write(secrets.token_hex(32))
+        self.token = token
+        self.env = dict(env or os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+                        RAY_AUTH_TOKEN_PATH=token)
+        self.env.pop("RAY_ADDRESS", None)
+        self.address = f"127.0.0.1:{free_port()}"
+        self.nodes: list[str] = []  # each added node's name (its --temp-dir under self.temp)
+
+    def _start(self, args: list[str], private: bool, name: str):
+        cmd = [_ray(), "start", "--node-ip-address=127.0.0.1", f"--object-store-memory={self.store}",
+               f"--temp-dir={self.temp}/{name}", "--disable-usage-stats", *args]
+        if not private:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=self.env)
+        else:
+            for shared in (os.getcwd(), sys.prefix):  # what every node must see: the code and its Python
+                if shared.startswith("/tmp/"):
+                    raise RuntimeError(f"{shared} is under /tmp, which a private node hides")
+            with open(self.token) as f:
+                token = f.read()
+            # a fresh /tmp (the head's session files, pytest's folders, shards written there are not in it), its own
+            # home and working directory, and its own copy of the token, as a launcher's file mounts give each node
+            script = (f"mount -t tmpfs ferlab-{name} /tmp && mkdir -p {self.temp} /tmp/home /tmp/work && "
+                      f"cd /tmp/work && printf %s {token} > /tmp/home/auth_token && "
+                      f"HOME=/tmp/home RAY_AUTH_TOKEN_PATH=/tmp/home/auth_token FERLAB_CACHE=/tmp/home/cache "
+                      f"exec {' '.join(cmd)}")
+            r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                               capture_output=True, text=True, timeout=180, env=self.env)
+        if r.returncode != 0:
+            raise RuntimeError(f"`ray start` of node {name} failed: {(r.stdout + r.stderr)[-2000:]}")
+
+    def __enter__(self):
+        port = self.address.rsplit(":", 1)[1]
+        try:
+            self._start(["--head", f"--port={port}", f"--num-cpus={self.head_cpus}", "--dashboard-host=127.0.0.1",
+                         f"--dashboard-port={free_port()}"], private=False, name="head")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_node(self, cpus: float = 2, private: bool = True) -> str:
+        """Start a node that joins the head; returns its name."""
+        name = f"n{len(self.nodes)}"
+        self._start([f"--address={self.address}", f"--num-cpus={cpus}"], private, name)
+        self.nodes.append(name)
+        return name
+
+    def processes(self, name: str) -> list[int]:
+        """The pids of a node's processes: those of its mount namespace, or for a node in this file system, those
+        whose command line names its session folder."""
+        mine = [int(p) for p in subprocess.run(["pgrep", "-f", f"{self.temp}/{name}"], capture_output=True,
+                                               text=True).stdout.split()]
+        spaces = {_namespace(p) for p in mine} - {_namespace(os.getpid()), None}
+        if not spaces:
+            return mine
+        return [int(p) for p in os.listdir("/proc") if p.isdigit() and _namespace(int(p)) in spaces]
+
+    def node_of(self, pid: int) -> str | None:
+        """Which added node a process runs on (by its mount namespace)."""
+        space = _namespace(pid)
+        return next((name for name in self.nodes if space in {_namespace(p) for p in self.processes(name)}), None)
+
+    def kill_node(self, name: str) -> int:
+        """SIGKILL every process of a node at once (a machine lost); returns how many."""
+        pids = self.processes(name)
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(pids)
+
+    def stop(self) -> None:
+        subprocess.run([_ray(), "stop", "--force"], capture_output=True, text=True, timeout=180, env=self.env)
+        for name in self.nodes:  # a private node's processes are stopped by `ray stop` too; make sure of it
+            self.kill_node(name)
+        deadline = time.time() + 30
+        while time.time() < deadline and subprocess.run(["pgrep", "-f", self.temp], capture_output=True).stdout:
+            time.sleep(0.5)
+        left = subprocess.run(["pgrep", "-af", self.temp], capture_output=True, text=True).stdout.strip()
+        shutil.rmtree(self.temp, ignore_errors=True)
+        if left:
+            raise RuntimeError(f"Ray processes left running: {left}")
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class S3Server:
+    """`with S3Server() as env:` a real S3-compatible server process on 127.0.0.1 (moto's server mode, from the dev
+    extra) holding `bucket`; `env` holds the standard variables (AWS_ENDPOINT_URL, keys, region) that point every
+    client at it, Ray's workers included when their nodes get them. Raises when the server does not start."""
+
+    def __init__(self, bucket: str = "ferlab-test", log: str | None = None):
+        self.bucket, self.log = bucket, log or os.devnull
+        self.uri = f"s3://{bucket}"
+
+    def __enter__(self) -> dict:
+        server = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
+        if server is None:
+            raise RuntimeError("moto_server not found: install ferlab's dev extra (moto[server])")
+        port = free_port()
+        self._log = open(self.log, "w")
+        self.proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        self.env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "ferlab",
+                    "AWS_SECRET_ACCESS_KEY": "ferlab-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                              aws_access_key_id="ferlab", aws_secret_access_key="ferlab-secret")
+        deadline = time.time() + 30
+        while True:
+            try:
+                client.create_bucket(Bucket=self.bucket)
+                return self.env
+            except Exception:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.__exit__()
+                    raise RuntimeError(f"moto_server did not start on 127.0.0.1:{port} (log: {self.log})") from None
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self._log.close()
+        return False
