@@ -23,7 +23,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from ferlab.data.pipeline import decode_batch
@@ -37,7 +36,7 @@ from ferlab.train.metrics import attention_mass
 def load(shards, split, size) -> dict:
     """A split decoded as the pipeline decodes it (with SynthFER's `nuisance` masks), as numpy arrays."""
     cols = ["image", "label", "clean_label", "bg_mask", "occ_mask"]
-    t = pq.ParquetDataset(shards.files(split)).read(columns=cols)
+    t = shards.read(split, columns=cols)
     batch = {c: (np.array(t.column(c).to_pylist(), dtype=object) if c in ("image", "bg_mask", "occ_mask")
                  else t.column(c).to_numpy()) for c in cols}
     return decode_batch(batch, size)
@@ -140,7 +139,7 @@ def val_masks(n: int, seed: int, size: int):
     from ferlab.data.pipeline import decode_mask
 
     shards = open_shards(cached_synthfer(n=n, size=size, seed=seed))
-    t = pq.ParquetDataset(shards.files("val")).read(columns=["bg_mask", "occ_mask"])
+    t = shards.read("val", columns=["bg_mask", "occ_mask"])
     occ = np.stack([decode_mask(b, size) for b in t.column("occ_mask").to_pylist()])
     bg = np.stack([decode_mask(b, size) for b in t.column("bg_mask").to_pylist()])
     return torch.from_numpy(occ), torch.from_numpy(bg)

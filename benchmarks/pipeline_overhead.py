@@ -39,7 +39,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from cpu_share import CpuSampler  # noqa: E402 (this folder is on sys.path as the script's)
@@ -64,7 +63,7 @@ def model_overrides(shards) -> dict:
 
 def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int, limit: int = 0) -> list[dict]:
     size = model_config(PRESET).input_size
-    table = pq.ParquetDataset(shards.files("train")).read(columns=["image", "label"]).slice(0, limit or None)
+    table = shards.read("train", columns=["image", "label"]).slice(0, limit or None)
     data = decode_batch({"image": np.array(table.column("image").to_pylist(), dtype=object),
                          "label": table.column("label").to_numpy()}, size)
     images, labels = torch.from_numpy(data["image"]), torch.from_numpy(data["label"])

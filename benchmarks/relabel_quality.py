@@ -25,7 +25,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from ferlab.config import TrainConfig, parse_field
@@ -40,7 +39,7 @@ from ferlab.train.relabel import LabelTable, relabel
 
 
 def load(shards, split, size):
-    t = pq.ParquetDataset(shards.files(split)).read(columns=["id", "image", "label", "clean_label"])
+    t = shards.read(split, columns=["id", "image", "label", "clean_label"])
     d = decode_batch({"image": np.array(t.column("image").to_pylist(), dtype=object),
                       "label": t.column("label").to_numpy(), "id": np.array(t.column("id").to_pylist()),
                       "clean_label": t.column("clean_label").to_numpy()}, size)

@@ -27,7 +27,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from ferlab.config import TrainConfig
@@ -74,7 +73,7 @@ class MemoryShard:
 
 
 def load(shards, split: str, size: int) -> MemoryShard:
-    t = pq.ParquetDataset(shards.files(split)).read(columns=["image", "label"])
+    t = shards.read(split, columns=["image", "label"])
     d = decode_batch({"image": np.array(t.column("image").to_pylist(), dtype=object),
                       "label": t.column("label").to_numpy()}, size)
     return MemoryShard({"image": torch.from_numpy(d["image"]), "label": torch.from_numpy(d["label"])})

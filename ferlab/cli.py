@@ -37,6 +37,7 @@ def _pairs(items, option) -> dict:
 
 
 def _prepare(args) -> int:
+    from ferlab import storage
     from ferlab.data.prepare import prepare, require_samples
     from ferlab.tune.resources import init_ray
 
@@ -66,6 +67,7 @@ def _prepare(args) -> int:
 
     listing = read_source(args.source, args.root, **options)  # reader errors (a missing label file, --strict) first
     require_samples(listing, args.source, args.root)  # an empty or unrecognised folder: exit 2 before Ray starts
+    storage.check(args.out, "--out")  # a folder, or a bucket that exists and answers
     init_ray(args.address, args.num_cpus)
     prepare(args.source, args.root, args.out, size=args.size, strict=args.strict, listing=listing)
     return 0

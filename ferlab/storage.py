@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 
-class StorageError(RuntimeError):
+class StorageError(ValueError):
     """A storage URI that cannot be used: one line naming the URI and what failed."""
 
 

@@ -151,6 +151,12 @@ class Shards:
             raise ShardError(f"{self.root}/{MANIFEST}: no split {split!r}; it has {self.splits}")
         return [storage.join(self.root, name) for name in self.manifest["files"][split]]
 
+    def read(self, split: str, columns: list[str] | None = None) -> pa.Table:
+        """A whole split as one Arrow table (small reads: reports, tests; training reads through Ray Data)."""
+        files = self.files(split)
+        fs, _ = storage.resolve(files[0]) if files else (None, None)
+        return pq.ParquetDataset([storage.resolve(f)[1] for f in files], filesystem=fs).read(columns=columns)
+
     def count(self, split: str) -> int:
         return sum(self.manifest["counts"].get(split, {}).values())
 

@@ -193,19 +193,16 @@ def _bootstrap(trials: list, direction, names: list[str]) -> dict:
 
 def faces(data: str, split: str, size: int, n: int = 6) -> np.ndarray | None:
     """The first n faces of a split, decoded at the model's size: (n, S, S, 3) uint8."""
-    import pyarrow.parquet as pq
-
     from ferlab.data.pipeline import decode_batch
     from ferlab.data.shards import open_shards
 
     try:
         shards = open_shards(data)
-        files = shards.files(split)
+        if not shards.files(split):
+            return None
+        t = shards.read(split, columns=["image", "label"]).slice(0, n)
     except (OSError, ValueError, KeyError):
         return None
-    if not files:
-        return None
-    t = pq.ParquetDataset(files).read(columns=["image", "label"]).slice(0, n)
     return decode_batch({"image": np.array(t.column("image").to_pylist(), dtype=object),
                          "label": t.column("label").to_numpy()}, size)["image"]
 
