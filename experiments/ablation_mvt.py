@@ -33,8 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 def parse_args(argv=None):
     from ferlab.tune.experiment import add_run_args, add_study_args
+    from ferlab.cli import Parser
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = Parser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default="all", help="table1, table2, table3, table5 (comma-separated) or all")
     p.add_argument("--seeds", type=int, default=1, help="trainings per cell, seeds --seed, --seed + 1, ...")

@@ -20,7 +20,6 @@ on validation (the last of the 12 here); a timm ResNet-18 from scratch at 48x48 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -34,7 +33,9 @@ def default_root() -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from ferlab.cli import Parser
+
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=default_root(), help="FERPlus folder (FER2013Train/Valid/Test + label.csv)")
     p.add_argument("--shards", default=None, help="prepared shard folder (default: in the ferlab cache)")
     p.add_argument("--preset", default="transfer_tiny")

@@ -34,8 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 def parse_args(argv=None):
     from ferlab.tune.experiment import add_confirm_args, add_run_args, add_study_args
+    from ferlab.cli import Parser
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = Parser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, help="number of trials (default 8; --smoke: 2)")
     p.add_argument("--epochs", type=int, help="max epochs per trial, ASHA may stop earlier (default 6; --smoke: 2; "

@@ -14,6 +14,14 @@ import sys
 import time
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line and a pointer to --help, instead of the whole usage (22 lines for a
+    wrong --recipe); the exit code stays 2. Every ferlab command and experiment file parses with it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _synth(args) -> int:
     from ferlab.data.synth import SynthSpec, make_synthfer
 
@@ -111,7 +119,7 @@ def main(argv=None) -> int:
         from sweep_transfer import main as sweep_main
 
         return sweep_main(argv[1:])
-    p = argparse.ArgumentParser(prog="ferlab", description="FER ablation studies on Ray")
+    p = Parser(prog="ferlab", description="FER ablation studies on Ray")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="draw SynthFER into a shard folder")
     s.add_argument("--out", required=True)

@@ -105,6 +105,17 @@ def checked(cfg, where: str) -> None:
         raise ValueError(f"{where}: wrong type: {', '.join(bad) or 'a value'}") from None
 
 
+def build(cls, values: dict, section: str):
+    """A config section from user input: an unknown field is one ValueError naming the section, the field and the
+    fields there are (a dataclass alone raises a TypeError)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown field(s) {[f'{section}.{k}' for k in unknown]}; {section} has: "
+                         f"{', '.join(sorted(known))}")
+    return cls(**values)
+
+
 def parse_field(item: str) -> dict:
     """"msad=reference" -> {"msad": "reference"}; values are Python literals when they parse as one."""
     import ast

@@ -238,4 +238,9 @@ def check(uri, what: str, *, must_exist: bool = False) -> str:
                                f"({os.environ.get('AWS_ENDPOINT_URL') or 'AWS'})")
     if must_exist and t == pafs.FileType.NotFound:
         raise StorageError(f"{what} {uri}: no such file or folder")
+    if not is_remote(uri) and not must_exist:
+        try:  # the folder will be written: it must be one, or be creatable
+            os.makedirs(uri, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"{what} {uri}: cannot be created ({e.strerror})") from None
     return uri

@@ -42,6 +42,28 @@ def test_bad_input_is_one_line_before_ray(args, match, tmp_path, capsys):
     assert re.search(match, lines[0]), lines[0]
 
 
+@pytest.mark.parametrize("args,match", [
+    (["--storage", "/proc/ferlab"], "--storage /proc/ferlab: cannot be created"),
+    (["--results-dir", "/proc/ferlab"], "--results-dir /proc/ferlab: cannot be created"),
+    (["--set", "train.lrr=0.1"], r"unknown field\(s\) \['train.lrr'\]; train has: "),
+    (["--resume", "--name", "never_ran"], "--resume: nothing stored under .*/never_ran to resume; the sweeps stored "
+                                          "there are: none"),
+    (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray cluster answers there"),
+])
+def test_bad_run_options_are_one_line_before_ray(args, match, tmp_path, capsys):
+    """The inputs that crashed, hung or surprised (a typo in --resume's --name started a new sweep)."""
+    import re
+
+    code, lines = run_experiment_main("sweep_transfer.py", ["--smoke", "--storage", str(tmp_path)] + args, capsys)
+    assert code == 2 and len(lines) == 1 and re.search(match, lines[0]), lines
+
+
+def test_bad_study_section_is_one_line(capsys):
+    code, lines = run_experiment_main("sweep_mvt.py", ["--set", "study.nonexistent=1"], capsys)
+    assert code == 2 and len(lines) == 1 and "unknown field(s) ['study.nonexistent']; study has: mask_ratio" in \
+        lines[0], lines
+
+
 def test_malformed_data_folder_is_named(tmp_path):
     """As a user meets it: the script in its own process, one line, exit 2, no Ray."""
     (tmp_path / "shards").mkdir()

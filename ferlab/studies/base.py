@@ -145,7 +145,9 @@ class Study:
     def check_study_section(self, values: dict):
         """The one validation of the "study" section (its dataclass names the knob and its range)."""
         if self.study_config is not None:
-            return self.study_config(**values)
+            from ferlab.config import build
+
+            return build(self.study_config, values, "study")
         if values:
             raise ValueError(f"{self.name} has no study settings; got {sorted(values)}")
         return None

@@ -169,7 +169,7 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
     from ferlab.data.synth import cached_synthfer
     from ferlab.models import model_config
     from ferlab.tune.lock import FolderLock, Locked
-    from ferlab.tune.resources import init_ray
+    from ferlab.tune.resources import check_address, init_ray
     from ferlab.tune.tracking import check
 
     t0 = time.perf_counter()
@@ -181,6 +181,10 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
         return 2
     try:  # the storage reachable; one sweep per experiment and per results folder at a time; before Ray starts
         storage.check(spec.storage, "--storage")
+        storage.check(results_dir, "--results-dir")
+        check_address(args.address)
+        if args.resume:
+            _check_resumable(spec)
         with FolderLock(storage.join(spec.storage, spec.name), "sweep"), FolderLock(results_dir, "sweep"):
             if not spec.data:
                 spec.data = cached_synthfer(n=args.synth_n, size=model_config(spec.preset).input_size,
@@ -190,6 +194,19 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
     except (Locked, ConnectionError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _check_resumable(spec) -> None:
+    """--resume of a sweep that was never stored under --storage/--name: one line naming what is there (a typo in
+    --name would otherwise start a new sweep and leave the one meant untouched)."""
+    from ray import tune
+
+    if tune.Tuner.can_restore(storage.join(spec.storage, spec.name)):
+        return
+    stored = [n for n, is_dir in storage.listdir(spec.storage)
+              if is_dir and tune.Tuner.can_restore(storage.join(spec.storage, n))]
+    raise storage.StorageError(f"--resume: nothing stored under {storage.join(spec.storage, spec.name)} to resume; "
+                               f"the sweeps stored there are: {', '.join(stored) or 'none'}")
 
 
 def _run_locked(spec, args, grid, tables, results_dir: str, t0: float) -> int:

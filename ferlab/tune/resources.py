@@ -36,6 +36,21 @@ def worker_resources(cpus_per_worker: float, gpus_per_trial: float, workers_per_
     return {"CPU": cpus_per_worker} | ({"GPU": gpus} if gpus else {})
 
 
+def check_address(address: str | None) -> None:
+    """A cluster address (`--address`, or RAY_ADDRESS) where nothing answers fails here within seconds, naming it:
+    Ray's own connection attempt retries for minutes, printing time-outs. "auto" and unset are left to Ray."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    host, _, port = (address or "").split("//")[-1].rpartition(":")  # host:port, also ray://host:port
+    if not host or not port.isdigit():
+        return
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise ConnectionError(f"--address {address}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 1024):
     """Connect to a cluster (`address`, or RAY_ADDRESS) or start a local Ray sized for this machine.
 

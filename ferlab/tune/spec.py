@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ferlab import storage
-from ferlab.config import TrainConfig
+from ferlab.config import TrainConfig, build
 from ferlab.models import model_config
 from ferlab.studies import get_study
 
@@ -47,7 +47,7 @@ class SweepSpec:
             from ferlab.models import create_model
 
             create_model(self.preset, pretrained=self.pretrained, **self.model)
-        TrainConfig(**self.train_config())
+        build(TrainConfig, self.train_config(), "train")
         study.check_study_section(self.settings)
         if self.samples < 1 or self.epochs < 1 or self.workers_per_trial < 1:
             raise ValueError("samples, epochs and workers_per_trial must be >= 1")
