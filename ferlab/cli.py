@@ -47,7 +47,7 @@ def _pairs(items, option) -> dict:
 def _prepare(args) -> int:
     from ferlab import storage
     from ferlab.data.prepare import prepare, require_samples
-    from ferlab.tune.resources import init_ray
+    from ferlab.tune.resources import check_address, init_ray
 
     options = {"strict": args.strict}
     given = {"labels": args.labels, "mode": args.mode, "num_classes": args.classes, "images": args.images,
@@ -76,6 +76,7 @@ def _prepare(args) -> int:
     listing = read_source(args.source, args.root, **options)  # reader errors (a missing label file, --strict) first
     require_samples(listing, args.source, args.root)  # an empty or unrecognised folder: exit 2 before Ray starts
     storage.check(args.out, "--out")  # a folder, or a bucket that exists and answers
+    check_address(args.address)
     init_ray(args.address, args.num_cpus)
     prepare(args.source, args.root, args.out, size=args.size, strict=args.strict, listing=listing)
     return 0
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError) as e:  # ConnectionError (an --address where nothing answers) is an OSError
         print(f"ferlab {args.cmd}: error: {e}", file=sys.stderr)
         return 2
 
