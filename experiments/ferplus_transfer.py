@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--address", default=None)
     args = p.parse_args(argv)
 
+    from ferlab import storage
     from ferlab.data.prepare import prepare
     from ferlab.data.shards import MANIFEST, ShardError, open_shards
     from ferlab.data.synth import default_cache
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
                          train={"batch_size": args.batch_size, "lr": args.lr, "augment": args.augment,
                                 "balance": args.balance},
                          model=model, pretrained=pretrained, limit=args.limit)
-        if not os.path.isfile(os.path.join(shards, MANIFEST)) and not os.path.isdir(os.path.join(args.root, "FER2013Train")):
+        if not storage.is_file(storage.join(shards, MANIFEST)) and \
+                not os.path.isdir(os.path.join(args.root, "FER2013Train")):
             raise ShardError(f"{args.root}: no FERPlus copy here (FER2013Train/...); pass --root or set FERLAB_FERPLUS")
     except ValueError as e:
         print(f"ferplus_transfer: error: {e}", file=sys.stderr)
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     init_ray(args.address, args.num_cpus)
-    if not os.path.isfile(os.path.join(shards, MANIFEST)):
+    if not storage.is_file(storage.join(shards, MANIFEST)):  # a folder or a bucket (--shards s3://...)
         prepare("ferplus", args.root, shards, size=size)
     open_shards(shards)
     table, history = run_sweep(spec, verbose=1)

@@ -68,7 +68,8 @@ class LocalCluster:
         if not private:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=self.env)
         else:
-            for shared in (os.getcwd(), sys.prefix):  # what every node must see: the code and its Python
+            code = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            for shared in (code, sys.prefix):  # what every node must see: the code and its Python
                 if shared.startswith("/tmp/"):
                     raise RuntimeError(f"{shared} is under /tmp, which a private node hides")
             with open(self.token) as f:

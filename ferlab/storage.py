@@ -43,10 +43,6 @@ def join(uri, *parts: str) -> str:
     return posixpath.join(str(uri), *parts) if is_remote(uri) else os.path.join(str(uri), *parts)
 
 
-def basename(uri) -> str:
-    return posixpath.basename(str(uri).rstrip("/"))
-
-
 def dirname(uri) -> str:
     return posixpath.dirname(str(uri).rstrip("/")) if is_remote(uri) else os.path.dirname(str(uri))
 

@@ -1,5 +1,5 @@
-"""Pretrained weights from local files or the sweep's storage only (nothing is downloaded from a hub): face.evoLVe's IR-50 for the stem and any
-timm-named ViT checkpoint (the legacy ViT-Small file among them) for TransFER's encoder.
+"""Pretrained weights from local files or the sweep's storage (a URI; nothing is downloaded from a hub): face.evoLVe's
+IR-50 for the stem and any timm-named ViT checkpoint (the legacy ViT-Small file among them) for TransFER's encoder.
 
 Loading is strict: a missing, unexpected or mis-shaped key is an error that names the file and the keys. Keys that
 are legitimately unused (face.evoLVe's `output_layer`, units past the stage cut, a ViT's patch embedding and

@@ -56,11 +56,13 @@ def _read(folder: str) -> dict | None:
 
 
 def _intact(folder: str, rec: dict | None) -> bool:
+    if rec is None:
+        return False
     try:
-        data = storage.read_bytes(storage.join(folder, CHECKPOINT_FILE)) if rec is not None else b""
+        data = storage.read_bytes(storage.join(folder, CHECKPOINT_FILE))
     except OSError:
         return False
-    return rec is not None and hashlib.sha256(data).hexdigest() == rec.get("sha256")
+    return hashlib.sha256(data).hexdigest() == rec.get("sha256")
 
 
 def record(folder: str) -> dict | None:
