@@ -42,6 +42,19 @@ def _namespace(pid: int) -> str | None:
         return None
 
 
+def _private_tmp(name: str) -> str:
+    """Shell commands that give a node a fresh /tmp (the head's session files, pytest's folders and anything written
+    there are not in it) while it keeps what every node must see, the code and its Python, when they lie under /tmp
+    (bind-mounted aside first, then back in place)."""
+    code = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    keep = sorted({p for p in (code, sys.prefix, os.path.realpath(sys.prefix)) if p.startswith("/tmp/")})
+    aside = [f"/run/ferlab-{name}-{i}" for i in range(len(keep))]
+    steps = [f"mkdir -p {a} && mount --bind {p} {a}" for p, a in zip(keep, aside)]
+    steps.append(f"mount -t tmpfs ferlab-{name} /tmp")
+    steps += [f"mkdir -p {p} && mount --bind {a} {p}" for p, a in zip(keep, aside)]
+    return " && ".join(steps)
+
+
 class LocalCluster:
     """`with LocalCluster() as c: c.add_node(); ...`: a head of `head_cpus` logical CPUs, then nodes added with
     `add_node`; `c.address` and `c.env` (the environment a driver needs: address, token) for the sweep. Everything
@@ -68,16 +81,10 @@ class LocalCluster:
         if not private:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=self.env)
         else:
-            code = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            for shared in (code, sys.prefix):  # what every node must see: the code and its Python
-                if shared.startswith("/tmp/"):
-                    raise RuntimeError(f"{shared} is under /tmp, which a private node hides")
             with open(self.token) as f:
                 token = f.read()
-            # a fresh /tmp (the head's session files, pytest's folders, shards written there are not in it), its own
-            # home and working directory, and its own copy of the token, as a launcher's file mounts give each node
-            script = (f"mount -t tmpfs ferlab-{name} /tmp && mkdir -p {self.temp} /tmp/home /tmp/work && "
-                      f"cd /tmp/work && printf %s {token} > /tmp/home/auth_token && "
+            script = (f"{_private_tmp(name)} && mkdir -p {self.temp} /tmp/home /tmp/work && cd /tmp/work && "
+                      f"printf %s {token} > /tmp/home/auth_token && "
                       f"HOME=/tmp/home RAY_AUTH_TOKEN_PATH=/tmp/home/auth_token FERLAB_CACHE=/tmp/home/cache "
                       f"exec {' '.join(cmd)}")
             r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
