@@ -60,8 +60,12 @@ class LocalCluster:
     `add_node`; `c.address` and `c.env` (the environment a driver needs: address, token) for the sweep. Everything
     is stopped at the end, and no process of the cluster may be left."""
 
-    def __init__(self, head_cpus: float = 2, object_store_bytes: int = 300_000_000, env: dict | None = None):
-        self.head_cpus, self.store = head_cpus, object_store_bytes
+    def __init__(self, head_cpus: float = 2, object_store_bytes: int = 300_000_000, env: dict | None = None,
+                 autoscaling: str | None = None):
+        """`autoscaling`: a cluster file for Ray's fake multi-node provider (clusters/local.yaml): the head runs the
+        autoscaler, which starts and stops worker nodes (raylets of this machine's file system) of its node types
+        as the demand asks; `head_cpus` is then the head type's CPU count."""
+        self.head_cpus, self.store, self.autoscaling = head_cpus, object_store_bytes, autoscaling
         # each node's session files in a folder of its own (a node joining without --temp-dir uses the head's, and
         # two log monitors then forward every worker line twice); short: Ray's socket paths must fit in 107 bytes
         self.temp = tempfile.mkdtemp(prefix="ferlab-ray-", dir="/tmp")
@@ -73,6 +77,11 @@ class LocalCluster:
                         RAY_AUTH_TOKEN_PATH=token)
         self.env.pop("RAY_ADDRESS", None)
         self.address = f"127.0.0.1:{free_port()}"
+        self.dashboard = f"http://127.0.0.1:{free_port()}"  # the Jobs API: `ray job submit --address`
+        if autoscaling:
+            # the provider starts its nodes with this machine's IP unless Ray takes the machine for a one-node one
+            # (ray_constants.ENABLE_RAY_CLUSTER); so every node, and every driver of this env, stays on loopback
+            self.env |= {"RAY_FAKE_CLUSTER": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         self.nodes: list[str] = []  # each added node's name (its --temp-dir under self.temp)
 
     def _start(self, args: list[str], private: bool, name: str):
@@ -94,9 +103,21 @@ class LocalCluster:
 
     def __enter__(self):
         port = self.address.rsplit(":", 1)[1]
+        args = ["--head", f"--port={port}", "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard.rsplit(':', 1)[1]}"]
+        if self.autoscaling:
+            import yaml
+
+            with open(self.autoscaling) as f:
+                config = yaml.safe_load(f)
+            config["provider"]["gcs_address"] = self.address
+            self.head_cpus = config["available_node_types"][config["head_node_type"]]["resources"]["CPU"]
+            path = os.path.join(self.temp, "autoscaling.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump(config, f)
+            args.append(f"--autoscaling-config={path}")
         try:
-            self._start(["--head", f"--port={port}", f"--num-cpus={self.head_cpus}", "--dashboard-host=127.0.0.1",
-                         f"--dashboard-port={free_port()}"], private=False, name="head")
+            self._start([*args, f"--num-cpus={self.head_cpus}"], private=False, name="head")
         except BaseException:
             self.stop()
             raise

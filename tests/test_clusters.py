@@ -146,3 +146,44 @@ def test_port_check_catches_each_kind_of_exposure():
     k = load(KUBERAY_YAML)
     k["spec"]["rayClusterSpec"]["headGroupSpec"]["serviceType"] = "LoadBalancer"
     assert exposed(k) == [".spec.rayClusterSpec.headGroupSpec.serviceType: LoadBalancer exposes the head service"]
+
+
+def _launched(config: dict, demand: list[dict], existing: dict | None = None) -> dict:
+    """The worker nodes Ray's autoscaler (v1, as `ray up` runs it) launches for a demand on a cluster file."""
+    import functools
+
+    from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
+    from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_nodes_for
+
+    scorer = functools.partial(_default_utilization_scorer,
+                               node_availability_summary=NodeAvailabilitySummary(node_availabilities={}))
+    nodes, left = get_nodes_for(config["available_node_types"], existing or {}, config["head_node_type"],
+                                config["max_workers"], demand, scorer)
+    assert not left
+    return dict(nodes)
+
+
+def test_gpu_yaml_comments_say_which_nodes_the_autoscaler_launches():
+    """What the comments on the node types say, asked of Ray's own scheduler: a trial per GPU launches spot nodes
+    first (equal types: the name that sorts last wins), on-demand ones when spot is at its maximum."""
+    config = load(GPU_YAML)
+    assert _launched(config, [{"CPU": 1, "GPU": 1}] * 3) == {"ray.worker.gpu_small_spot": 3}
+    assert _launched(config, [{"CPU": 1, "GPU": 1}] * 3, {"ray.worker.gpu_small_spot": 8}) == \
+        {"ray.worker.gpu_small": 3}
+    assert _launched(config, [{"CPU": 1, "GPU": 1}] * 4, ) == {"ray.worker.gpu_small_spot": 4}
+    assert "launched FIRST" in open(GPU_YAML).read()
+
+
+def test_local_yaml_is_gpu_yaml_for_the_fake_provider():
+    """clusters/local.yaml (tests/test_autoscaling.py runs it) passes Ray's schema and preparation, has gpu.yaml's
+    node types, and a trial's worker (1.5 CPUs standing for a GPU) launches one small node per trial, as on AWS."""
+    import jsonschema
+
+    with open(os.path.join(os.path.dirname(ray.autoscaler.__file__), "ray-schema.json")) as f:
+        jsonschema.validate(load(os.path.join(REPO, "clusters", "local.yaml")), json.load(f))
+    local, gpu = load(os.path.join(REPO, "clusters", "local.yaml")), load(GPU_YAML)
+    assert local["provider"]["type"] == "fake_multinode"
+    assert set(local["available_node_types"]) == set(gpu["available_node_types"])
+    assert local["head_node_type"] == gpu["head_node_type"]
+    assert _launched(local, [{"CPU": 1.5}] * 2) == {"ray.worker.gpu_small_spot": 2}
+    assert not exposed(local)

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import subprocess
 import sys
@@ -84,6 +85,11 @@ def test_concurrent_trials():
         concurrent_trials(SweepSpec(data="x", gpus_per_trial=4, workers_per_trial=4), {"CPU": 64, "GPU": 2})
     with pytest.raises(RuntimeError, match="one trial needs"):
         concurrent_trials(SweepSpec(data="x", cpus_per_worker=4), {"CPU": 2})
+    # a cluster may autoscale (clusters/gpu.yaml starts with no GPU node): --max-concurrent as given, 1 when none fits
+    one_gpu = SweepSpec(data="x", gpus_per_trial=1)
+    assert concurrent_trials(one_gpu, {"CPU": 8}, cluster=True) == 1
+    assert concurrent_trials(dataclasses.replace(one_gpu, max_concurrent=8), {"CPU": 8, "GPU": 1}, cluster=True) == 8
+    assert concurrent_trials(dataclasses.replace(one_gpu, max_concurrent=8), {"CPU": 8, "GPU": 1}) == 1  # local Ray
 
 
 def test_markdown_table():

@@ -4,7 +4,7 @@
 - Ray Data tasks reserve DATA_CPUS each, so data work always finds room next to the training workers;
 - each training worker reserves `cpus_per_worker` CPUs and its share of `gpus_per_trial` (split evenly over the
   trial's workers: --gpus-per-trial 4 --workers-per-trial 4 is one GPU per DDP rank);
-- concurrent trials = what the cluster holds of (driver + workers), and never more than its GPUs allow.
+- concurrent trials = --max-concurrent, else what the cluster holds now of (driver + workers), within its GPUs.
 """
 
 from __future__ import annotations
@@ -16,18 +16,33 @@ from ferlab.data.pipeline import DATA_CPUS
 DRIVER_CPUS = 0.25
 
 
-def concurrent_trials(spec, resources: dict) -> int:
-    """How many trials of a SweepSpec fit at once in `resources` (ray.cluster_resources())."""
+_connected = False  # whether init_ray joined a running cluster (which may autoscale) rather than starting Ray here
+
+
+def concurrent_trials(spec, resources: dict, cluster: bool | None = None) -> int:
+    """How many trials of a SweepSpec run at once in `resources` (ray.cluster_resources()).
+
+    On a local Ray: what it holds, capped by `spec.max_concurrent`; a trial bigger than it fails here (it would wait
+    forever). On a cluster (`cluster`, default: init_ray joined one), which may autoscale from no worker node (as
+    clusters/gpu.yaml does): `spec.max_concurrent` when given, the autoscaler adding nodes for the trials that do
+    not fit yet; else what it holds now, and 1 when that is none (its demand makes the autoscaler add a node)."""
+    cluster = _connected if cluster is None else cluster
     cpus_needed = DRIVER_CPUS + spec.workers_per_trial * spec.cpus_per_worker
     n = int((resources.get("CPU", 0) - DATA_CPUS) // cpus_needed)
     if spec.gpus_per_trial > 0:
         n = min(n, int(resources.get("GPU", 0) // spec.gpus_per_trial))
+    if cluster and spec.max_concurrent:
+        return spec.max_concurrent
     if spec.max_concurrent:
         n = min(n, spec.max_concurrent)
-    if n < 1:
+    if n < 1 and not cluster:
         raise RuntimeError(f"one trial needs {cpus_needed} CPUs + {DATA_CPUS} for data and "
                            f"{spec.gpus_per_trial} GPUs; the cluster has {resources}")
-    return n
+    if n < 1:
+        print(f"the cluster holds no trial now (one needs {cpus_needed} CPUs and {spec.gpus_per_trial} GPUs; it has "
+              f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs): running 1 trial at a time, for "
+              f"which an autoscaling cluster adds a node; --max-concurrent N runs N at once", flush=True)
+    return max(n, 1)
 
 
 def worker_resources(cpus_per_worker: float, gpus_per_trial: float, workers_per_trial: int) -> dict:
@@ -62,8 +77,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
 
     if ray.is_initialized():
         return
+    global _connected
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        _connected = True
         try:
             ray.init(address=address)
         except ConnectionError as e:
