@@ -195,6 +195,8 @@ def training_datasets(decoded: dict, seed: int = 0, first_epoch: int = 0) -> dic
     from ray.data import Dataset, RandomSeedConfig
     from ray.data.dataset import MaterializedDataset
 
+    from ferlab.tune.internals import start_epochs_at
+
     quiet_progress()  # this runs in the trial driver, whose DataContext travels with the datasets to the workers
     out = dict(decoded)
     train = decoded["train"]
@@ -202,15 +204,8 @@ def training_datasets(decoded: dict, seed: int = 0, first_epoch: int = 0) -> dic
         train = train.randomize_block_order(seed=RandomSeedConfig(seed, reseed_after_execution=True))
     else:
         train = Dataset.copy(train, _deep_copy=True)  # its own plan and context, changed below
-    # Ray numbers executions (epochs) on the DataContext a dataset was built with, and datasets derived from one
-    # materialized dataset share it: whatever else ran on `decoded` would shift this pipeline's epoch numbers and so
-    # its seeds. A private context whose count starts at the first epoch makes epoch k of seed s the same in every
-    # run, resumed or not.
-    # (`_context` and `_execution_idx` are Ray internals; tests/test_train_loop.py fails if their meaning changes.)
-    ctx = train.context.copy()
-    ctx._execution_idx = first_epoch
-    train._context = train._logical_plan.context = ctx  # the executor counts on one, the planner seeds from the other
-    out["train"] = train
+    # whatever else ran on `decoded` would shift this pipeline's epoch numbers, and so its seeds
+    out["train"] = start_epochs_at(train, first_epoch)
     return out
 
 

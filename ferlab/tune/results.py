@@ -38,10 +38,11 @@ def trial_histories(results, experiment: str, keep: int | None = None) -> list[d
     the storage (<storage>/<name>; Tune's own `experiment_path` drops a bucket's scheme). `keep`: also remove each
     trial's intact checkpoint folders beyond its newest `keep`, and its empty ones (ferlab.train.checkpoints.prune)."""
     from ferlab.train.checkpoints import prune, scan
+    from ferlab.tune.internals import result_trials
 
     out = []
     # ResultGrid builds its Results from these Trials, in this order; the Trial carries the id and the status.
-    for trial, r in zip(results._experiment_analysis.trials, results):
+    for trial, r in zip(result_trials(results), results):
         run_dir = storage.join(experiment, "train_runs", trial.trial_id)
         found = scan(run_dir)  # an absent folder (never reported) finds nothing
         folder, corrupt, stored = found["folder"], found["corrupt"], found["history"]
@@ -73,7 +74,7 @@ def results_table(trials: list[dict], study) -> pd.DataFrame:
         if hist is not None and M.VAL_ACC in hist:
             hist = hist.sort_values(M.EPOCH).reset_index(drop=True)
             best_i = hist[M.VAL_ACC].idxmax()
-            row.update({M.BEST_VAL_ACC: hist[M.VAL_ACC].max(), "best_epoch": int(hist.loc[best_i, M.EPOCH]),
+            row.update({M.BEST_VAL_ACC: hist[M.VAL_ACC].max(), M.BEST_EPOCH: int(hist.loc[best_i, M.EPOCH]),
                         f"best_{M.VAL_MCA}": hist.loc[best_i, M.VAL_MCA], f"last_{M.VAL_ACC}": hist[M.VAL_ACC].iloc[-1],
                         f"last_{M.VAL_MCA}": hist[M.VAL_MCA].iloc[-1], "epochs": int(hist[M.EPOCH].max()),
                         M.IMAGES_PER_S: hist[M.IMAGES_PER_S].mean()})

@@ -16,6 +16,7 @@ import pickle
 from ray.tune.search.searcher import Searcher
 
 from ferlab import storage
+from ferlab.tune.internals import asha_bracket, optuna_storage_of, optuna_trial_id
 
 
 def fail_orphan_proposals(experiment_dir: str) -> list[int]:
@@ -31,13 +32,13 @@ def fail_orphan_proposals(experiment_dir: str) -> list[int]:
     with open(max(saved), "rb") as f:
         state = pickle.load(f)
     study = state.get("_ot_study") if isinstance(state, dict) else None
-    if study is None or isinstance(study._storage, optuna.storages.InMemoryStorage):
+    if study is None or isinstance(optuna_storage_of(study), optuna.storages.InMemoryStorage):
         return []  # an in-memory study died with the driver: nothing is left RUNNING anywhere
-    known = {t._trial_id for t in state.get("_ot_trials", {}).values()}
+    known = {optuna_trial_id(t) for t in state.get("_ot_trials", {}).values()}
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t._trial_id not in known:
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if optuna_trial_id(t) not in known:
+            optuna_storage_of(study).set_trial_state_values(optuna_trial_id(t), optuna.trial.TrialState.FAIL)
             failed.append(t.number)
     return failed
 
@@ -68,9 +69,8 @@ def replay_rungs(scheduler, histories: dict[str, list[dict]], metric: str, mode:
     records the same value per trial (its first result at or past the milestone). ferlab's ASHA has one bracket."""
     from types import SimpleNamespace
 
-    (bracket,) = scheduler._brackets  # Ray internals; tests/test_resume_repair.py fails if their meaning changes
+    bracket, time_attr = asha_bracket(scheduler)  # tests/test_resume_repair.py fails if their meaning changes
     sign = 1.0 if mode == "max" else -1.0
-    time_attr = scheduler._time_attr
     for trial_id, history in histories.items():
         trial = SimpleNamespace(trial_id=trial_id)
         for row in sorted(history, key=lambda r: r.get(time_attr, 0)):

@@ -1,0 +1,73 @@
+"""Every private attribute of Ray and Optuna that ferlab reads (ferlab.tune.internals), checked against the installed
+versions without starting Ray: an upgrade that removes or renames one fails here, naming the version, instead of in
+the middle of a resumed sweep. What each one means is tested where it is used (tests/test_resume_repair.py,
+tests/test_train_loop.py, tests/test_faults.py)."""
+
+import inspect
+import logging
+
+import optuna
+import pytest
+import ray
+
+from ferlab.tune import internals
+
+WHERE = f"Ray {ray.__version__}, Optuna {optuna.__version__}"
+
+
+def test_a_fresh_tuner_keeps_its_scheduler_where_restore_reads_it():
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    asha = ASHAScheduler(time_attr="epoch", max_t=4, grace_period=1, metric="val_acc", mode="max")
+    tuner = tune.Tuner(lambda config: None, tune_config=tune.TuneConfig(scheduler=asha))
+    assert internals.restored_scheduler(tuner) is asha, WHERE
+    bracket, time_attr = internals.asha_bracket(asha)
+    assert time_attr == "epoch" and callable(getattr(bracket, "on_result", None)), WHERE
+
+
+def test_a_result_grid_is_built_on_the_trials():
+    from ray.tune import ResultGrid
+
+    assert "self._experiment_analysis" in inspect.getsource(ResultGrid.__init__), WHERE
+
+
+def test_a_dataset_counts_its_executions_on_a_context_of_its_own():
+    from ray.data import DataContext
+    from ray.data.dataset import Dataset
+
+    assert hasattr(DataContext.get_current(), "_execution_idx"), WHERE
+    assert "self._context" in inspect.getsource(Dataset.__init__), WHERE
+    assert "_logical_plan" in inspect.getsource(Dataset.__init__), WHERE
+
+
+def test_tune_says_stop_on_its_logger():
+    import ray.tune.tune as tune_module
+
+    assert tune_module.logger.name == internals.TUNE_LOGGER, WHERE
+    assert "Stop signal received" in inspect.getsource(tune_module), WHERE
+    handler = internals.StopSignal()
+    handler.emit(logging.LogRecord(internals.TUNE_LOGGER, logging.WARNING, "", 0, "Stop signal received ...", None,
+                                   None))
+    assert handler.seen
+
+
+def test_optuna_trials_and_studies_carry_their_storage_ids():
+    study = optuna.create_study()
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    (frozen,) = study.get_trials(deepcopy=False)
+    assert isinstance(internals.optuna_trial_id(frozen), int), WHERE
+    assert isinstance(internals.optuna_storage_of(study), optuna.storages.BaseStorage), WHERE
+
+
+@pytest.mark.parametrize("module", ["ferlab.tune.sweep", "ferlab.tune.results", "ferlab.tune.resume",
+                                    "ferlab.data.pipeline"])
+def test_no_private_ray_or_optuna_attribute_outside_internals(module):
+    import importlib
+    import re
+
+    source = inspect.getsource(importlib.import_module(module))
+    found = re.findall(r"\.(_local_tuner|_tune_config|_brackets|_time_attr|_experiment_analysis|_execution_idx|"
+                       r"_logical_plan|_storage|_trial_id)\b", source)
+    assert not found, f"{module} reads {found}: move it to ferlab.tune.internals"
