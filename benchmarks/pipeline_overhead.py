@@ -61,8 +61,9 @@ def model_overrides(shards) -> dict:
     return {"num_classes": len(shards.classes)} if shards.classes else {}
 
 
-def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int, limit: int = 0) -> list[dict]:
-    size = model_config(PRESET).input_size
+def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int, limit: int = 0, device: str = "cpu",
+               preset: str = PRESET) -> list[dict]:
+    size = model_config(preset).input_size
     table = shards.read("train", columns=["image", "label"]).slice(0, limit or None)
     data = decode_batch({"image": np.array(table.column("image").to_pylist(), dtype=object),
                          "label": table.column("label").to_numpy()}, size)
@@ -77,9 +78,9 @@ def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int, limit
                                          persistent_workers=loader_workers > 0)
     torch.set_num_threads(threads)
     torch.manual_seed(tc.seed)
-    model = create_model(PRESET, **model_overrides(shards))
+    device = torch.device(device)
+    model = create_model(preset, **model_overrides(shards)).to(device)
     opt = make_optimizer(model, tc)
-    device = torch.device("cpu")
     epochs = []
     for epoch in range(tc.epochs):
         model.train()
@@ -92,7 +93,7 @@ def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int, limit
             first = wait if step == 0 else first
             if batch is None:
                 break
-            x, y = batch
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             train_step(model, opt, x, y, tc, device, gen=batch_generator(tc.seed, epoch, 0, step, device))
             seen, step = seen + len(y), step + 1
         dt = time.perf_counter() - t0
@@ -101,18 +102,20 @@ def plain_loop(shards, tc: TrainConfig, threads: int, loader_workers: int, limit
     return epochs
 
 
-def ray_loop(shards, tc: TrainConfig, cpus: float, limit: int = 0, stream: bool = False) -> list[dict]:
+def ray_loop(shards, tc: TrainConfig, cpus: float, limit: int = 0, stream: bool = False, gpus: float = 0.0,
+             preset: str = PRESET) -> list[dict]:
     import ray.train
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    decoded = decoded_splits(shards, model_config(PRESET).input_size, limit=limit or None, splits=("train", "val"),
+    decoded = decoded_splits(shards, model_config(preset).input_size, limit=limit or None, splits=("train", "val"),
                              stream=stream)
     with tempfile.TemporaryDirectory() as storage:
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"preset": PRESET, "model": model_overrides(shards), "train": tc.__dict__},
-            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cpus}),
+            train_loop_config={"preset": preset, "model": model_overrides(shards), "train": tc.__dict__},
+            scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
+                                         resources_per_worker={"CPU": cpus} | ({"GPU": gpus} if gpus else {})),
             datasets=training_datasets(decoded, seed=tc.seed),
             dataset_config=data_config(decoded, workers=1),
             run_config=ray.train.RunConfig(name="pipeline_overhead", storage_path=storage),
