@@ -2,7 +2,8 @@
 
     ferlab synth --out DIR [--n N] [--size S] [--seed K] [--label-noise P]   draw SynthFER into a shard folder
     ferlab prepare SOURCE --root ROOT --out OUT [--size 112] [--strict] ...  a data set on disk -> shards
-    ferlab sweep [options]                                                  = python experiments/sweep_transfer.py
+    ferlab run experiments/FILE.py [--smoke] [--set section.field=value] ... run any experiment file
+    ferlab sweep [transfer|mvt] [options]                     = ferlab run experiments/sweep_transfer.py (or _mvt)
     ferlab models [NAME]                                                    list model presets / NAME's fields
 """
 
@@ -12,6 +13,8 @@ import argparse
 import os
 import sys
 import time
+
+from ferlab.config import LABEL_MODES
 
 
 class Parser(argparse.ArgumentParser):
@@ -110,16 +113,18 @@ def _report(args) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["sweep"]:  # the experiment script owns the sweep's options; one place, not two
-        experiments = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
-        if not os.path.isfile(os.path.join(experiments, "sweep_transfer.py")):
-            print(f"ferlab sweep: error: {experiments}/sweep_transfer.py not found; install from a checkout with "
-                  f"`pip install -e .` or run the experiment file directly", file=sys.stderr)
-            return 2
-        sys.path.insert(0, experiments)
-        from sweep_transfer import main as sweep_main
+    if argv[:1] == ["run"]:  # the experiment file owns its options (ferlab.tune.runner builds them)
+        from ferlab.tune.runner import run_file
 
-        return sweep_main(argv[1:])
+        return run_file(argv[1:])
+    if argv[:1] == ["sweep"]:
+        from ferlab.studies import STUDIES
+        from ferlab.tune.runner import run_file
+
+        study = argv[1] if len(argv) > 1 and argv[1] in STUDIES else "transfer"
+        rest = argv[2:] if len(argv) > 1 and argv[1] in STUDIES else argv[1:]
+        experiments = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+        return run_file([os.path.join(experiments, f"sweep_{study}.py"), *rest])
     p = Parser(prog="ferlab", description="FER ablation studies on Ray")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="draw SynthFER into a shard folder")
@@ -137,8 +142,7 @@ def main(argv=None) -> int:
     pr.add_argument("--size", type=int, default=112, help="stored face side: 112 for TransFER, 224 for MVT")
     pr.add_argument("--strict", action="store_true", help="stop at the first bad file or line, naming it")
     pr.add_argument("--labels", choices=["label.csv", "fer2013new.csv"], help="ferplus: label source")
-    pr.add_argument("--mode", choices=["majority", "probability", "crossentropy", "multi_target"],
-                    help="ferplus: label mode (default majority)")
+    pr.add_argument("--mode", choices=LABEL_MODES, help="ferplus: label mode (default majority)")
     pr.add_argument("--classes", type=int, choices=[7, 8], help="ferplus/affectnet/folder: 7 or 8 classes")
     pr.add_argument("--images", choices=["aligned", "original"], help="rafdb: which images (default aligned)")
     pr.add_argument("--extra-split", action="append", default=[], metavar="NAME=FILE",
@@ -166,7 +170,8 @@ def main(argv=None) -> int:
     pr.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     pr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all cores)")
     pr.set_defaults(fn=_prepare)
-    sub.add_parser("sweep", help="run a sweep (options: ferlab sweep --help)")
+    sub.add_parser("run", help="run an experiment file: ferlab run experiments/FILE.py [options] (see its --help)")
+    sub.add_parser("sweep", help="a study's search: ferlab sweep [transfer|mvt] [options] (see --help)")
     rp = sub.add_parser("report", help="paper-shaped tables, figures and an HTML page from a results folder")
     rp.add_argument("results_dir", help="the folder an experiment wrote (trials.csv, history.csv, run.json)")
     rp.add_argument("--out", default=None, help="where to write (default: RESULTS_DIR/report)")

@@ -55,8 +55,12 @@ def run_experiment_main(script: str, args: list[str], capsys) -> tuple[int, list
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     capsys.readouterr()
-    try:
-        code = module.main(args)
+    from unittest import mock
+
+    try:  # an input that is not refused would start Ray and train: fail at once instead
+        with mock.patch("ferlab.tune.resources.init_ray", side_effect=AssertionError(f"{script} {args}: Ray would "
+                                                                                        f"start")):
+            code = module.main(args)
     except SystemExit as e:  # argparse's own errors
         code = e.code
     assert not ray.is_initialized(), f"{script} {args} started Ray before refusing its input"

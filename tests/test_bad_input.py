@@ -113,3 +113,26 @@ def test_every_bad_option_is_one_line_before_ray(entry, action, prefix, tmp_path
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert not ray.is_initialized()
     assert code == 2 and 1 <= len(err) <= 2 and not any("Traceback" in ln for ln in err), (argv, code, err)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["run"], "give an experiment file first"),
+    (["run", "/nonexistent/exp.py"], "/nonexistent/exp.py: no such experiment file"),
+    (["run", os.path.join(REPO, "README.md")], "README.md: not a Python file"),
+    (["run", os.path.join(REPO, "experiments", "sweep_mvt.py"), "--set", "study.nonexistent=1"],
+     r"unknown field\(s\) \['study.nonexistent'\]"),
+    (["sweep", "mvt", "--relabel", "cubic"], "invalid choice: 'cubic'"),
+])
+def test_ferlab_run_refuses_in_one_line(argv, match, capsys):
+    """`ferlab run FILE` and `ferlab sweep STUDY`: a missing or wrong file, or a bad option of the experiment."""
+    import re
+
+    from ferlab import cli
+
+    with mock.patch("ferlab.tune.resources.init_ray", side_effect=AssertionError("Ray would start")):
+        try:
+            code = cli.main(argv)
+        except SystemExit as e:
+            code = e.code
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and re.search(match, lines[0]), (code, lines)

@@ -60,7 +60,7 @@ def create_model(name: str, pretrained: dict | None = None, **overrides) -> nn.M
 def transfer_paper():
     """The paper's sizes: 112x112, IR-50 to stage 3 (256x14x14), 768-dim tokens, 8 blocks, 8 heads, MLP ratio 3,
     with the legacy ViT-Small's attention scale (see TransFERConfig.attn_scale)."""
-    return TransFERConfig(input_size=112, stem_stage=3, stem_units=IR50_UNITS, stem_widths=IR50_WIDTHS,
+    return TransFERConfig(input_size=112, stem_units=IR50_UNITS, stem_widths=IR50_WIDTHS,
                           dim=768, depth=8, heads=8, mlp_ratio=3.0, attn_scale=768 ** -0.5)
 
 
@@ -69,7 +69,7 @@ def transfer_tiny():
     """The same architecture at CPU size: 64x64 input, one or two IR units per stage at a quarter of the width,
     128-dim tokens, 2 blocks of 4 heads. Same grid per stage relative to the input (8x8 tokens at stage 3).
     The head reads the mean token, not the class token: see TransFERConfig.pool for why."""
-    return TransFERConfig(input_size=64, stem_stage=3, stem_units=(1, 1, 2, 1), stem_widths=(16, 32, 64, 128),
+    return TransFERConfig(input_size=64, stem_units=(1, 1, 2, 1), stem_widths=(16, 32, 64, 128),
                           lanet_reduction=4, dim=128, depth=2, heads=4, mlp_ratio=2.0, pool="mean")
 
 

@@ -107,7 +107,7 @@ def confusion_plot(trials: pd.DataFrame, history: pd.DataFrame, classes: list[st
     best = best_trial(trials)
     if best is None or history.empty:
         return []
-    h = history[(history["trial"] == best["trial"]) & (history[M.EPOCH] == best["best_epoch"])]
+    h = history[(history["trial"] == best["trial"]) & (history[M.EPOCH] == best[M.BEST_EPOCH])]
     col = "test_confusion" if "test_confusion" in h and h["test_confusion"].notna().any() else "confusion"
     if h.empty or col not in h:
         return []
@@ -125,7 +125,7 @@ def confusion_plot(trials: pd.DataFrame, history: pd.DataFrame, classes: list[st
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"best trial {best['trial']}, {split} split, epoch {int(best['best_epoch'])}", fontsize=9)
+    ax.set_title(f"best trial {best['trial']}, {split} split, epoch {int(best[M.BEST_EPOCH])}", fontsize=9)
     return save(fig, out_dir, "confusion_best")
 
 
@@ -215,8 +215,7 @@ def attention_plot(trials: pd.DataFrame, run: dict, out_dir: str, n: int = 6, tr
     from ferlab.models import load_trained
     from ferlab.train.step import to_input
 
-    study = get_study(run.get("study") or (run.get("ablation") or {}).get("paper") or
-                      run.get("spec", {}).get("study", "transfer"))
+    study = get_study(run.get("study") or (run.get("ablation") or {}).get("paper") or run["spec"]["study"])
     ok = trials[trials["status"] == "ok"] if "status" in trials else trials
     if M.BEST_VAL_ACC not in ok or M.CHECKPOINT not in ok:
         return []

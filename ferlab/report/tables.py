@@ -27,6 +27,9 @@ from ferlab.studies.base import Row, Study, Table, published_for
 
 ALPHA = 0.05
 TEST_NAME = "Welch's t-test, two-sided, p < 0.05"
+# Data sets whose tables show mean class accuracy beside accuracy: AffectNet's test set is balanced, and its
+# published numbers are read as either.
+MEAN_CLASS_ACC = {"affectnet"}
 DATASET_NAMES = {"rafdb": "RAF-DB", "ferplus": "FERPlus", "affectnet": "AffectNet", "synthfer": "SynthFER",
                  "folder": "image folder"}
 
@@ -161,7 +164,7 @@ def build_table(study: Study, table: Table, trials: pd.DataFrame, run: dict) -> 
     if not any(len(v["chosen"]) for *_, v in per_row):
         return None
     base = per_row[table.baseline][-1]["chosen"]
-    show_mca = dataset == "affectnet"
+    show_mca = dataset in MEAN_CLASS_ACC
     pub_sets = {published_for(dataset, row)[0] for row in table.rows if row.published}
     pub_name = DATASET_NAMES.get(next(iter(pub_sets)), "") if len(pub_sets) == 1 else ""
     chosen_name = "test acc % (epoch chosen on val)" if eval_split != "test" else "test acc % (best epoch = on test)"
@@ -253,7 +256,7 @@ def sweep_table(trials: pd.DataFrame, run: dict) -> ReportTable:
     keep = [c for c in trials.columns if c not in (M.CHECKPOINT, "train_images_per_s", "node_id")]
     full = trials[keep].copy()
     first = ["trial", *[k for k in run.get("knobs") or [] if k in full and full[k].nunique(dropna=True) > 1],
-             M.BEST_VAL_ACC, "best_epoch", "epochs", "status"]
+             M.BEST_VAL_ACC, M.BEST_EPOCH, "epochs", "status"]
     spec = run.get("spec", {})
     return ReportTable(key="trials", title=f"Sweep {spec.get('name', '')}: {spec.get('preset', '')} on "
                                            f"{DATASET_NAMES.get(run.get('dataset'), run.get('dataset'))}",

@@ -88,6 +88,7 @@ class Study:
     study_config: type | None = None  # the dataclass that validates the "study" section (None: must be empty)
     # Work before a trial (MVT's mask-network stage): (config, context) -> (config, constant metrics)
     before_trial: Callable | None = None
+    masks: bool = False  # its hook scores a mechanism against SynthFER's background/occluder masks: decode them
     weight_files: tuple = ()  # (pretrained key, what it is): the local weight files an experiment can name
     data_augment: str = "light"  # the paper's augmentation recipe, the default on real data
     figures: tuple = ()  # study-wide figures the report draws (ferlab.report.plots.STUDY_PLOTS)

@@ -15,6 +15,7 @@ EPOCH = "epoch"
 VAL_ACC = "val_acc"  # accuracy on the selection split ("val", or "test" where a data set has none)
 VAL_MCA = "val_mean_class_acc"
 BEST_VAL_ACC = "best_val_acc"
+BEST_EPOCH = "best_epoch"  # the epoch of BEST_VAL_ACC: where a trial's test figures are read
 TRAIN_LOSS = "train_loss"
 IMAGES_PER_S = "train_images_per_s"
 DATA_WAIT = "data_wait_frac"  # share of the epoch's training time spent waiting for input

@@ -25,9 +25,12 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
                    help="GPUs per trial, split evenly over its workers (0 = CPU: the same command runs without GPUs)")
     p.add_argument("--cpus-per-worker", type=float, default=None,
                    help="CPUs per training worker; default: 1 on a cluster, all but the data share locally")
-    p.add_argument("--max-concurrent", type=int, default=0, help="cap on concurrent trials (0 = what fits)")
+    p.add_argument("--max-concurrent", type=int, default=0,
+                   help="trials at once (0 = what the cluster holds; on a cluster the autoscaler adds nodes for N)")
     p.add_argument("--seed", type=int, default=0, help="data, sampler and (first) training seed")
-    p.add_argument("--storage", default="~/ferlab_results", help="Ray Tune storage path (folder or s3://...)")
+    from ferlab.tune.spec import SweepSpec
+
+    p.add_argument("--storage", default=SweepSpec.storage, help="Ray Tune storage path (folder or s3://...)")
     p.add_argument("--name", default=None, help=f"experiment name under storage (default: {name}[_smoke])")
     p.add_argument("--results-dir", default=None, help="where trials.csv, history.csv, run.json and the report go "
                                                        "(default: results/<name>)")
@@ -43,7 +46,8 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
                    help="log every trial (config, per-epoch metrics, its files) to MLflow (SQLite in ./mlruns/mlflow.db "
                         "unless --track-uri) or W&B (offline without WANDB_API_KEY); needs ferlab[mlflow|wandb]")
     p.add_argument("--track-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
-    p.add_argument("--smoke", action="store_true", help="tiny run that still exercises every piece")
+    p.add_argument("--smoke", action="store_true", help="the experiment's smoke(): the smallest run that exercises "
+                                                        "every piece")
 
 
 def add_study_args(p, study_name: str, fix_knobs: bool = True) -> None:
@@ -109,13 +113,6 @@ def eval_data(args) -> dict:
     return out
 
 
-def fill_defaults(args, smoke: dict, full: dict) -> None:
-    """--smoke changes the defaults only; an option given explicitly always wins."""
-    for key, value in (smoke if args.smoke else full).items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-
-
 def sections_from_args(args, study_name: str, dataset: str | None, train: dict | None = None,
                        settings: dict | None = None, explicit: dict | None = None) -> dict:
     """{"model", "train", "study"} fixed settings from the options, in order of precedence: the experiment's own
@@ -130,7 +127,7 @@ def sections_from_args(args, study_name: str, dataset: str | None, train: dict |
     given = {"batch_size": args.batch_size, "lr": args.lr, "augment": args.augment, "balance": args.balance}
     out["train"] |= {k: v for k, v in (given | (explicit or {})).items() if v is not None}
     if "augment" not in out["train"]:
-        out["train"]["augment"] = study.data_augment if args.data else "light"
+        out["train"]["augment"] = study.data_augment if dataset else "light"  # no data set: SynthFER drawn later
     for k in study.knobs:
         if getattr(args, k.name, None) is not None:
             out[k.section][k.name] = getattr(args, k.name)
@@ -148,11 +145,6 @@ def sections_from_args(args, study_name: str, dataset: str | None, train: dict |
     return out
 
 
-def recipe_epochs(args, study_name: str, dataset: str | None):
-    """The recipe's epochs when --epochs is not given (None: the experiment's default)."""
-    return get_study(study_name).recipe(args.recipe, dataset).get("epochs")
-
-
 def local_cpus_per_worker(args) -> float:
     """Locally, one trial at a time gets the machine: every CPU but the driver's and the data tasks' share;
     on a cluster (or with GPUs), 1 CPU per worker unless --cpus-per-worker says otherwise."""
@@ -162,10 +154,13 @@ def local_cpus_per_worker(args) -> float:
     return max(1.0, (args.num_cpus or os.cpu_count()) - 0.5) if local and args.gpus_per_trial == 0 else 1.0
 
 
-def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None = None,
+def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None = None,
                    tables: list[str] | None = None) -> int:
-    """SynthFER when no --data, Ray, the sweep (or with `grid`, the ablation of the study's `tables`), its results
-    folder (trials.csv/md, history.csv, run.json), and a printed table: the search's trials, or the paper tables."""
+    """SynthFER (drawn with `synth`: n, label_noise) when the spec has no data, Ray, the sweep (or with `grid`, the
+    ablation of the study's `tables`), its results folder (trials.csv/md, history.csv, run.json), and a printed
+    table: the search's trials, or the paper tables. `run`: a runner.RunOptions."""
+    import dataclasses
+
     from ferlab.data.synth import cached_synthfer
     from ferlab.models import model_config
     from ferlab.tune.lock import FolderLock, Locked
@@ -173,24 +168,28 @@ def run_experiment(spec, args, label_noise: float = 0.0, grid: list[dict] | None
     from ferlab.tune.tracking import check
 
     t0 = time.perf_counter()
-    results_dir = args.results_dir or os.path.join("results", spec.name)
     try:
-        check(args.track, args.track_uri)
+        check(run.track, run.track_uri)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:  # the storage reachable; one sweep per experiment and per results folder at a time; before Ray starts
         storage.check(spec.storage, "--storage")
-        storage.check(results_dir, "--results-dir")
-        check_address(args.address)
-        if args.resume:
+        storage.check(run.results_dir, "--results-dir")
+        check_address(run.address)
+        if run.resume:
             _check_resumable(spec)
-        with FolderLock(storage.join(spec.storage, spec.name), "sweep"), FolderLock(results_dir, "sweep"):
+        with FolderLock(storage.join(spec.storage, spec.name), "sweep"), FolderLock(run.results_dir, "sweep"):
             if not spec.data:
-                spec.data = cached_synthfer(n=args.synth_n, size=model_config(spec.preset).input_size,
-                                            seed=args.seed, label_noise=label_noise)
-            init_ray(args.address, args.num_cpus, args.object_store_mb)
-            return _run_locked(spec, args, grid, tables, results_dir, t0)
+                from ferlab.data.shards import open_shards
+
+                synth = synth or {}
+                spec = dataclasses.replace(spec, data=cached_synthfer(
+                    n=synth.get("n", 3000), size=model_config(spec.preset).input_size, seed=spec.seed,
+                    label_noise=synth.get("label_noise", 0.0)))
+                spec = spec.fit(open_shards(spec.data))
+            init_ray(run.address, run.num_cpus, run.object_store_mb)
+            return _run_locked(spec, run, grid, tables, t0)
     except (Locked, ConnectionError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -209,18 +208,20 @@ def _check_resumable(spec) -> None:
                                f"the sweeps stored there are: {', '.join(stored) or 'none'}")
 
 
-def _run_locked(spec, args, grid, tables, results_dir: str, t0: float) -> int:
+def _run_locked(spec, run, grid, tables, t0: float) -> int:
     from ferlab.report.markdown import to_markdown
+    from ferlab.train import metrics as M
     from ferlab.tune.results import write_results
     from ferlab.tune.sweep import run_sweep
 
     from ferlab.tune.tracking import callbacks, log_results
 
-    track = callbacks(args.track, args.track_uri, spec.name)
-    table, history = run_sweep(spec, resume=args.resume, verbose=1, grid=grid, callbacks=track)
+    results_dir = run.results_dir
+    track = callbacks(run.track, run.track_uri, spec.name)
+    table, history = run_sweep(spec, resume=run.resume, verbose=1, grid=grid, callbacks=track)
     elapsed = time.perf_counter() - t0
     interrupted = table.attrs.get("interrupted", False)
-    extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"], "recipe": getattr(args, "recipe", "cpu"),
+    extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"], "recipe": run.recipe,
              "interrupted": interrupted}
     if grid is not None:
         extra |= {"ablation": {"paper": spec.study, "tables": tables, "cells": len(grid)}}
@@ -237,11 +238,11 @@ def _run_locked(spec, args, grid, tables, results_dir: str, t0: float) -> int:
             best = table.iloc[0]
             knobs = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
                               for k in get_study(spec.study).knob_names if k in best)
-            print(f"\nbest: {knobs}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']})")
-    if grid is None and getattr(args, "confirm", 0) and not interrupted:
-        interrupted = _confirm(spec, args, table, results_dir, callbacks(args.track, args.track_uri, spec.name))
+            print(f"\nbest: {knobs}: val_acc {best['best_val_acc']:.4f} (epoch {best[M.BEST_EPOCH]})")
+    if grid is None and run.confirm and not interrupted:
+        interrupted = _confirm(spec, run, table, results_dir, callbacks(run.track, run.track_uri, spec.name))
         elapsed = time.perf_counter() - t0
-    log_results(args.track, args.track_uri, spec.name, results_dir)
+    log_results(run.track, run.track_uri, spec.name, results_dir)
     print(f"{len(table)} trials in {elapsed / 60:.1f} min; results in {os.path.abspath(results_dir)} "
           f"({', '.join(os.path.basename(p) for p in paths.values())}); `ferlab report {results_dir}` for the "
           f"tables, plots and HTML page")
@@ -252,7 +253,7 @@ def _run_locked(spec, args, grid, tables, results_dir: str, t0: float) -> int:
     return 0 if (table["status"] == "ok").all() else 1
 
 
-def _confirm(spec, args, search, results_dir: str, track: list) -> bool:
+def _confirm(spec, run, search, results_dir: str, track: list) -> bool:
     """Re-train the search's best settings with fresh seeds (a grid run of its own, `<name>_confirm`, resumable like
     the search); writes confirm.csv (mean +/- std per setting) and confirm/ (its trials and history). Returns whether
     it was interrupted."""
@@ -263,15 +264,15 @@ def _confirm(spec, args, search, results_dir: str, track: list) -> bool:
     from ferlab.tune.sweep import run_sweep
 
     study = get_study(spec.study)
-    settings = top_settings(search, study, args.confirm)
+    settings = top_settings(search, study, run.confirm)
     if not settings:
         print("confirmation skipped: no finished trial", file=sys.stderr)
         return False
-    grid = confirm_grid(settings, study, spec.seed, args.confirm_seeds)
+    grid = confirm_grid(settings, study, spec.seed, run.confirm_seeds)
     cspec = dataclasses.replace(spec, name=f"{spec.name}_confirm", samples=len(grid))
-    print(f"\nconfirming the top {len(settings)} settings with {args.confirm_seeds} fresh seeds each "
+    print(f"\nconfirming the top {len(settings)} settings with {run.confirm_seeds} fresh seeds each "
           f"({len(grid)} trials, every epoch)", flush=True)
-    runs, history = run_sweep(cspec, resume=args.resume, verbose=1, grid=grid, callbacks=track)
+    runs, history = run_sweep(cspec, resume=run.resume, verbose=1, grid=grid, callbacks=track)
     write_results(runs, cspec, os.path.join(results_dir, "confirm"), history=history)
     summary = confirm_table(runs, settings, search)
     summary.to_csv(os.path.join(results_dir, "confirm.csv"), index=False)

@@ -3,6 +3,7 @@ resources, validated before Ray starts."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from ferlab import storage
@@ -11,7 +12,7 @@ from ferlab.models import model_config
 from ferlab.studies import get_study
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepSpec:
     data: str  # shard folder (local path or URI)
     study: str = "transfer"  # which paper's knobs are searched (ferlab.studies)
@@ -38,9 +39,9 @@ class SweepSpec:
     eval_data: dict = field(default_factory=dict)  # name -> shard folder: other data sets every trial is tested on
 
     def __post_init__(self):
-        self.storage = _expand(self.storage)
+        object.__setattr__(self, "storage", _expand(self.storage))  # frozen: normalised once, here
         study = get_study(self.study)
-        self.preset = self.preset or study.presets[0]
+        object.__setattr__(self, "preset", self.preset or study.presets[0])
         # Fail before Ray starts: every section must build, and every knob must be known.
         model_config(self.preset, **self.model)
         if any(self.pretrained.values()):  # a file that does not fit fails now, naming the file and the keys
@@ -60,6 +61,18 @@ class SweepSpec:
     def sections(self) -> dict:
         """The fixed part of every trial's nested config."""
         return {"model": dict(self.model), "train": self.train_config(), "study": dict(self.settings)}
+
+    def fit(self, shards) -> "SweepSpec":
+        """This spec for the data it trains on (a new, validated spec): the model's class count is the shards',
+        and shards prepared for a FERPlus label mode train with that mode unless the spec chose one."""
+        model, train = dict(self.model), dict(self.train)
+        if shards.classes and len(shards.classes) != model_config(self.preset, **self.model).num_classes:
+            model["num_classes"] = len(shards.classes)
+        mode = shards.manifest.get("source", {}).get("label_mode")
+        if mode and "label_mode" not in train:
+            train["label_mode"] = mode
+        return self if (model, train) == (self.model, self.train) else dataclasses.replace(self, model=model,
+                                                                                             train=train)
 
     def fixed_knobs(self) -> dict:
         """{knob: value} of the study's knobs that this spec fixes."""

@@ -14,6 +14,7 @@ from ferlab.config import TrainConfig
 from ferlab.models import model_config
 from ferlab.studies import get_study, search_space
 from ferlab.train import metrics as M
+from ferlab.tune.internals import TUNE_LOGGER, StopSignal, restored_scheduler
 from ferlab.tune.resources import DRIVER_CPUS, concurrent_trials
 from ferlab.tune.results import OPTUNA_DB, history_table, results_table, trial_histories
 from ferlab.tune.spec import SweepSpec
@@ -29,12 +30,9 @@ def prepare_data(spec: SweepSpec, relabels: bool):
     from ferlab.data.shards import open_shards
 
     shards = open_shards(spec.data)
+    if spec.fit(shards) is not spec:  # the runner fits the spec to its data before validation; never changed here
+        raise ValueError(f"{spec.data}: the spec does not fit these shards (class count or label mode): SweepSpec.fit")
     mcfg = model_config(spec.preset, **spec.model)
-    if shards.classes and len(shards.classes) != mcfg.num_classes:
-        spec.model = spec.model | {"num_classes": len(shards.classes)}
-    mode = shards.manifest.get("source", {}).get("label_mode")
-    if mode and "label_mode" not in spec.train:  # the shards were prepared for this FERPlus mode
-        spec.train = spec.train | {"label_mode": mode}
     tc = TrainConfig(**spec.train_config())
     if tc.label_mode != "majority" and "soft" not in shards.manifest["columns"]:
         raise ValueError(f"label_mode={tc.label_mode!r} needs soft labels; {spec.data} has none (prepare FERPlus "
@@ -51,7 +49,7 @@ def prepare_data(spec: SweepSpec, relabels: bool):
         raise ValueError(f"--folds: {spec.data} has no fold assignments (prepare it with `ferlab prepare folder "
                          f"--folds K`)")
     decoded = decoded_splits(shards, mcfg.input_size, limit=spec.limit or None, soft=tc.label_mode != "majority",
-                             keys=relabels, masks=get_study(spec.study).before_trial is not None,
+                             keys=relabels, masks=get_study(spec.study).masks,
                              folds=bool(spec.folds), splits=("train",) if spec.folds else None, seed=spec.seed)
     cross = {}
     for name, path in spec.eval_data.items():  # cross-data-set evaluation: e.g. train on RAF-DB, test on FERPlus
@@ -106,8 +104,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
             print(f"resume: Optuna proposals {orphans} were made after the sweep last saved its searcher and "
                   f"never ran; marked FAIL in {OPTUNA_DB}", flush=True)
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-        # the restored TuneConfig's scheduler (Ray internals: tests/test_resume_repair.py checks the path)
-        replayed = rebuild_rungs(tuner._local_tuner._tune_config.scheduler, path, M.VAL_ACC, M.MODE)
+        replayed = rebuild_rungs(restored_scheduler(tuner), path, M.VAL_ACC, M.MODE)
         if replayed:
             print(f"resume: ASHA's rungs rebuilt from the stored histories of {replayed} trials", flush=True)
     elif grid is not None:
@@ -141,12 +138,12 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
             ),
             run_config=run_config,
         )
-    stop = _StopSignal()
-    logging.getLogger("ray.tune.tune").addHandler(stop)
+    stop = StopSignal()
+    logging.getLogger(TUNE_LOGGER).addHandler(stop)
     try:
         results = tuner.fit()
     finally:
-        logging.getLogger("ray.tune.tune").removeHandler(stop)
+        logging.getLogger(TUNE_LOGGER).removeHandler(stop)
     # Checkpoint folders beyond each trial's newest KEEP_CHECKPOINTS: written by a worker that died before Ray
     # registered them, they escaped Train's num_to_keep (issue 16, finding 1). Here, not in the trial: a trial whose
     # driver was killed is not run again once finished.
@@ -167,18 +164,6 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
                        eval_split="test" if spec.folds else eval_split(shards),  # k-fold: the held-out fold
                        dataset=shards.dataset, classes=list(shards.classes), folds=spec.folds, cross_data=cross)
     return table, history_table(trials)
-
-
-class _StopSignal(logging.Handler):
-    """Notices Tune's "Stop signal received" (Ctrl-C, SIGUSR1): Tune then returns from fit() as if it had
-    finished, with the running trials marked terminated."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.seen = False
-
-    def emit(self, record):
-        self.seen = self.seen or "Stop signal received" in record.getMessage()
 
 
 def optuna_storage(spec: SweepSpec) -> dict:

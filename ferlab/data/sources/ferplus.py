@@ -24,12 +24,13 @@ import csv
 import os
 import sys
 
+from ferlab.config import LABEL_MODES
 from ferlab.data.labels import BASIC7, BASIC8
 from ferlab.data.sources import Listing, PrepareError, Sample
 
 FOLDERS = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
 USAGE = {"Training": "FER2013Train", "PublicTest": "FER2013Valid", "PrivateTest": "FER2013Test"}
-MODES = ("majority", "probability", "crossentropy", "multi_target")
+MODES = LABEL_MODES  # Barsoum et al.'s four training modes (ferlab.config: written once)
 N_VOTES = 10  # 8 expressions + unknown + NF
 MULTI_TARGET_EPS = 0.001  # FERPlus's "small epsilon in order to avoid ill-conditioned computation"
 
