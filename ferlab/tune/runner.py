@@ -223,7 +223,10 @@ def main(module, argv=None) -> int:
         print(f"{_prog(module)}: error: {e}", file=sys.stderr)
         return 2
     if grid is not None:
-        print(f"{_prog(module)}: {', '.join(keys)}: {len(grid)} trials, {spec.epochs} epochs each", flush=True)
+        seeds, folds = _given(args.seeds, config.seeds), spec.folds
+        per = f"{seeds} seeds" + (f" x {folds} folds" if folds else "")
+        print(f"{_prog(module)}: {', '.join(keys)}: {len(grid)} trials ({len(grid) // seeds // max(1, folds)} "
+              f"settings x {per}), {spec.epochs} epochs each", flush=True)
     from ferlab.tune.experiment import run_experiment
 
     return run_experiment(spec, run, synth=synth, grid=grid, tables=keys)
