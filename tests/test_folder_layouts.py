@@ -20,18 +20,21 @@ from ferlab.data.splits import kfold
 CK = {"anger": 40, "happy": 60, "surprise": 30, "sadness": 20}  # class folder -> images
 
 
-def ck_like(root, subjects=10):
-    """ROOT/<class>/S<subject>_<seq>_<frame>.png, each subject in every class, plus a text file and a stray."""
+def ck_like(root, subjects=10, named=True):
+    """ROOT/<class>/S<subject>_<seq>_<frame>.png, each subject in every class, plus a text file and a stray;
+    `named=False`: the same faces under names that carry no subject (IMG_<n>.png)."""
     n = 0
     for cls, count in CK.items():
         for i in range(count):
-            fx.save(os.path.join(root, cls, f"S{i % subjects:03d}_{i:03d}_0001.png"), fx.face(n := n + 1, 16))
+            name = f"S{i % subjects:03d}_{i:03d}_0001.png" if named else f"IMG_{n + 1:04d}.png"
+            fx.save(os.path.join(root, cls, name), fx.face(n := n + 1, 16))
     (root / "anger" / "notes.txt").write_text("not an image")
     return root
 
 
 def test_class_image_layout_carves_stratified_val_and_test(tmp_path):
-    lst = read_source("folder", ck_like(tmp_path), val_fraction=0.1, test_fraction=0.2, split_seed=0)
+    lst = read_source("folder", ck_like(tmp_path, named=False), val_fraction=0.1, test_fraction=0.2, split_seed=0)
+    assert lst.info["subjects"].startswith("unknown")  # no subject in the names: image by image
     assert lst.info["layout"] == "class" and not lst.problems
     assert set(lst.info["splits"]) == {"val", "test"} and "seed 0" in lst.info["splits"]["val"]
     per = Counter((s.split, lst.classes[s.label]) for s in lst.samples)
@@ -58,6 +61,46 @@ def test_subjects_never_span_two_splits_and_seeds_reproduce(tmp_path):
     assert len(by_subject) == 10 and all(len(v) == 1 for v in by_subject.values())
     assert {v for s in by_subject.values() for v in s} == {"train", "val", "test"}
     assert carve(0) == a and carve(1) != a
+
+
+@pytest.mark.parametrize("naming", ["ck", "jaffe"])
+def test_known_subject_codes_keep_each_subject_out_of_train_by_default(tmp_path, naming):
+    """CK+ and JAFFE are evaluated subject-independently: prepared as they ship (CK+'s S###_ names, JAFFE's codes),
+    without --group-from-name, no val or test subject appears in train, and the manifest says why. Broken once
+    (no recognised naming): the CK+ folder put every test subject in train as well."""
+    if naming == "ck":
+        root, kw = ck_like(tmp_path), {}
+    else:
+        root, kw = tmp_path, {"label_from_name": JAFFE_LABEL}
+        for i, (subject, code) in enumerate((s, c) for s in ("KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM")
+                                             for c in ("AN", "HA", "NE", "SU")):
+            fx.save(os.path.join(tmp_path, f"{subject}.{code}{i % 3 + 1}.{i}.tiff"), fx.face(i, 16))
+    lst = read_source("folder", root, val_fraction=0.2, test_fraction=0.2, split_seed=0, **kw)
+    assert ("CK+" if naming == "ck" else "JAFFE") in lst.info["subjects"]
+    subjects = {split: {s.group for s in lst.samples if s.split == split} for split in ("train", "val", "test")}
+    assert subjects["test"] and subjects["val"] and None not in subjects["train"]
+    assert not (subjects["test"] | subjects["val"]) & subjects["train"], subjects
+
+
+def test_unknown_subjects_keep_near_identical_images_together(tmp_path):
+    """No subject codes: copies of one face resized or re-encoded (as neighbouring video frames are near-identical)
+    share an 8x8 difference hash and land in one split; the manifest says the split may not be
+    subject-independent."""
+    from PIL import Image
+
+    for i in range(40):
+        fx.save(os.path.join(tmp_path, "happy", f"IMG_{i:03d}.png"), fx.face(i, 32))
+    base = fx.face(1000, 32)
+    for j in range(6):  # six near-identical frames: resized and saved as JPEG
+        img = Image.fromarray(base).resize((32 + 4 * j, 32 + 4 * j))
+        os.makedirs(tmp_path / "anger", exist_ok=True)
+        img.save(tmp_path / "anger" / f"FRAME_{j}.jpg", quality=90)
+    for i in range(30):
+        fx.save(os.path.join(tmp_path, "anger", f"IMG_{i:03d}.png"), fx.face(500 + i, 32))
+    lst = read_source("folder", tmp_path, val_fraction=0.2, test_fraction=0.2, split_seed=0)
+    assert "may not be subject-independent" in lst.info["subjects"]
+    frames = {s.split for s in lst.samples if "FRAME_" in s.id}
+    assert len(frames) == 1, frames
 
 
 def test_flat_jaffe_names_with_codes_and_subjects(tmp_path):

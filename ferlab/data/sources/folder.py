@@ -38,6 +38,9 @@ LAYOUTS = ("auto", "split", "class", "flat")
 JAFFE_LABEL = r"^[A-Z]{2}\.(?P<label>[A-Z]{2})\d*\."  # KA.AN1.39.tiff -> AN
 JAFFE_GROUP = r"^(?P<group>[A-Z]{2})\."  # KA.AN1.39.tiff -> KA
 CK_GROUP = r"^(?P<group>S\d+)_"  # S010_004_00000017.png -> S010
+# Subject codes recognised in file names when --group-from-name is not given: the lab data sets are evaluated
+# subject-independently, so their carved splits and folds keep each subject whole by default.
+KNOWN_SUBJECTS = (("CK+ subject codes (S###)", CK_GROUP), ("JAFFE subject codes (KA, KL, ...)", JAFFE_GROUP))
 
 
 def read(root, num_classes: int | None = None, class_map: dict | None = None, strict: bool = False,
@@ -58,13 +61,25 @@ def read(root, num_classes: int | None = None, class_map: dict | None = None, st
     group_re = _regex(group_from_name, "group", "--group-from-name")
     layout = detect(root, names, label_re) if layout == "auto" else layout
     found = list(_files(root, layout, label_re, names))  # (split, path, label name or None, where it came from)
+    subjects = f"from --group-from-name {group_from_name!r}" if group_re is not None else None
+    if group_re is None:
+        group_re, subjects = _known_subjects([os.path.basename(p) for _, p, label, _ in found if label])
     if num_classes is None:  # 8 only when some image is contempt
         num_classes = 8 if any(label == "contempt" for _, _, label, _ in found) else 7
     classes = BASIC8 if num_classes == 8 else BASIC7
     listing = Listing("folder", classes, strict=strict,
                       info={"num_classes": num_classes, "layout": layout} |
                            ({"label_from_name": label_from_name} if label_from_name else {}) |
-                           ({"group_from_name": group_from_name} if group_from_name else {}))
+                           ({"group_from_name": group_from_name} if group_from_name else {}) |
+                           {"subjects": subjects or "unknown: splits and folds keep near-identical images together "
+                                                   "(the same 8x8 difference hash), but may not be "
+                                                   "subject-independent (give --group-from-name)"})
+    if subjects is None and found and (folds or val_fraction or test_fraction):
+        print(f"prepare folder: warning: no subject codes recognised in the file names of {root}; carved splits "
+              f"keep near-identical images together but may share subjects (give --group-from-name REGEX)",
+              flush=True)
+    elif found:
+        print(f"prepare folder: subjects {subjects}: each kept whole in one split or fold", flush=True)
     for split, path, label, source in found:
         rel = os.path.relpath(path, root)
         if label is None or label not in classes:
@@ -93,6 +108,15 @@ def read(root, num_classes: int | None = None, class_map: dict | None = None, st
     if listing.samples and "val" not in {s.split for s in listing.samples}:
         listing.eval_split = "test"
     return listing
+
+
+def _known_subjects(names: list[str]):
+    """(the subject regex, what it is) of the first known naming every file follows, else (None, None)."""
+    for what, pattern in KNOWN_SUBJECTS:
+        r = re.compile(pattern)
+        if names and all(r.search(n) for n in names):
+            return r, f"from the file names' {what}"
+    return None, None
 
 
 def _regex(pattern: str | None, group: str, option: str):
