@@ -42,7 +42,7 @@ def test_mgn_learns_low_mp_on_the_expression_and_the_classifier_keeps_it():
         mgn_step(mgn, disc, opt_g, opt_d, *toy_batch(g), m)
     x, _ = toy_batch(g, 256)
     with torch.no_grad():
-        masked, mp = mgn.eval()(x)  # the classifier stage's view: x * (1 - Mp)
+        masked, mp = mgn.eval()(x)  # the classifier stage's view: the pixels times 1 - Mp (removed = black)
     others = [i for i in range(16) if i not in INFORMATIVE]
     rank = mp.argsort(1).argsort(1).float()  # 0 = the lowest Mp of the image
     assert rank[:, INFORMATIVE].mean() < 1.0, "the informative patches must have the LOWEST Mp"
@@ -50,7 +50,9 @@ def test_mgn_learns_low_mp_on_the_expression_and_the_classifier_keeps_it():
     assert kept.mean() >= 0.95, f"the classifier keeps only {kept.mean():.3f} of the informative patches"
     assert abs(mp.mean().item() - m) < 0.05  # the area term holds the mask at m (Eq. 4)
     assert mp[:, others].mean() > 5 * mp[:, INFORMATIVE].mean()
-    assert torch.allclose(masked[:, :, 8:16, 8:16], x[:, :, 8:16, 8:16] * kept[:, 0, None, None, None])
+    black = -torch.tensor(mgn.cfg.input_mean)[:, None, None] / torch.tensor(mgn.cfg.input_std)[:, None, None]
+    k = kept[:, 0, None, None, None]
+    assert torch.allclose(masked[:, :, 8:16, 8:16], x[:, :, 8:16, 8:16] * k + black * (1 - k), atol=1e-5)
 
 
 def test_patch_share_and_nuisance_hits_by_hand():

@@ -15,7 +15,7 @@ from ferlab.train.relabel import LabelTable, relabel, threshold
 
 
 def test_mask_is_one_minus_mp_spread_over_each_patch():
-    cfg = model_config("mvt_tiny")
+    cfg = model_config("mvt_tiny", mask_fill="mean")  # in normalised values: the mask itself is masked / x
     mgn = MaskGenerator(cfg).eval()
     x = torch.randn(2, 3, 64, 64)
     masked, mp = mgn(x)
@@ -24,6 +24,31 @@ def test_mask_is_one_minus_mp_spread_over_each_patch():
     patch = mask.reshape(2, 3, 8, 8, 8, 8).permute(0, 2, 4, 1, 3, 5).reshape(2, 64, -1)
     assert torch.allclose(patch, patch[..., :1].expand_as(patch), atol=1e-5)
     assert torch.allclose(patch[..., 0], 1 - mp, atol=1e-5)  # patch (row i, col j) is token i * 8 + j
+
+
+def test_removed_patches_are_black_as_the_paper_draws_them():
+    """Fig. 2: "The black area represents the masked regions". By default the mask multiplies the pixels: a removed
+    patch is black (0 in pixels, (0 - mean) / std once normalised), a kept one unchanged, and a half-kept one half
+    as bright, in every channel; with mask_fill="mean" a removed patch is the weights' mean colour (0 normalised)."""
+    from ferlab.train.step import to_input
+
+    cfg = model_config("mvt_tiny")
+    assert cfg.mask_fill == "black"
+    mgn = MaskGenerator(cfg).eval()
+    pixels = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    x = to_input(pixels, cfg)
+    keep = torch.zeros(1, 64)
+    keep[0, 0], keep[0, 1] = 1.0, 0.5  # patch 0 kept, patch 1 half, the rest removed
+    out = mgn.apply(x, keep)
+    mean = torch.tensor(cfg.input_mean)[:, None, None]
+    std = torch.tensor(cfg.input_std)[:, None, None]
+    back = (out[0] * std + mean) * 255.0  # the masked image in pixels, (3, 64, 64)
+    src = pixels[0].permute(2, 0, 1).float()
+    assert torch.allclose(back[:, :8, :8], src[:, :8, :8], atol=1e-3)  # kept
+    assert torch.allclose(back[:, :8, 8:16], src[:, :8, 8:16] * 0.5, atol=1e-3)  # half as bright
+    assert back[:, 8:, :].abs().max() < 1e-3  # black
+    grey = MaskGenerator(model_config("mvt_tiny", mask_fill="mean")).eval().apply(x, keep)
+    assert grey[0, :, 8:, :].abs().max() < 1e-6  # the mean colour: zero once normalised
 
 
 def test_classifier_stage_freezes_the_mgn_and_the_switch_removes_it():
@@ -62,12 +87,14 @@ def test_generator_loss_by_hand():
 def test_generator_steps_move_the_mean_mask_toward_m_and_flatten_the_discriminator():
     """Both terms of L_G act: the mean of Mp moves to m (Eq. 4); and with m at the mask's own mean (the area term
     satisfied), D's softmax on x * Mp ends flatter than with the area term alone (Eqs. 2-3). Broken once locally:
-    with the variance term deleted the last assertion fails."""
+    with the variance term deleted the last assertion fails. The equations on random inputs, with the mask applied to
+    the normalised values (mask_fill="mean"): a black fill on noise puts one constant in every removed patch, which
+    leaves a random discriminator little variance to remove. The default fill is trained in test_mgn_direction."""
     x = torch.randn(16, 3, 64, 64)
 
     def run(use_loss: bool, m: float = 0.1):
         torch.manual_seed(0)
-        cfg = model_config("mvt_tiny")
+        cfg = model_config("mvt_tiny", mask_fill="mean")
         mgn, disc = MaskGenerator(cfg), discriminator(cfg).eval()
         with torch.no_grad():  # a confident discriminator, so that there is a variance to remove
             disc.head.weight.mul_(50)
@@ -98,14 +125,37 @@ def test_generator_steps_move_the_mean_mask_toward_m_and_flatten_the_discriminat
     ("linear", 0.1, 0.65, True),     # 0.55 vs 0.3
     ("quadratic", 0.3, 0.65, True),  # 0.35 vs 0.29
     ("quadratic", 0.5, 0.5, False),  # the label is already the top class
-    ("sigmoid", 0.1, 0.5, True),     # 0.4 vs 0.2 + 0.011
-    ("sigmoid", 0.4, 0.6, False),    # 0.2 vs 0.2 + 0.262
+    ("sigmoid", 0.1, 0.5, True),     # 0.4 vs 0.2 + 0.095
+    ("sigmoid", 0.4, 0.6, False),    # 0.2 vs 0.2 + 0.81
+    # where Eq. 6 can fire the curves differ: P_gt 0.2, P_max 0.6 (0.4) relabels under the quadratic (0.24) only
+    ("quadratic", 0.2, 0.6, True),
+    ("linear", 0.2, 0.59, False),    # 0.39 vs 0.4
+    ("sigmoid", 0.2, 0.6, False),    # 0.4 vs 0.507
 ])
 def test_relabel_truth_table(f, p_gt, p_max, expected):
     rest = 1 - p_gt - p_max
     probs = torch.tensor([[p_gt, p_max, rest]]) if p_max > p_gt else torch.tensor([[p_gt, rest, p_max]])
     new = relabel(probs, torch.tensor([0]), f, 0.2)
     assert (new.item() != 0) == expected
+
+
+def test_the_curves_differ_where_eq6_fires_and_quadratic_is_the_lower():
+    """Eq. 6 fires only while 1 - 2 P_gt > f(P_gt) + delta. Over that range of each curve, the sigmoid lies above the
+    quadratic by at least 0.05 from P_gt = 0.1 ("a lower threshold is more suitable for FERPlus", whose best f is
+    the quadratic), and the curves' parameters are TrainConfig fields that reach the threshold."""
+    from ferlab.config import TrainConfig
+
+    p = torch.linspace(0.1, 0.4, 31)
+    fires = {f: p[1 - 2 * p > threshold(p, f, 0.2)] for f in ("linear", "quadratic", "sigmoid")}
+    assert 0.2 < fires["sigmoid"].max() < fires["linear"].max() < fires["quadratic"].max() < 0.36
+    q = fires["sigmoid"]
+    assert ((threshold(q, "sigmoid", 0.2) - threshold(q, "quadratic", 0.2)) >= 0.05).all()
+    tc = TrainConfig(relabel_centre=0.5, relabel_steepness=10.0, relabel_scale=0.5)
+    at = torch.tensor([0.3])
+    assert threshold(at, "sigmoid", 0.2, scale=tc.relabel_scale, centre=tc.relabel_centre,
+                     steepness=tc.relabel_steepness).item() == pytest.approx(0.2 + 0.5 * (0.1192 - 0.0067), abs=1e-3)
+    with pytest.raises(ValueError, match="relabel_steepness"):
+        TrainConfig(relabel_steepness=0)
 
 
 def test_threshold_functions_are_nonnegative_increasing_from_delta():

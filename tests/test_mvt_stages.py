@@ -2,6 +2,7 @@
 and reports relabeling; bad input is one line before Ray starts."""
 
 import functools
+import json
 import os
 import re
 import subprocess
@@ -51,10 +52,20 @@ def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys)
     assert second == first and os.stat(second).st_mtime_ns == stamp  # not trained again
     out = capsys.readouterr().out
     assert out.count(": training (") == 1 and out.count(": reusing ") == 1
-    # stored under its settings key: another m (or fold) is another MGN, without training a second one here
-    key = functools.partial(mgn_key, shards.manifest["content_hash"], "mvt_tiny", seed=0, epochs=1)
-    assert os.path.basename(os.path.dirname(first)) == key(0.2)
-    assert len({key(0.2), key(0.1), key(0.2, fold=0)}) == 3
+    # stored under its settings key: another m, fold, learning rate, batch, augmentation, architecture or DeiT weight
+    # file is another MGN (a CPU run's MGN is never reused by a --recipe paper run with weights); none trained here
+    from ferlab.train.mgn import MGN_CONFIG, mgn_config
+
+    settings = dict(model={}, lr=1e-3, batch_size=16, augment="none")
+    cfg = functools.partial(mgn_config, shards.manifest["content_hash"], "mvt_tiny", seed=0, epochs=1)
+    assert os.path.basename(os.path.dirname(first)) == mgn_key(cfg(0.2, **settings))
+    assert json.loads(open(os.path.join(os.path.dirname(first), MGN_CONFIG)).read()) == cfg(0.2, **settings)
+    weights = tmp_path / "deit.pth"
+    weights.write_bytes(b"not really weights")
+    others = [cfg(0.1, **settings), cfg(0.2, fold=0, **settings), cfg(0.2, **settings | {"lr": 9e-5}),
+              cfg(0.2, **settings | {"batch_size": 32}), cfg(0.2, **settings | {"augment": "mvt"}),
+              cfg(0.2, **settings | {"model": {"mgn_depth": 6}}), cfg(0.2, **settings, pretrained={"deit": str(weights)})]
+    assert len({mgn_key(c) for c in [cfg(0.2, **settings)] + others}) == 1 + len(others)
     quality = mgn_metrics(first)  # the stage's last epoch, with SynthFER's background/occluder precision
     assert 0 <= quality["mgn_nuisance_precision"] <= 1 and 0 < quality["mgn_nuisance_chance"] < 1
     assert abs(quality["mgn_mask_mean"] - 0.2) < 0.3

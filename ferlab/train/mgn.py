@@ -28,6 +28,7 @@ from ferlab.tune.lock import FolderLock
 
 MGN_FILE = "mgn.pt"
 MGN_METRICS = "mgn.json"  # the stage's per-epoch metrics, beside the file they describe
+MGN_CONFIG = "mgn_config.json"  # everything the MGN was trained with (mgn_config), whose hash ends its key
 
 
 def discriminator_loss(logits_generated: torch.Tensor, logits_random: torch.Tensor, labels: torch.Tensor):
@@ -54,7 +55,7 @@ def mgn_step(mgn, disc, opt_g, opt_d, x: torch.Tensor, y: torch.Tensor, m: float
     with torch.no_grad():  # discriminator step: the MGN's masks are inputs here, not trained
         x_gen, _ = mgn.discriminator_view(x)
     keep = random_patch_mask(len(x), mgn.cfg.grid ** 2, m, x.device)
-    loss_d = discriminator_loss(disc(x_gen), disc(x * mgn.spread(keep)), y)
+    loss_d = discriminator_loss(disc(x_gen), disc(mgn.apply(x, keep)), y)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     average_gradients(disc)
@@ -173,13 +174,41 @@ def mgn_loop_per_worker(config: dict):
 
 # Part of every stored MGN's key: MGNs trained before the direction fix (issue 12) learned the opposite mask and must
 # never be reused.
-MGN_VERSION = 2
+MGN_VERSION = 3  # 3: removed patches black in pixels (mask_fill), the key hashing the whole configuration
 
 
-def mgn_key(data_hash: str | None, preset: str, m: float, seed: int, epochs: int, fold: int | None = None) -> str:
-    digest = (data_hash or "nohash").split(":")[-1][:12]
-    held_out = "" if fold is None else f"-fold{fold}"  # k-fold: never trained on the fold it is evaluated on
-    return f"{preset}-{digest}-m{m:.3f}-seed{seed}-e{epochs}{held_out}-v{MGN_VERSION}"
+def mgn_config(data_hash: str | None, preset: str, m: float, seed: int, epochs: int, fold: int | None = None, *,
+               model: dict | None = None, lr: float = 1e-3, batch_size: int = 32, augment: str = "none",
+               pretrained: dict | None = None) -> dict:
+    """Everything that changes a trained MGN, resolved: its data, architecture (preset and overrides), m, seed,
+    epochs, optimiser settings, augmentation, held-out fold, the DeiT weight file's checksum (a path names a file,
+    not its content) and the stage's code version. Stored as mgn_config.json beside the MGN it describes."""
+    deit = (pretrained or {}).get("deit")
+    return {"version": MGN_VERSION, "data": data_hash, "preset": preset, "model": dict(sorted((model or {}).items())),
+            "mask_ratio": m, "seed": seed, "epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment,
+            "fold": fold, "deit_sha256": _sha256(deit) if deit else None}
+
+
+def mgn_key(config: dict) -> str:
+    """The stored MGN's folder name: readable settings, then a hash of the whole `mgn_config`, so that a run whose
+    settings differ in anything that changes the MGN (a --recipe paper run with weights, after a CPU run without)
+    never reuses it."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    held_out = "" if config["fold"] is None else f"-fold{config['fold']}"  # never trained on its evaluation fold
+    return f"{config['preset']}-m{config['mask_ratio']:.3f}-seed{config['seed']}-e{config['epochs']}{held_out}-{digest}"
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with storage.open_binary(path) as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def mgn_metrics(path: str) -> dict:
@@ -206,7 +235,9 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
 
     from ferlab.data.pipeline import data_config, training_datasets
 
-    key = mgn_key(data_hash, preset, m, seed, epochs, fold)
+    config = mgn_config(data_hash, preset, m, seed, epochs, fold, model=model, lr=lr, batch_size=batch_size,
+                        augment=augment, pretrained=pretrained)
+    key = mgn_key(config)
     folder = storage.join(storage.normalize(storage_path), "mgn", key)
     path = storage.join(folder, MGN_FILE)
     with FolderLock(folder, f"MGN stage {key}", wait=True):  # released also when this process dies (taken over)
@@ -214,6 +245,7 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
             print(f"MGN {key}: reusing {path}", flush=True)
             return path
         print(f"MGN {key}: training ({epochs} epochs, m={m})", flush=True)
+        storage.write_json(storage.join(folder, MGN_CONFIG), config, indent=1)
         train = {"train": training_datasets(datasets, seed=seed)["train"]}
         has_val = "val" in datasets
         trainer = TorchTrainer(
