@@ -28,6 +28,12 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.01  # decoupled for AdamW, L2 for SGD
     lr_milestones: tuple = ()  # epochs at which lr is divided by 10 (TransFER: 15 and 30 of 40)
+    # A schedule in optimiser steps, as the papers state some ("we train 20K iterations ... decayed by a factor of 10
+    # at 9.6K and 19.2K iterations", TransFER on AffectNet): max_steps ends training after that many steps (epochs is
+    # then only a ceiling; the last epoch may end early), lr_milestone_steps divides lr by 10 at those steps, the rate
+    # then set every step. 0 / () = off.
+    max_steps: int = 0
+    lr_milestone_steps: tuple = ()
     lr_decay: float = 0.0  # exponential decay: lr * lr_decay ** epoch (MVT "decreased at an exponential rate")
     # With neither milestones nor lr_decay the schedule is a cosine to zero (the CPU default).
     warmup_epochs: int = 0  # linear warm-up before the schedule
@@ -61,6 +67,11 @@ class TrainConfig:
     relabel: str = "none"
     relabel_delta: float = 0.2
     relabel_start: int = 10
+    # The curves' parameters (ferlab/train/relabel.py says what the paper fixes and what is chosen): a scales
+    # linear, quadratic and sigmoid; the sigmoid rises around relabel_centre with relabel_steepness.
+    relabel_scale: float = 1.0
+    relabel_centre: float = 0.25
+    relabel_steepness: float = 12.0
 
     def __post_init__(self):
         checked(self, "train config")
@@ -87,8 +98,15 @@ class TrainConfig:
                 raise ValueError(f"{knob}={getattr(self, knob)!r}: expected one of {allowed}")
         if self.relabel_delta < 0:
             raise ValueError(f"relabel_delta={self.relabel_delta} is outside its range: >= 0")
+        if self.relabel_scale < 0 or self.relabel_steepness <= 0 or not 0 <= self.relabel_centre <= 1:
+            raise ValueError(f"relabel_scale={self.relabel_scale} (>= 0), relabel_steepness={self.relabel_steepness} "
+                             f"(> 0), relabel_centre={self.relabel_centre} ([0, 1]): f must be non-negative and "
+                             f"increasing")
         if not 0 < self.balance_threshold <= 1:
             raise ValueError(f"balance_threshold={self.balance_threshold} is outside its range: (0, 1]")
+        if self.max_steps < 0 or any(s <= 0 for s in self.lr_milestone_steps):
+            raise ValueError(f"max_steps={self.max_steps} must be >= 0 and lr_milestone_steps="
+                             f"{self.lr_milestone_steps} positive")
         if not 0 <= self.lr_decay < 1 or self.global_batch < 0:
             raise ValueError(f"lr_decay={self.lr_decay} must be in [0, 1) and global_batch={self.global_batch} >= 0")
 

@@ -140,11 +140,11 @@ def test_grid_row_takes_its_best_rate_on_validation():
 
 def test_no_validation_split_reads_val_as_test_and_affectnet_shows_mean_class():
     trials = fake_trials("transfer", ["table1"], seeds=2, acc=lambda c: 0.6, eval_split="test")
-    rt = build_table(TRANSFER, "table1", trials, {"dataset": "affectnet", "eval_split": "test"})
+    rt = build_table(TRANSFER, "table1", trials, {"dataset": "affectnet7", "eval_split": "test"})
     assert "test acc % (best epoch = on test)" in rt.df.columns
     assert "test acc % (last epoch)" not in rt.df.columns  # the same split: one number, said once
     assert "mean class acc %" in rt.df.columns
-    assert list(rt.df["paper (AffectNet)"]) == ["65.63", "65.74", "65.94", "66.23"]
+    assert list(rt.df["paper (AffectNet-7)"]) == ["65.63", "65.74", "65.94", "66.23"]
     assert any("no validation split" in n for n in rt.notes)
 
 
@@ -193,3 +193,20 @@ def test_published_numbers_are_the_papers():
                         (study.name, t.key, r.label, dataset, value)
     # TransFER Table 2 by its row order, as printed: stage 2 / 3 / 4 = 84.94 / 90.91 / 90.32
     assert [r.published["rafdb"] for r in TRANSFER.table("table2").rows] == [84.94, 90.91, 90.32]
+
+
+def test_affectnet_7_and_8_have_their_own_published_numbers():
+    """AffectNet's 7- and 8-class tasks share the paper's settings (B = 4, p1 = 0.2, ...; MVT's lr) but never a
+    published number: TransFER reports AffectNet-7 only ("seven emotion categories", section 4.1), so an 8-class
+    run shows no AffectNet number; MVT's AffectNet-8 result (61.40, Table 4c) stands beside an 8-class run only."""
+    from ferlab.studies.base import published_for
+
+    assert TRANSFER.paper_point("affectnet8") == TRANSFER.paper_point("affectnet7") == TRANSFER.paper_point("affectnet")
+    assert TRANSFER.paper_point("affectnet8")["branches"] == 4
+    assert TRANSFER.recipe("paper", "affectnet8")["max_steps"] == 20_000
+    mad = TRANSFER.table("table1").rows[3]
+    assert published_for("affectnet7", mad) == ("affectnet7", 66.23)
+    assert published_for("affectnet8", mad) == ("rafdb", 90.91)  # RAF-DB's, named so, never the 7-class 66.23
+    mgn = MVT.table("table3").rows[1]
+    assert published_for("affectnet8", mgn) == ("affectnet8", 61.40)
+    assert published_for("affectnet7", mgn) == ("affectnet7", 64.57)

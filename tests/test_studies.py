@@ -37,8 +37,8 @@ def test_recipe_paper_reaches_the_papers_recipe_from_every_experiment(name, stud
     if study == "transfer":  # SGD, momentum 0.9, no weight decay, batch 256, lr 1e-3 / 10 at 15 and 30
         assert (spec.train["optimizer"], spec.train["global_batch"], spec.train["lr_milestones"]) == \
             ("sgd", 256, (15, 30)) and spec.train["weight_decay"] == 0.0
-    else:  # AdamW, batch 32, lr 9e-5 with exponential decay, relabeling from epoch 10
-        assert (spec.train["optimizer"], spec.train["batch_size"], spec.train["lr"], spec.train["relabel_start"]) \
+    else:  # AdamW, a global batch of 32 (one GPU in the paper), lr 9e-5 with exponential decay, relabeling from 10
+        assert (spec.train["optimizer"], spec.train["global_batch"], spec.train["lr"], spec.train["relabel_start"]) \
             == ("adamw", 32, 9e-5, 10) and spec.train["lr_decay"] > 0
     cpu = _spec(name, ["--storage", str(tmp_path)])
     assert cpu.epochs == 6 and "global_batch" not in cpu.train

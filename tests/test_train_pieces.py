@@ -127,3 +127,38 @@ def test_a_trial_driver_does_not_load_the_models():
             "import ray.train.torch, ray.tune.integration.ray_train\n"
             "print(sorted(m for m in ('timm', 'ferlab.train.loop', 'ferlab.models') if m in sys.modules))")
     assert _printed_in_a_new_process(code) == "[]"
+
+
+def test_a_schedule_in_steps_decays_and_ends_where_the_paper_says():
+    """TransFER on AffectNet: "we train 20K iterations with an initial learning rate of 3e-4 decayed by a factor of 10
+    at 9.6K and 19.2K iterations" (section 4.2): in the recipe, in lr_at, and in the loop, which stops at max_steps
+    counted across epochs (start_step: the steps of the epochs before) and sets the rate of every step."""
+    from ferlab.models import create_model
+    from ferlab.train.loop import train_epoch
+    from ferlab.train.step import make_optimizer
+
+    recipe = get_study("transfer").recipe("paper", "affectnet")
+    assert (recipe["lr"], recipe["max_steps"], recipe["lr_milestone_steps"], recipe["lr_milestones"]) == \
+        (3e-4, 20_000, (9_600, 19_200), ())
+    tc = TrainConfig(**{k: v for k, v in recipe.items()})
+    assert [lr_at(tc, 2, s) for s in (0, 9_599)] == [3e-4, 3e-4]
+    assert lr_at(tc, 2, 9_600) == pytest.approx(3e-5) and lr_at(tc, 5, 19_200) == pytest.approx(3e-6)
+
+    class Shard:  # what a worker's dataset shard yields: whole blocks of uint8 images and labels
+        def iter_torch_batches(self, batch_size=None, device="cpu"):
+            g = torch.Generator().manual_seed(0)
+            for _ in range(2):
+                yield {"image": torch.randint(0, 256, (64, 64, 64, 3), dtype=torch.uint8, generator=g),
+                       "label": torch.randint(0, 7, (64,), generator=g)}
+
+    model = create_model("transfer_tiny")
+    small = TrainConfig(lr=1.0, batch_size=16, augment="none", max_steps=5, lr_milestone_steps=(4,), epochs=3,
+                        torch_threads=1)
+    opt = make_optimizer(model, small)
+    m = train_epoch(model, opt, Shard(), small, epoch=1, rank=0, world=1, device=torch.device("cpu"),
+                    relabeler=None, start_step=2)
+    assert m["steps"] == 3  # steps 2, 3, 4 of 5 (8 batches were there)
+    assert m["lr"] == pytest.approx(0.1)  # step 4 is past the milestone
+    full = train_epoch(model, opt, Shard(), dataclasses.replace(small, max_steps=0), epoch=1, rank=0, world=1,
+                       device=torch.device("cpu"), relabeler=None)
+    assert full["steps"] == 8  # without max_steps, the whole epoch

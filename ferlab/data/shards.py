@@ -139,8 +139,10 @@ class Shards:
 
     @property
     def dataset(self) -> str:
-        """Which data set the shards hold ("rafdb", "ferplus", ...; "synthfer" for drawn faces)."""
-        return self.manifest.get("source", {}).get("name", "synthfer")
+        """Which data set the shards hold ("rafdb", "ferplus", "affectnet7", "affectnet8", ...; "synthfer" for drawn
+        faces). AffectNet is named with its class count: its 7- and 8-class tasks have their own published numbers."""
+        name = self.manifest.get("source", {}).get("name", "synthfer")
+        return f"{name}{len(self.classes)}" if name == "affectnet" else name
 
     @property
     def splits(self) -> list[str]:

@@ -29,8 +29,9 @@ ALPHA = 0.05
 TEST_NAME = "Welch's t-test, two-sided, p < 0.05"
 # Data sets whose tables show mean class accuracy beside accuracy: AffectNet's test set is balanced, and its
 # published numbers are read as either.
-MEAN_CLASS_ACC = {"affectnet"}
-DATASET_NAMES = {"rafdb": "RAF-DB", "ferplus": "FERPlus", "affectnet": "AffectNet", "synthfer": "SynthFER",
+MEAN_CLASS_ACC = {"affectnet7", "affectnet8"}
+DATASET_NAMES = {"rafdb": "RAF-DB", "ferplus": "FERPlus", "affectnet7": "AffectNet-7", "affectnet8": "AffectNet-8",
+                 "synthfer": "SynthFER",
                  "folder": "image folder"}
 
 

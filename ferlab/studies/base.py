@@ -33,7 +33,7 @@ class Knob:
     flag: str | None = None  # the command-line option's name when it is not the field's (--stage for stem_stage)
 
     def paper_value(self, dataset: str | None):
-        return self.paper.get(dataset or "", self.paper["default"])
+        return by_dataset(self.paper, dataset, self.paper["default"])
 
     def suggest(self, trial):
         """Optuna's define-by-run suggestion, named section/name so Tune's config comes back nested."""
@@ -161,7 +161,7 @@ class Study:
         if name not in self.recipes:
             raise ValueError(f"recipe {name!r}: {self.name} has {', '.join(['cpu', *self.recipes])}")
         r = self.recipes[name]
-        return dict(r["default"]) | dict(r.get(dataset or "", {}))
+        return dict(r["default"]) | dict(by_dataset(r, dataset, {}))
 
     # ---- tables
     def table(self, key: str) -> Table:
@@ -187,6 +187,18 @@ class Study:
         where the row says. Rows that fix every knob they vary (Table 3's cells) always qualify."""
         src, _ = published_for(dataset, row)
         return self.row_settings(row, dataset)[0] == self.row_settings(row, src)[0]
+
+
+# A data set's settings may be written for its family: "affectnet" settings serve AffectNet-7 and AffectNet-8 (the
+# papers set them per AffectNet), while published numbers are always the exact variant's (a 7-class number never
+# stands beside an 8-class run).
+FAMILY = {"affectnet7": "affectnet", "affectnet8": "affectnet"}
+
+
+def by_dataset(values: dict, dataset: str | None, default):
+    """`values[dataset]`, else its family's, else `default`."""
+    dataset = dataset or ""
+    return values.get(dataset, values.get(FAMILY.get(dataset, dataset), default))
 
 
 def published_for(dataset: str | None, row: Row) -> tuple[str, float | None]:

@@ -111,12 +111,13 @@ def restore(model, opt, relabeler, device, run_dir: str | None) -> tuple[int, fl
 
 
 def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world: int, device, relabeler,
-                factors=None) -> dict:
+                factors=None, start_step: int = 0) -> dict:
     """One pass over this worker's shard of the training set (whole blocks, repeated by class `factors`, permuted
-    and cut into batches here: ferlab.data.balance); returns the epoch's training metrics."""
+    and cut into batches here: ferlab.data.balance), or up to tc.max_steps optimiser steps in all (`start_step`:
+    those before this epoch); returns the epoch's training metrics."""
     model.train()
     for group in opt.param_groups:  # the schedule steps once per epoch, like the paper's /10 milestones
-        group["lr"] = lr_at(tc, epoch)
+        group["lr"] = lr_at(tc, epoch, start_step)
     num_classes = _unwrap(model).cfg.num_classes
     t0, seen, loss_sum, steps, wait, first_wait = time.perf_counter(), 0, 0.0, 0, 0.0, 0.0
     class_counts = torch.zeros(num_classes, dtype=torch.long)  # the epoch's effective histogram
@@ -128,8 +129,11 @@ def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world
         wait += time.perf_counter() - tw  # time the model waited for input: the pipeline's visible cost
         if steps == 0:
             first_wait = wait  # the per-epoch start-up of the Ray Data execution
-        if batch is None:
-            break
+        if batch is None or (tc.max_steps and start_step + steps >= tc.max_steps):
+            break  # DDP ranks step in lockstep: each stops at the same step
+        if tc.lr_milestone_steps:  # a schedule in steps: the rate of this very step
+            for group in opt.param_groups:
+                group["lr"] = lr_at(tc, epoch, start_step + steps)
         y = batch["label"] if relabeler is None else relabeler.labels(batch, batch["label"])
         gen = batch_generator(tc.seed, epoch, rank, steps, device)  # epoch k's augmentation, also after a restart
         loss, probs = train_step(model, opt, batch["image"], y, tc, device, batch.get("soft"), gen)
@@ -140,7 +144,7 @@ def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world
         class_counts += torch.bincount(y.long(), minlength=num_classes)
         steps += 1
     train_time = time.perf_counter() - t0
-    return {M.TRAIN_LOSS: loss_sum / max(steps, 1), "lr": opt.param_groups[0]["lr"],
+    return {M.TRAIN_LOSS: loss_sum / max(steps, 1), "lr": opt.param_groups[0]["lr"], M.STEPS: steps,
             M.IMAGES_PER_S: seen * world / train_time, M.DATA_WAIT: wait / train_time,
             M.FIRST_BATCH_WAIT: first_wait,
             "train_class_counts": class_counts.tolist()}  # this worker's; with balancing, the effect
@@ -187,9 +191,12 @@ def train_loop_per_worker(config: dict):
         model = torch.compile(model)
     num_classes = _unwrap(model).cfg.num_classes
     opt = make_optimizer(model, tc)
-    relabeler = Relabeler(tc.relabel, tc.relabel_delta, tc.relabel_start) if tc.relabel != "none" else None
+    relabeler = Relabeler(tc.relabel, tc.relabel_delta, tc.relabel_start, scale=tc.relabel_scale,
+                          centre=tc.relabel_centre, steepness=tc.relabel_steepness) if tc.relabel != "none" else None
     start_epoch, best, history, restored = restore(model, opt, relabeler, device, config.get("run_dir"))
-    if history and start_epoch >= tc.epochs:  # a finished trial restarted (its driver died before Tune saw the end)
+    done_steps = sum(h.get(M.STEPS, 0) for h in history)  # optimiser steps of the epochs restored
+    if history and (start_epoch >= tc.epochs or 0 < tc.max_steps <= done_steps):  # a finished trial restarted (its
+        # driver died before Tune saw the end)
         ray.train.report(history[-1] | restored)  # Tune gets the final result again; nothing is trained
         return
 
@@ -204,7 +211,8 @@ def train_loop_per_worker(config: dict):
         # restart as in the run it continues
         torch.manual_seed(derived_seed(tc.seed, epoch, rank, MODEL_STREAM))
         metrics = train_epoch(model, opt, train_shard, tc, epoch, rank, world, device, relabeler,
-                              config.get("balance_factors"))
+                              config.get("balance_factors"), done_steps)
+        done_steps += metrics[M.STEPS]
         metrics |= evaluate(model, val_shard.iter_torch_batches(batch_size=256, device="cpu"), num_classes, device,
                             tc.amp, rank=rank, world=world)
         for name, shard in others.items():
@@ -222,3 +230,5 @@ def train_loop_per_worker(config: dict):
                 f"{metrics['train_class_counts']}")
         history.append(metrics)
         report(model, opt, metrics, epoch, best, config, relabeler, rank, history)
+        if tc.max_steps and done_steps >= tc.max_steps:
+            break  # the paper's iterations are done: the trial ends here (Tune sees its last result)

@@ -12,6 +12,7 @@ import torch
 # The per-epoch metric names: a contract between the training loop (which reports them), the sweep (which selects
 # on VAL_ACC and tabulates them) and the report (which reads trials.csv / history.csv). Written once, here.
 EPOCH = "epoch"
+STEPS = "steps"  # the epoch's optimiser steps (a schedule in steps counts them across epochs and restarts)
 VAL_ACC = "val_acc"  # accuracy on the selection split ("val", or "test" where a data set has none)
 VAL_MCA = "val_mean_class_acc"
 BEST_VAL_ACC = "best_val_acc"

@@ -2,11 +2,18 @@
 
 A training sample is relabelled to the predicted class when  P_max - P_gt > f(P_gt) + delta,  P_gt being the
 predicted probability of its current label. The paper asks f to be non-negative and increasing and shows linear,
-quadratic and sigmoid curves without formulas; with delta "the lower limit of the threshold", f(0) = 0 here:
-    constant   f(p) = 0                        (SCN)
-    linear     f(p) = p
-    quadratic  f(p) = p^2
-    sigmoid    f(p) = s(10 (p - 0.5)) - s(-5), s the logistic function   (an S-curve from 0 to ~0.99)
+quadratic and sigmoid curves without formulas (Fig. 5a); with delta "the lower limit of the threshold", f(0) = 0:
+    constant   f(p) = 0                                      (SCN)
+    linear     f(p) = a p
+    quadratic  f(p) = a p^2
+    sigmoid    f(p) = a (s(k (p - c)) - s(-k c)), s the logistic function
+with a = relabel_scale, c = relabel_centre, k = relabel_steepness (TrainConfig). Eq. 6 can fire only while
+1 - 2 P_gt > f(P_gt) + delta (P_max <= 1 - P_gt), so below P_gt = 0.4 and lower for a higher curve; there the
+curves must differ for Table 2's rows to differ. What the text fixes: "a lower threshold is more suitable for
+FERPlus", whose best f is quadratic against RAF-DB's sigmoid: the quadratic curve lies below the sigmoid where
+relabeling happens. Chosen (our copy of the paper has Fig. 5a's caption, not its curves): c = 0.25, k = 12, a = 1,
+an S-curve that rises within that range (f(0.1) = 0.10, f(0.2) = 0.31: above the quadratic's 0.01 and 0.04 by
+0.08-0.27), where the previous s(10 (p - 0.5)) - s(-5) stayed within 0.05 of p^2.
 A new label persists for the rest of the training (it can change again only by the same rule); evaluation always
 uses the original labels.
 """
@@ -20,25 +27,28 @@ import torch
 FUNCTIONS = ("constant", "linear", "quadratic", "sigmoid")
 
 
-def threshold(p_gt: torch.Tensor, f: str, delta: float) -> torch.Tensor:
+def threshold(p_gt: torch.Tensor, f: str, delta: float, scale: float = 1.0, centre: float = 0.25,
+              steepness: float = 12.0) -> torch.Tensor:
+    """f(P_gt) + delta of Eq. 6 (the defaults are TrainConfig's: see the module's docstring for why)."""
     if f == "constant":
         extra = torch.zeros_like(p_gt)
     elif f == "linear":
-        extra = p_gt
+        extra = scale * p_gt
     elif f == "quadratic":
-        extra = p_gt ** 2
+        extra = scale * p_gt ** 2
     elif f == "sigmoid":
-        extra = torch.sigmoid(10 * (p_gt - 0.5)) - 1 / (1 + math.exp(5))
+        extra = scale * (torch.sigmoid(steepness * (p_gt - centre)) - 1 / (1 + math.exp(steepness * centre)))
     else:
         raise ValueError(f"relabel function {f!r}: expected one of {FUNCTIONS}")
     return extra + delta
 
 
-def relabel(probs: torch.Tensor, labels: torch.Tensor, f: str, delta: float) -> torch.Tensor:
-    """Eq. 6 for a batch: probs (N, K) softmax outputs, labels (N,) current labels -> the new labels (N,)."""
+def relabel(probs: torch.Tensor, labels: torch.Tensor, f: str, delta: float, **curve) -> torch.Tensor:
+    """Eq. 6 for a batch: probs (N, K) softmax outputs, labels (N,) current labels -> the new labels (N,).
+    `curve`: threshold's scale, centre, steepness."""
     p_max, l_max = probs.max(1)
     p_gt = probs.gather(1, labels[:, None])[:, 0]
-    return torch.where(p_max - p_gt > threshold(p_gt, f, delta), l_max, labels)
+    return torch.where(p_max - p_gt > threshold(p_gt, f, delta, **curve), l_max, labels)
 
 
 class LabelTable:
@@ -119,8 +129,8 @@ class Relabeler:
     (Exchanging each rank's cumulative changes instead lost both: a rank's stale relabel from an earlier epoch
     overrode a newer decision made by a lower rank, and a revert is no change from the original.)"""
 
-    def __init__(self, f: str, delta: float, start: int):
-        self.f, self.delta, self.start = f, delta, start
+    def __init__(self, f: str, delta: float, start: int, **curve):
+        self.f, self.delta, self.start, self.curve = f, delta, start, curve  # curve: threshold's scale, centre, ...
         self.table = LabelTable()
         self.steps = 0  # this epoch's steps so far
         self.decisions: list[tuple] = []  # this epoch's: (step, key, label) in the order made
@@ -132,7 +142,7 @@ class Relabeler:
     def step(self, batch, probs, labels, epoch: int) -> None:
         """`epoch` counts from 0; relabeling starts at the 1-based epoch `start`, as SCN's "from epoch 10"."""
         if epoch + 1 >= self.start:
-            for k, y in self.table.update(batch["key"], relabel(probs, labels, self.f, self.delta)):
+            for k, y in self.table.update(batch["key"], relabel(probs, labels, self.f, self.delta, **self.curve)):
                 self.decisions.append((self.steps, k, y))
         self.steps += 1
 

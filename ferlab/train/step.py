@@ -34,10 +34,13 @@ def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
 
 
-def lr_at(tc: TrainConfig, epoch: float) -> float:
-    """Learning rate at a (fractional) epoch: linear warm-up, then step decay at milestones or cosine to zero."""
+def lr_at(tc: TrainConfig, epoch: float, step: int = 0) -> float:
+    """Learning rate at a (fractional) epoch and global optimiser step: linear warm-up, then step decay at epoch
+    milestones, at step milestones, or exponential, else cosine to zero."""
     if epoch < tc.warmup_epochs:
         return tc.lr * (epoch + 1e-3) / tc.warmup_epochs
+    if tc.lr_milestone_steps:
+        return tc.lr * 0.1 ** sum(step >= m for m in tc.lr_milestone_steps)
     if tc.lr_milestones:
         return tc.lr * 0.1 ** sum(epoch >= m for m in tc.lr_milestones)
     if tc.lr_decay:
