@@ -16,9 +16,14 @@ FAKE_HEAD = "f" * 51 + "00000"  # ray.autoscaler._private.fake_multi_node.node_p
 
 
 def _status(cluster) -> str:
-    r = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", "--address", cluster.address],
-                       capture_output=True, text=True, timeout=60, env=cluster.env)
-    return r.stdout
+    """`ray status`, once the autoscaler has reported (right after the head starts it says "No cluster status")."""
+    deadline = time.time() + 60
+    while True:
+        r = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", "--address", cluster.address],
+                           capture_output=True, text=True, timeout=60, env=cluster.env)
+        if "Active:" in r.stdout or time.time() > deadline:
+            return r.stdout
+        time.sleep(2)
 
 
 def _workers(status: str) -> int:
