@@ -143,13 +143,13 @@ def build(config: ExperimentConfig, args):
         model = point["model"] | model
         sections["study"] = point["study"] | sections["study"]
         sections["train"] = point["train"] | sections["train"]
-    cpus = config.cpus_per_worker if args.cpus_per_worker is None and config.cpus_per_worker else None
     spec = SweepSpec(
         data=data or "", study=config.paper, preset=args.preset, epochs=epochs,
         samples=_given(args.samples, config.samples) if config.kind == "search" else 1,
         grace_period=_given(args.grace_period, config.grace_period) if config.kind == "search" else epochs,
         workers_per_trial=args.workers_per_trial, gpus_per_trial=args.gpus_per_trial,
-        cpus_per_worker=cpus or local_cpus_per_worker(args), storage=args.storage, name=name, seed=args.seed,
+        cpus_per_worker=_given(args.cpus_per_worker, config.cpus_per_worker or local_cpus_per_worker(args)),
+        storage=args.storage, name=name, seed=args.seed,
         model=model, train=sections["train"], settings=sections["study"], pretrained=sections["pretrained"],
         max_concurrent=args.max_concurrent, limit=args.limit, eval_data=eval_data(args),
         folds=getattr(args, "folds", 0), evaluate_paper_point=config.kind == "search")
