@@ -120,6 +120,11 @@ class MaskGenerator(nn.Module):
         self.blocks = nn.Sequential(*[donor.blocks[i] for i in range(cfg.mgn_depth)])
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.to_value = nn.Linear(cfg.dim, 1)
+        # what a removed patch becomes once normalised: black pixels, (0 - mean) / std, or the mean colour, 0; built
+        # once (moved to the device with the module, not saved: it follows from the config)
+        black = -torch.tensor(cfg.input_mean) / torch.tensor(cfg.input_std)
+        self.register_buffer("fill", (black if cfg.mask_fill == "black" else torch.zeros(3))[:, None, None],
+                             persistent=False)
 
     def patch_values(self, x):  # (B, 3, H, W) -> Mp (B, N)
         t = self.patch_embed(x) + self.pos_embed  # (B, N, D)
@@ -134,11 +139,7 @@ class MaskGenerator(nn.Module):
         then normalised again (mask_fill "black": a removed patch is black, (0 - mean) / std), or the normalised
         image times the mask ("mean": a removed patch is the mean colour)."""
         k = self.spread(keep)
-        if self.cfg.mask_fill == "mean":
-            return x * k
-        mean = torch.tensor(self.cfg.input_mean, device=x.device, dtype=x.dtype)[:, None, None]
-        std = torch.tensor(self.cfg.input_std, device=x.device, dtype=x.dtype)[:, None, None]
-        return x * k + (-mean / std) * (1.0 - k)  # = ((pixels * k) - mean) / std
+        return x * k + self.fill.to(x.dtype) * (1.0 - k)  # black: = ((pixels * k) - mean) / std
 
     def forward(self, x):
         """The classifier's input: (x masked by 1 - Mp, Mp), "the complement of the generated masks" (section 3.2),
