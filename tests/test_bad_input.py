@@ -84,12 +84,15 @@ CASES = [(entry, action, prefix) for entry, action, prefix in _cases() if _bad(a
 
 @pytest.mark.parametrize("entry,action,prefix", CASES,
                          ids=[f"{e}:{(a.option_strings or [a.dest])[0]}" for e, a, _ in CASES])
-def test_every_bad_option_is_one_line_before_ray(entry, action, prefix, tmp_path, capsys):
+def test_every_bad_option_is_one_line_before_ray(entry, action, prefix, tmp_path, capsys, monkeypatch):
+    """An empty cache, as on a fresh machine (CI): an experiment that prepares its data set (ferplus_transfer.py)
+    must check every option before it prepares (which needs Ray); it once prepared first, and Ray started."""
     import fixtures_layouts as fx
     import ray
 
     from ferlab import cli
 
+    monkeypatch.setenv("FERLAB_CACHE", str(tmp_path / "cache"))
     value = _bad(action)
     if entry.startswith("ferlab"):
         main = cli.main
@@ -111,7 +114,9 @@ def test_every_bad_option_is_one_line_before_ray(entry, action, prefix, tmp_path
         except SystemExit as e:
             code = e.code
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert not ray.is_initialized()
+    started = ray.is_initialized()
+    ray.shutdown()  # a Ray this case started must not fail the tests after it
+    assert not started, (argv, "Ray started")
     assert code == 2 and 1 <= len(err) <= 2 and not any("Traceback" in ln for ln in err), (argv, code, err)
 
 

@@ -189,6 +189,14 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
                     label_noise=synth.get("label_noise", 0.0)))
                 spec = spec.fit(open_shards(spec.data))
             init_ray(run.address, run.num_cpus, run.object_store_mb)
+            if run.prepare:  # the data set the experiment prepares, not cached yet: needs Ray (Ray Data)
+                from ferlab.data.prepare import prepare
+                from ferlab.data.shards import open_shards
+
+                source, root, size = run.prepare
+                print(f"preparing {source} from {root} into {spec.data} (once)", flush=True)
+                prepare(source, root, spec.data, size=size)
+                spec = spec.fit(open_shards(spec.data))
             return _run_locked(spec, run, grid, tables, t0)
     except (Locked, ConnectionError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -67,6 +67,7 @@ class RunOptions:
     recipe: str = "cpu"
     confirm: int = 0
     confirm_seeds: int = 3
+    prepare: tuple = ()  # (source, root, size) to prepare into the spec's data once Ray is up, when not cached
 
 
 def load(path: str):
@@ -127,9 +128,9 @@ def build(config: ExperimentConfig, args):
     from ferlab.tune.spec import SweepSpec
 
     name = args.name or config.name + ("_smoke" if args.smoke else "")
-    data = args.data or _default_data(config, args)
-    shards = open_shards(data) if data else None  # a malformed folder fails here, naming it
-    dataset = shards.dataset if shards else None
+    data, prepare = (args.data, ()) if args.data else _default_data(config, args)
+    shards = open_shards(data) if data and not prepare else None  # a malformed folder fails here, naming it
+    dataset = shards.dataset if shards else (config.prepare or None)
     study = get_study(config.paper)
     epochs = _given(args.epochs, config.epochs or study.recipe(args.recipe, dataset).get("epochs") or 6)
     explicit = {section: {k: getattr(args, f"{section}__{k}") for k in getattr(config, section)
@@ -164,7 +165,8 @@ def build(config: ExperimentConfig, args):
     run = RunOptions(results_dir=args.results_dir or os.path.join("results", name), resume=args.resume,
                      address=args.address, num_cpus=args.num_cpus, object_store_mb=args.object_store_mb,
                      track=tuple(args.track), track_uri=args.track_uri, recipe=args.recipe,
-                     confirm=getattr(args, "confirm", 0), confirm_seeds=getattr(args, "confirm_seeds", 3))
+                     confirm=getattr(args, "confirm", 0), confirm_seeds=getattr(args, "confirm_seeds", 3),
+                     prepare=prepare)
     return spec, grid, keys, run
 
 
@@ -173,11 +175,12 @@ def _given(value, default):
     return default if value is None else value
 
 
-def _default_data(config: ExperimentConfig, args) -> str:
+def _default_data(config: ExperimentConfig, args) -> tuple[str, tuple]:
     """Where the data comes from without --data: the data set the experiment prepares (into the cache, from --root,
-    once), else "" (SynthFER, drawn into the cache by the runner)."""
+    once), else "" (SynthFER, drawn into the cache by the runner); and (source, root, size) when that data set is
+    not prepared yet. It is prepared by run_experiment once Ray is up: never here, where options are still checked."""
     if not config.prepare:
-        return ""
+        return "", ()
     if args.root != config.root and not os.path.isdir(args.root):  # given, and wrong: said even when cached
         raise ValueError(f"--root {args.root}: no such folder")
     from ferlab.data.shards import MANIFEST
@@ -186,14 +189,11 @@ def _default_data(config: ExperimentConfig, args) -> str:
 
     size = model_config(args.preset).input_size
     shards = os.path.join(default_cache(), f"{config.prepare}-majority-s{size}")
-    if not storage.is_file(storage.join(shards, MANIFEST)):
-        if not os.path.isdir(args.root):
-            raise ValueError(f"--root {args.root}: no {config.prepare} folder here; pass --root or --data")
-        from ferlab.data.prepare import prepare
-
-        print(f"preparing {config.prepare} from {args.root} into {shards} (once)", flush=True)
-        prepare(config.prepare, args.root, shards, size=size)
-    return shards
+    if storage.is_file(storage.join(shards, MANIFEST)):
+        return shards, ()
+    if not os.path.isdir(args.root):
+        raise ValueError(f"--root {args.root}: no {config.prepare} folder here; pass --root or --data")
+    return shards, (config.prepare, args.root, size)
 
 
 def parse(module, argv=None):
