@@ -101,6 +101,14 @@ def reference(tiny_synth, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reference")
     r = _run(_args(tiny_synth, tmp, "ref"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # on local storage the Optuna study is an SQLite file beside the experiment (optuna-dashboard opens it)
+    import json
+
+    import optuna
+
+    run = json.loads((tmp / "ref" / "run.json").read_text())
+    studies = optuna.get_all_study_summaries(f"sqlite:///{run['optuna_db']}")
+    assert len(studies) == 1 and studies[0].n_trials == 1 and studies[0].study_name.startswith("ref-")
     return (*_tables(tmp / "ref"), tmp)
 
 

@@ -86,103 +86,6 @@ def _two_nodes(private: bool = False):
         yield cluster.address, cluster.env
 
 
-@pytest.mark.slow
-def test_two_trial_sweep_through_real_ray(tmp_path, tiny_synth):
-    """Two trials on a two-node cluster: each node offers 2 logical CPUs and each trial's training worker asks for
-    1.5, so two workers cannot share a node, and the two concurrent trials land one per node or not at all; the
-    results say which node ran which trial. Proves no deadlock between the trial drivers, the training workers and
-    Ray Data, checks the results file's content, and that the paper's point was evaluated first. The same run (one
-    sweep: Ray's fixed cost per run is most of CI's time) tests every trial on an 8-class folder set too (classes
-    mapped by name, the contempt faces excluded and counted, a column per trial and a cross-data-set table in the
-    report) and confirms its best setting with a fresh seed (--confirm); then --resume restores it."""
-    import glob
-
-    import torch
-    from timm.models.vision_transformer import VisionTransformer
-
-    import fixtures_layouts as fx
-
-    from ferlab.data.labels import BASIC8
-    from ferlab.models import load_trained
-
-    folder = tmp_path / "other"
-    for c, cls in enumerate(BASIC8):
-        for i in range(3):
-            fx.save(os.path.join(folder, "test", cls, f"{i}.png"), fx.face(10 * c + i, 64))
-    prep = subprocess.run([sys.executable, "-m", "ferlab.cli", "prepare", "folder", "--root", str(folder), "--out",
-                           str(tmp_path / "other_shards"), "--size", "64", "--num-cpus", "2"],
-                          capture_output=True, text=True, timeout=300)
-    assert prep.returncode == 0, prep.stderr[-2000:]
-    vit = tmp_path / "vit.pth"  # a timm-named encoder file at transfer_tiny's sizes, passed to every trial
-    torch.save(VisionTransformer(embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0, qkv_bias=False).state_dict(), vit)
-    results = tmp_path / "results"
-    with _two_nodes() as (address, env):
-        args = ["--address", address, "--data", tiny_synth, "--samples", "2", "--epochs", "2", "--grace-period",
-                "2", "--cpus-per-worker", "1.5", "--storage", str(tmp_path / "storage"), "--name", "it", "--set",
-                "lanet_bn=True", "--encoder-weights", str(vit), "--eval-data", f"other={tmp_path / 'other_shards'}"]
-        r = _run(args + ["--results-dir", str(results), "--confirm", "1", "--confirm-seeds", "1"], env=env)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        nodes = json.loads(subprocess.run(
-            [sys.executable, "-c", "import json, ray; ray.init(address=%r, logging_level='ERROR'); "
-             "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))" % address],
-            capture_output=True, text=True, timeout=120, env=env).stdout.strip().splitlines()[-1])
-        # --resume restores the finished sweep from storage instead of training again: same trials, same numbers
-        # (checked below)
-        again = _run(args + ["--results-dir", str(tmp_path / "again"), "--resume"], env=env, timeout=600)
-    # each worker's epoch lines reach the console once (Train V2's print replacement printed them twice)
-    lines = collections.Counter(EPOCH_LINE.findall(r.stdout + r.stderr))
-    assert len(lines) == 6 and set(lines.values()) == {1}, lines  # 3 trials (2 + 1 confirmation) x 2 epochs
-    df = pd.read_csv(results / "trials.csv")
-    assert len(df) == 2 and (df["status"] == "ok").all()
-    assert len(nodes) == 2 and sorted(df["node_id"]) == sorted(nodes), (df["node_id"].tolist(), nodes)  # one per node
-    assert set(df.columns) >= {"branches", "p1", "p2", "stem_stage", "best_val_acc", "epochs", "last_val_acc"}
-    assert (df["epochs"] == 2).all()  # grace period = max epochs: ASHA stops nobody
-    assert df["best_val_acc"].between(0, 1).all() and (df["best_val_acc"] >= df["last_val_acc"]).all()
-    paper = df[(df["branches"] == 2) & (df["p1"] == 0.6) & (df["p2"] == 0.3) & (df["stem_stage"] == 3)]
-    assert len(paper) == 1
-    assert (results / "trials.md").read_text().count("\n|") >= 3
-    assert "best:" in r.stdout and str(results) in r.stdout
-    # every trial left checkpoints under the storage path, named by its Tune trial id
-    runs = os.listdir(tmp_path / "storage" / "it" / "train_runs")
-    assert sorted(runs) == sorted(df["trial"].astype(str))
-    ckpts = sorted(glob.glob(str(tmp_path / "storage" / "it" / "train_runs" / "*" / "checkpoint_*" / "checkpoint.pt")))
-    assert ckpts
-    state = torch.load(ckpts[-1], weights_only=True)
-    saved = state["model_config"]
-    assert saved["lanet_bn"] is True and state["pretrained"] == {"encoder": str(vit)}  # the options reached workers
-    assert "encoder_weights" not in saved and load_trained(ckpts[-1]).cfg.lanet_bn  # the state dict has the weights
-    # observability: the Optuna study in SQLite (optuna-dashboard opens it), TensorBoard logs per trial, per-epoch
-    # history for the report
-    import optuna
-
-    run = json.loads((results / "run.json").read_text())
-    studies = optuna.get_all_study_summaries(f"sqlite:///{run['optuna_db']}")
-    assert len(studies) == 1 and studies[0].n_trials == 2 and studies[0].study_name.startswith("it-")
-    assert len(glob.glob(str(tmp_path / "storage" / "it" / "trial_driver_*" / "events.out.tfevents.*"))) == 2
-    hist = pd.read_csv(results / "history.csv")
-    assert len(hist) == 4 and set(hist["trial"].astype(str)) == set(df["trial"].astype(str))
-
-    # --confirm: the search's best setting trained again with a fresh seed, its own experiment and table
-    confirm = pd.read_csv(results / "confirm.csv")
-    assert len(confirm) == 1 and confirm["n"].tolist() == [1] and confirm["seeds"].astype(str).tolist() == ["1"]
-    assert (tmp_path / "storage" / "it_confirm").is_dir() and (results / "confirm" / "trials.csv").is_file()
-    assert "confirmation: the search's top 1 settings re-trained with fresh seeds" in r.stdout
-    # --eval-data: the cross-data-set test split, per trial and in the report
-    assert "cross-data-set other: 21 faces of its test split; excluded (no such training class): {'contempt': 3}" \
-        in r.stdout
-    assert df["x_other_acc_at_best"].between(0, 1).all()
-    assert run["cross_data"]["other"]["excluded"] == {"contempt": 3}
-    rep = subprocess.run([sys.executable, "-m", "ferlab.cli", "report", str(results), "--no-plots"],
-                         capture_output=True, text=True, timeout=300)
-    assert rep.returncode == 0 and "Cross-data-set evaluation" in rep.stdout and "other acc %" in rep.stdout
-
-    # --resume, run above on the same cluster
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "Restoring the run" in again.stdout + again.stderr
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "trials.csv").sort_values("trial", ignore_index=True),
-                                  df.sort_values("trial", ignore_index=True))
-
-
 def _run_mvt(args, timeout=900):
     """sweep_mvt.py in a subprocess. Kept in this module, where no test holds a Ray of its own: two local Ray
     instances on one machine confuse Train V2's placement-group cleaner, and the second trial never starts."""
@@ -239,34 +142,68 @@ def _on_each_node(address, env, code: str) -> dict:
 @pytest.mark.slow
 def test_sweeps_of_both_studies_on_nodes_that_share_no_disk(tmp_path, s3_server):
     """The cluster ferlab is for, emulated: two nodes that share no disk (the second in a mount namespace of its
-    own), data and storage in a bucket of a real S3-compatible server. A TransFER and an MVT smoke sweep of two
-    trials each, every trial's worker asking for 1.5 of a node's 2 CPUs, so the two trials of a sweep run one per
-    node. The shards are written to the bucket (`ferlab synth --out s3://...`) and read from it on both nodes; MVT's
-    MGN is trained once under the bucket's lock, by whichever trial gets there first, and the trial on the other
-    node reuses it from the bucket; every checkpoint, and the tables' histories, are read from the bucket; nothing
-    is written to a local folder named after the URI (before, the MGN stage made ./s3:/...)."""
+    own), token authentication as on a real cluster, data, weights and storage in a bucket of a real S3-compatible
+    server. A TransFER and an MVT smoke sweep of two trials each, every trial's worker asking for 1.5 of a node's 2
+    CPUs, so the two trials of a sweep run one per node or not at all (no deadlock between the trial drivers, the
+    training workers and Ray Data), and the results say which node ran which. The shards are written to the bucket
+    (`ferlab synth --out s3://...`) and read from it on both nodes; MVT's MGN is trained once under the bucket's lock,
+    by whichever trial gets there first (after the stage's warm start), and the trial on the other node reuses it
+    from the bucket; every checkpoint,
+    and the tables' histories, are read from the bucket; nothing is written to a local folder named after the URI
+    (before, the MGN stage made ./s3:/...).
+
+    The TransFER sweep (one sweep for all of this: Ray's fixed cost per run is most of CI's time) also takes a
+    --set and an encoder weight file from the bucket to every worker, tests every trial on an 8-class folder set
+    prepared into the bucket (classes mapped by name, the contempt faces excluded and counted, a column per trial and
+    a cross-data-set table in the report), evaluates the paper's point first, and confirms its best setting with a
+    fresh seed (--confirm); then --resume restores it from the bucket."""
+    import io
     import uuid
 
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    import fixtures_layouts as fx
+
     from ferlab import storage
+    from ferlab.data.labels import BASIC8
 
     prefix = storage.join(s3_server, uuid.uuid4().hex[:8])
-    data, store = storage.join(prefix, "shards"), storage.join(prefix, "runs")
+    data, store, other = (storage.join(prefix, n) for n in ("shards", "runs", "other"))
     synth = subprocess.run([sys.executable, "-m", "ferlab.cli", "synth", "--out", data, "--n", "300", "--size", "64"],
                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert synth.returncode == 0, synth.stderr[-2000:]
+    folder = tmp_path / "other"
+    for c, cls in enumerate(BASIC8):
+        for i in range(3):
+            fx.save(os.path.join(folder, "test", cls, f"{i}.png"), fx.face(10 * c + i, 64))
+    prep = subprocess.run([sys.executable, "-m", "ferlab.cli", "prepare", "folder", "--root", str(folder), "--out",
+                           other, "--size", "64", "--num-cpus", "2"], capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    vit = storage.join(prefix, "vit.pth")  # a timm-named encoder file at transfer_tiny's sizes, for every trial
+    buf = io.BytesIO()
+    torch.save(VisionTransformer(embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0, qkv_bias=False).state_dict(), buf)
+    storage.write_bytes(vit, buf.getvalue())
     with _two_nodes(private=True) as (address, env):
         seen = _on_each_node(address, env, f"__import__('os').path.isdir({str(tmp_path)!r})")
         assert sorted(seen.values()) == [False, True], seen  # the head's folder does not exist on the other node
         common = ["--address", address, "--smoke", "--samples", "2", "--data", data, "--storage", store,
                   "--cpus-per-worker", "1.5", "--grace-period", "2"]  # ASHA stops nobody
-        transfer = _run(common + ["--results-dir", str(tmp_path / "transfer")], env=env)
+        transfer_args = common + ["--set", "lanet_bn=True", "--encoder-weights", vit, "--eval-data", f"other={other}"]
+        transfer = _run(transfer_args + ["--results-dir", str(tmp_path / "transfer"), "--confirm", "1",
+                                         "--confirm-seeds", "1"], env=env)
         mvt = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "sweep_mvt.py"), *common,
-                              "--results-dir", str(tmp_path / "mvt"), "--mask-ratio", "0.1"],
+                              "--results-dir", str(tmp_path / "mvt"), "--mask-ratio", "0.1",
+                              "--set", "study.mgn_warm_start=1"],
                              capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
-    for r in (transfer, mvt):
+        # --resume restores the finished sweep from the bucket instead of training again (compared below)
+        again = _run(transfer_args + ["--results-dir", str(tmp_path / "again"), "--resume"], env=env, timeout=600)
+    for r in (transfer, mvt, again):
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = mvt.stdout + mvt.stderr
-    assert out.count(": training (1 epochs, m=0.1)") == 1 and out.count(": reusing s3://") == 1, out[-3000:]
+    assert out.count(": training (1 epochs, m=0.1, after 1 epochs of the discriminator on full images)") == 1 and \
+        out.count(": reusing s3://") == 1, out[-3000:]
+    assert "the warm start's classifier reached" in out  # the stage's warm start ran in its Ray Train job
     for name, experiment in (("transfer", "sweep_transfer_smoke"), ("mvt", "sweep_mvt_smoke")):
         df = pd.read_csv(tmp_path / name / "trials.csv")
         assert len(df) == 2 and (df["status"] == "ok").all() and (df["epochs"] == 2).all(), df
@@ -280,3 +217,61 @@ def test_sweeps_of_both_studies_on_nodes_that_share_no_disk(tmp_path, s3_server)
     assert storage.is_file(storage.join(store, "mgn", mgn[0], "mgn.pt"))
     assert pd.read_csv(tmp_path / "mvt" / "trials.csv")["mgn_nuisance_precision"].notna().all()
     assert not os.path.exists(os.path.join(REPO, "s3:")) and not os.path.exists(tmp_path / "s3:")
+    _check_transfer_sweep(tmp_path, transfer, again, store, vit)
+
+
+def _check_transfer_sweep(tmp_path, r, again, store, vit):
+    """The TransFER sweep of the test above: console, results, checkpoints, confirmation, cross-data-set."""
+    import torch
+
+    from ferlab import storage
+    from ferlab.models import load_trained
+
+    results = tmp_path / "transfer"
+    # each worker's epoch lines reach the console once (Train V2's print replacement printed them twice)
+    lines = collections.Counter(EPOCH_LINE.findall(r.stdout + r.stderr))
+    assert len(lines) == 6 and set(lines.values()) == {1}, lines  # 3 trials (2 + 1 confirmation) x 2 epochs
+    df = pd.read_csv(results / "trials.csv")
+    assert set(df.columns) >= {"branches", "p1", "p2", "stem_stage", "best_val_acc", "epochs", "last_val_acc"}
+    assert df["best_val_acc"].between(0, 1).all() and (df["best_val_acc"] >= df["last_val_acc"]).all()
+    paper = df[(df["branches"] == 2) & (df["p1"] == 0.6) & (df["p2"] == 0.3) & (df["stem_stage"] == 3)]
+    assert len(paper) == 1
+    assert (results / "trials.md").read_text().count("\n|") >= 3
+    assert "best:" in r.stdout and str(results) in r.stdout
+    # the options reached the workers; the state dict holds the weights
+    ckpt = df["checkpoint_path"].iloc[0]
+    ckpt = ckpt if ckpt.endswith(".pt") else storage.join(ckpt, "checkpoint.pt")
+    state = torch.load(storage.open_binary(ckpt), weights_only=True)
+    assert state["model_config"]["lanet_bn"] is True and state["pretrained"] == {"encoder": vit}
+    assert "encoder_weights" not in state["model_config"]
+    local = tmp_path / "checkpoint.pt"
+    local.write_bytes(storage.read_bytes(ckpt))
+    assert load_trained(str(local)).cfg.lanet_bn
+    # observability: TensorBoard logs per trial in the bucket, per-epoch history for the report; the Optuna study
+    # has no SQLite file on an object store (it is saved with the searcher's state: test_faults reads the local one)
+    run = json.loads((results / "run.json").read_text())
+    assert run["optuna_db"] is None
+    experiment = storage.join(store, "sweep_transfer_smoke")
+    drivers = [n for n, is_dir in storage.listdir(experiment) if is_dir and n.startswith("trial_driver_")]
+    assert len(drivers) == 2 and all(any(f.startswith("events.out.tfevents.") for f, _ in
+                                         storage.listdir(storage.join(experiment, d))) for d in drivers)
+    hist = pd.read_csv(results / "history.csv")
+    assert len(hist) == 4 and set(hist["trial"].astype(str)) == set(df["trial"].astype(str))
+    # --confirm: the search's best setting trained again with a fresh seed, its own experiment and table
+    confirm = pd.read_csv(results / "confirm.csv")
+    assert len(confirm) == 1 and confirm["n"].tolist() == [1] and confirm["seeds"].astype(str).tolist() == ["1"]
+    assert storage.is_dir(storage.join(store, "sweep_transfer_smoke_confirm"))
+    assert (results / "confirm" / "trials.csv").is_file()
+    assert "confirmation: the search's top 1 settings re-trained with fresh seeds" in r.stdout
+    # --eval-data: the cross-data-set test split, per trial and in the report
+    assert "cross-data-set other: 21 faces of its test split; excluded (no such training class): {'contempt': 3}" \
+        in r.stdout
+    assert df["x_other_acc_at_best"].between(0, 1).all()
+    assert run["cross_data"]["other"]["excluded"] == {"contempt": 3}
+    rep = subprocess.run([sys.executable, "-m", "ferlab.cli", "report", str(results), "--no-plots"],
+                         capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0 and "Cross-data-set evaluation" in rep.stdout and "other acc %" in rep.stdout
+    # --resume, run above on the same cluster: the same trials and numbers
+    assert "Restoring the run" in again.stdout + again.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "trials.csv").sort_values("trial", ignore_index=True),
+                                  df.sort_values("trial", ignore_index=True))
