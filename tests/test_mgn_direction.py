@@ -81,3 +81,30 @@ def test_attention_mass_by_hand():
     assert (r["area_occluder"], r["area_face"], r["area_background"]) == (0.25, 0.25, 0.5)
     uniform = attention_mass(torch.ones(1, 2, 2), occ, bg)
     assert uniform["mass_occluder"] == 0.25 and abs(uniform["spread"] - 1.0) < 1e-6
+
+
+def test_warm_start_gives_the_discriminator_expressions_and_the_mgn_its_first_blocks():
+    """mgn_warm_start (the CPU stand-in for DeiT-S weights): the discriminator, trained on the full images, tells the
+    toy's classes apart before the GAN stage, and the MGN starts from its patch embedding, position embedding
+    (patches) and first block. Off, a stored MGN's key is what it was before the option existed.
+    Broken once locally to see this fail: the copy into the MGN left out (the MGN's first block stays random)."""
+    from ferlab.train.mgn import mgn_config, mgn_key, warm_start
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    cfg = MVTConfig(input_size=32, patch=8, dim=32, depth=2, heads=2, mlp_ratio=2.0, mgn_depth=1, num_classes=4,
+                    pool="avg")
+    mgn, disc = MaskGenerator(cfg), discriminator(cfg)
+    acc = warm_start(mgn, disc, 3, 1e-3, lambda e: (toy_batch(g) for _ in range(60)))
+    x, y = toy_batch(g, 256)
+    with torch.no_grad():
+        held_out = (disc.eval()(x).argmax(1) == y).float().mean().item()
+    assert acc > 0.9 and held_out > 0.9, (acc, held_out)  # chance is 0.25
+    own, theirs = mgn.state_dict(), disc.state_dict()
+    for k in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.0.mlp.fc2.weight"):
+        assert torch.equal(own[k], theirs[k]), k
+    assert torch.equal(own["pos_embed"], theirs["pos_embed"][:, 1:])
+    assert "blocks.1.attn.qkv.weight" not in own  # mgn_depth = 1
+    off = mgn_config("h", "mvt_tiny", 0.1, 0, 2)
+    assert "warm_start" not in off and mgn_key(off) == mgn_key(mgn_config("h", "mvt_tiny", 0.1, 0, 2, warm_start=0))
+    assert mgn_key(mgn_config("h", "mvt_tiny", 0.1, 0, 2, warm_start=3)) != mgn_key(off)

@@ -131,6 +131,13 @@ def load_deit_into_mgn(mgn: nn.Module, path) -> list[str]:
     """MVT section 4.2: the MGN starts from DeiT-S's patch embedding, position embedding (patch part) and first
     blocks. Returns the keys left unused (the later blocks, class token, final norm, head)."""
     sd, unused = _deit_state(path, mgn.cfg.grid)
+    return unused + vit_into_mgn(mgn, sd, path)
+
+
+def vit_into_mgn(mgn: nn.Module, sd: dict, source) -> list[str]:
+    """A ViT state dict of the MGN's width and grid (a DeiT file's, or a discriminator's) into the MGN: its patch
+    embedding, the patch part of its position embedding and its first `mgn_depth` blocks; the MGN's own layers (norm,
+    to_value) are kept. Returns the keys not taken."""
     n = len(mgn.blocks)
     take, rest = {}, []
     for k, v in sd.items():
@@ -143,8 +150,8 @@ def load_deit_into_mgn(mgn: nn.Module, path) -> list[str]:
             rest.append(k)
     own = mgn.state_dict()
     take |= {k: own[k] for k in own if k.startswith(("norm.", "to_value."))}  # the MGN's own, new layers
-    _strict_copy(mgn, take, path, f"MGN ({n} DeiT blocks)")
-    return unused + rest
+    _strict_copy(mgn, take, source, f"MGN ({n} DeiT blocks)")
+    return rest
 
 
 def load_mgn(mgn: nn.Module, path) -> None:

@@ -20,12 +20,18 @@ from ferlab.train.relabel import FUNCTIONS
 class MVTStudyConfig:
     mask_ratio: float = 0.15  # m of Eq. 2: the mean of Mp the MGN is held at; 0 = no MGN (Table 3's first column)
     mgn_epochs: int = 2  # epochs of the MGN stage (one stored MGN per data set, preset, m, seed and epochs)
+    # Not in the paper: epochs of the MGN stage's discriminator trained as a classifier on the full images before
+    # the GAN stage, its first blocks then copied into the MGN (ferlab.train.mgn.warm_start). The CPU stand-in for
+    # section 4.2's ImageNet DeiT-S start of both; 0 = from scratch (or from --deit-weights, as the paper).
+    mgn_warm_start: int = 0
 
     def __post_init__(self):
         if not isinstance(self.mask_ratio, (int, float)) or not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio={self.mask_ratio!r} is outside its range: [0, 1)")
         if not isinstance(self.mgn_epochs, int) or self.mgn_epochs < 1:
             raise ValueError(f"mgn_epochs={self.mgn_epochs!r} is outside its range: integers >= 1")
+        if not isinstance(self.mgn_warm_start, int) or self.mgn_warm_start < 0:
+            raise ValueError(f"mgn_warm_start={self.mgn_warm_start!r} is outside its range: integers >= 0")
 
 
 def before_trial(config: dict, ctx: dict) -> tuple[dict, dict]:
@@ -44,7 +50,8 @@ def before_trial(config: dict, ctx: dict) -> tuple[dict, dict]:
     path = ensure_mgn(ctx["datasets"], storage_path=ctx["storage"], preset=ctx["preset"], model=ctx["base_model"], m=m,
                       seed=tc.seed, epochs=study.mgn_epochs, lr=tc.lr, batch_size=tc.batch_size,
                       data_hash=ctx["data_hash"], cpus_per_worker=ctx["cpus_per_worker"], gpus=ctx["gpus"],
-                      augment=tc.augment, pretrained=config["pretrained"], fold=ctx.get("fold"))
+                      augment=tc.augment, pretrained=config["pretrained"], fold=ctx.get("fold"),
+                      warm_start=study.mgn_warm_start)
     return config | {"model": model, "pretrained": config["pretrained"] | {"mgn": path}}, mgn_metrics(path)
 
 

@@ -72,6 +72,32 @@ def mgn_step(mgn, disc, opt_g, opt_d, x: torch.Tensor, y: torch.Tensor, m: float
             "mask_mean": mp.mean().item()}
 
 
+def warm_start(mgn, disc, epochs: int, lr: float, epoch_batches) -> float:
+    """The discriminator trained `epochs` epochs as a classifier on the full images, then its patch embedding,
+    position embedding and first blocks copied into the MGN. Not in the paper: the CPU stand-in for section 4.2's
+    start of both from ImageNet DeiT-S ("the MGN ... initialized with the first 6 blocks of DeiT-S"), a discriminator
+    that already tells expressions apart when the GAN stage begins. From scratch it never learns SynthFER's
+    expressions from the m of the image it is shown, and Eq. 2 then gives the MGN no direction.
+    `epoch_batches(e)` yields (x normalised, y). Returns the last epoch's training accuracy."""
+    from ferlab.models.weights import vit_into_mgn
+
+    opt = torch.optim.AdamW(disc.parameters(), lr=lr)
+    disc.train()
+    right = seen = 0
+    for e in range(epochs):
+        right = seen = 0
+        for x, y in epoch_batches(e):
+            logits = disc(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(disc)
+            opt.step()
+            right, seen = right + (logits.argmax(1) == y).sum().item(), seen + len(y)
+    vit_into_mgn(mgn, {k: v.detach().clone() for k, v in disc.state_dict().items()}, "the warm-started discriminator")
+    return right / max(seen, 1)
+
+
 def average_gradients(module) -> None:
     """Data parallelism by hand for the MGN stage: with several Ray Train workers, average each gradient over the
     ranks. Not DDP, because the MGN is called through `discriminator_view` rather than its forward, and the
@@ -120,7 +146,7 @@ def mask_quality(mgn, batches, m: float, device) -> dict:
 
 def mgn_loop_per_worker(config: dict):
     """config = {"preset", "model": overrides, "pretrained": {"deit": file}, "mask_ratio", "epochs", "lr",
-    "batch_size", "seed", "has_val"}."""
+    "batch_size", "seed", "has_val", "augment", "warm_start": epochs of `warm_start` (0: none)}."""
     import ray.train
     import ray.train.torch
 
@@ -144,23 +170,32 @@ def mgn_loop_per_worker(config: dict):
         load_deit(disc, deit)
     device = ray.train.torch.get_device()
     mgn, disc = mgn.to(device), disc.to(device)  # not DDP-wrapped: see average_gradients
-    opt_g = torch.optim.AdamW(mgn.parameters(), lr=config["lr"])
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=config["lr"])
     shard = ray.train.get_dataset_shard("train")
     val = ray.train.get_dataset_shard("val") if config.get("has_val") else None
     rank = ray.train.get_context().get_world_rank()
+
+    def batches(epoch):  # (x normalised and augmented, y) of this worker's share of an epoch
+        blocks = shard.iter_torch_batches(batch_size=None)  # whole blocks, in the epoch's random block order
+        for step, batch in enumerate(worker_batches(blocks, config["batch_size"], config["seed"], epoch, rank)):
+            gen = batch_generator(config["seed"], epoch, rank, step, device)
+            x = to_input(augment_batch(batch["image"].to(device), config.get("augment", "none"), gen), cfg)
+            yield x, batch["label"].to(device).long()
+
+    warm = {}
+    if config.get("warm_start"):  # its epochs numbered after the GAN stage's: their own shuffles and augmentation
+        acc = warm_start(mgn, disc, config["warm_start"], config["lr"], lambda e: batches(config["epochs"] + e))
+        warm = {"warm_start_acc": acc}
+    opt_g = torch.optim.AdamW(mgn.parameters(), lr=config["lr"])
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=config["lr"])
     for epoch in range(config["epochs"]):
         mgn.train()
         disc.train()
         sums, steps, t0 = {}, 0, time.perf_counter()
-        blocks = shard.iter_torch_batches(batch_size=None)  # whole blocks, in the epoch's random block order
-        for batch in worker_batches(blocks, config["batch_size"], config["seed"], epoch, rank):
-            gen = batch_generator(config["seed"], epoch, rank, steps, device)
-            x = to_input(augment_batch(batch["image"].to(device), config.get("augment", "none"), gen), cfg)
-            losses = mgn_step(mgn, disc, opt_g, opt_d, x, batch["label"].to(device).long(), m)
+        for x, y in batches(epoch):
+            losses = mgn_step(mgn, disc, opt_g, opt_d, x, y, m)
             sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
             steps += 1
-        metrics = {k: v / max(steps, 1) for k, v in sums.items()} | {
+        metrics = {k: v / max(steps, 1) for k, v in sums.items()} | warm | {
             "epoch": epoch + 1, "mask_ratio": m, "images_per_s": steps * config["batch_size"] / (time.perf_counter() - t0)}
         if val is not None:  # SynthFER: does Mp find background and occluders? (issue 12: report it per epoch)
             metrics |= mask_quality(mgn, val.iter_torch_batches(batch_size=256), m, device)
@@ -179,14 +214,15 @@ MGN_VERSION = 3  # 3: removed patches black in pixels (mask_fill), the key hashi
 
 def mgn_config(data_hash: str | None, preset: str, m: float, seed: int, epochs: int, fold: int | None = None, *,
                model: dict | None = None, lr: float = 1e-3, batch_size: int = 32, augment: str = "none",
-               pretrained: dict | None = None) -> dict:
+               pretrained: dict | None = None, warm_start: int = 0) -> dict:
     """Everything that changes a trained MGN, resolved: its data, architecture (preset and overrides), m, seed,
     epochs, optimiser settings, augmentation, held-out fold, the DeiT weight file's checksum (a path names a file,
-    not its content) and the stage's code version. Stored as mgn_config.json beside the MGN it describes."""
+    not its content), the warm start's epochs and the stage's code version. Stored as mgn_config.json beside the MGN it describes."""
     deit = (pretrained or {}).get("deit")
     return {"version": MGN_VERSION, "data": data_hash, "preset": preset, "model": dict(sorted((model or {}).items())),
             "mask_ratio": m, "seed": seed, "epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment,
-            "fold": fold, "deit_sha256": _sha256(deit) if deit else None}
+            "fold": fold, "deit_sha256": _sha256(deit) if deit else None} | (
+                {"warm_start": warm_start} if warm_start else {})  # absent when off: earlier keys stay valid
 
 
 def mgn_key(config: dict) -> str:
@@ -224,7 +260,8 @@ def mgn_metrics(path: str) -> dict:
 
 def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m: float, seed: int, epochs: int,
                lr: float, batch_size: int, data_hash: str | None, cpus_per_worker: float, gpus: float,
-               augment: str = "none", pretrained: dict | None = None, fold: int | None = None) -> str:
+               augment: str = "none", pretrained: dict | None = None, fold: int | None = None,
+               warm_start: int = 0) -> str:
     """The path (or URI) of the trained MGN for these settings: trained now (one Ray Train run) if no earlier trial
     did it. Concurrent callers with the same key, on any node, wait on the storage's lock and then reuse the file.
     `datasets` holds "train" and, for the per-epoch mask quality, a "val" split decoded with its `nuisance` masks
@@ -236,7 +273,7 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
     from ferlab.data.pipeline import data_config, training_datasets
 
     config = mgn_config(data_hash, preset, m, seed, epochs, fold, model=model, lr=lr, batch_size=batch_size,
-                        augment=augment, pretrained=pretrained)
+                        augment=augment, pretrained=pretrained, warm_start=warm_start)
     key = mgn_key(config)
     folder = storage.join(storage.normalize(storage_path), "mgn", key)
     path = storage.join(folder, MGN_FILE)
@@ -244,7 +281,8 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
         if storage.is_file(path):
             print(f"MGN {key}: reusing {path}", flush=True)
             return path
-        print(f"MGN {key}: training ({epochs} epochs, m={m})", flush=True)
+        warm = f", after {warm_start} epochs of the discriminator on full images" if warm_start else ""
+        print(f"MGN {key}: training ({epochs} epochs, m={m}{warm})", flush=True)
         storage.write_json(storage.join(folder, MGN_CONFIG), config, indent=1)
         train = {"train": training_datasets(datasets, seed=seed)["train"]}
         has_val = "val" in datasets
@@ -252,6 +290,7 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
             mgn_loop_per_worker,
             train_loop_config={"preset": preset, "model": model, "mask_ratio": m, "epochs": epochs, "lr": lr,
                                "batch_size": batch_size, "seed": seed, "has_val": has_val, "augment": augment,
+                               "warm_start": warm_start,
                                "pretrained": {k: v for k, v in (pretrained or {}).items() if k == "deit"}},
             scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                          resources_per_worker={"CPU": cpus_per_worker} | ({"GPU": gpus} if gpus else {})),
@@ -268,6 +307,8 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
         last = result.metrics
         quality = (f", background/occluder share of the top-m patches {last['mgn_nuisance_precision']:.3f} "
                    f"(chance {last['mgn_nuisance_chance']:.3f})" if "mgn_nuisance_precision" in last else "")
+        if "warm_start_acc" in last:
+            quality += f"; the warm start's classifier reached {last['warm_start_acc']:.3f} training accuracy"
         print(f"MGN {key}: done, mean mask value {last['mask_mean']:.3f} (target {m}), "
               f"discriminator loss {last['loss_d']:.3f}, variance {last['variance']:.4f}{quality}", flush=True)
         return path
