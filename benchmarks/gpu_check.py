@@ -21,11 +21,8 @@ with data_wait_frac < 2%; 4 shared trials >= 1.5x one trial's images/s. Download
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,11 +34,12 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
 import pandas as pd  # noqa: E402
+import rows  # noqa: E402
 import torch  # noqa: E402
 
 # Dense bf16 tensor-core TFLOP/s from NVIDIA's datasheets, by a name nvidia-smi reports (substring match).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10": 125.0, "L4": 121.0}
-CSV = os.path.join(REPO, "docs", "benchmarks", "gpu_check.csv")
+CSV = os.path.join(rows.DOCS, "gpu_check.csv")
 
 
 def peak(device) -> float | None:
@@ -168,47 +166,24 @@ def input_path(tiny: bool, device) -> dict:
                    "ray_data_wait_frac": max(e["data_wait_frac"] for e in on_ray)}
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def machine(device) -> dict:
-    info = {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(), "cpu": cpu_model(),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "gpu": None, "driver": None}
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        cwd=REPO).stdout.strip() or None
-    except OSError:
-        info["commit"] = None
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
+    info = rows.machine(gpu) | {"gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "driver": None}
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
         q = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
                            text=True)
         info["driver"] = q.stdout.strip() or None
     return info
 
 
-def append_row(result: dict, command: str, path: str = CSV) -> None:
-    """One row per run (timm's results-CSV habit): machine, command, and the headline figures."""
-    m = result["machine"]
+def headline(result: dict) -> dict:
+    """The figures of a run that its CSV row keeps."""
     transfer = next((r for r in result["models"] if r["preset"].startswith("transfer") and not r["compile"]), {})
     shared, alone = result["sweeps"]
-    row = {"date": m["date"], "commit": m["commit"], "cores": m["cores"], "cpu": m["cpu"], "gpu": m["gpu"] or "none",
-           "command": command, "transfer_images_s": transfer.get("model_images_s"),
-           "transfer_tflops": transfer.get("model_tflops"), "transfer_peak_share": transfer.get("peak_share"),
-           "shared_over_alone": shared["total_images_s"] / alone["total_images_s"],
-           "ray_over_plain": result["input"]["ratio"], "max_data_wait_frac": shared["max_data_wait_frac"]}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    return {"transfer_images_s": transfer.get("model_images_s"), "transfer_tflops": transfer.get("model_tflops"),
+            "transfer_peak_share": transfer.get("peak_share"),
+            "shared_over_alone": shared["total_images_s"] / alone["total_images_s"],
+            "ray_over_plain": result["input"]["ratio"], "max_data_wait_frac": shared["max_data_wait_frac"]}
 
 
 def main(argv=None) -> int:
@@ -240,8 +215,7 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
         json.dump(result, f, indent=1, default=str)
     if args.csv:
-        append_row(result, "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                   args.csv)
+        rows.append(args.csv, [headline(result)], cmd=rows.command(__file__, argv), gpu=result["machine"]["gpu"])
     return 0
 
 
