@@ -251,6 +251,9 @@ def _check_transfer_sweep(tmp_path, r, again, store, vit):
     # has no SQLite file on an object store (it is saved with the searcher's state: test_faults reads the local one)
     run = json.loads((results / "run.json").read_text())
     assert run["optuna_db"] is None
+    # the experiment file's config and the run options, saved whole beside the resolved spec
+    assert run["experiment"]["name"] == "sweep_transfer" and run["experiment"]["kind"] == "search"
+    assert run["run_options"]["confirm"] == 1 and run["run_options"]["results_dir"] == str(results)
     experiment = storage.join(store, "sweep_transfer_smoke")
     drivers = [n for n, is_dir in storage.listdir(experiment) if is_dir and n.startswith("trial_driver_")]
     assert len(drivers) == 2 and all(any(f.startswith("events.out.tfevents.") for f, _ in

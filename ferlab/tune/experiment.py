@@ -155,10 +155,11 @@ def local_cpus_per_worker(args) -> float:
 
 
 def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None = None,
-                   tables: list[str] | None = None) -> int:
+                   tables: list[str] | None = None, experiment: dict | None = None) -> int:
     """SynthFER (drawn with `synth`: n, label_noise) when the spec has no data, Ray, the sweep (or with `grid`, the
     ablation of the study's `tables`), its results folder (trials.csv/md, history.csv, run.json), and a printed
-    table: the search's trials, or the paper tables. `run`: a runner.RunOptions."""
+    table: the search's trials, or the paper tables. `run`: a runner.RunOptions; `experiment`: the experiment file's
+    config as run (saved whole in run.json with the run options, beside the resolved spec)."""
     import dataclasses
 
     from ferlab.data.synth import cached_synthfer
@@ -197,7 +198,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
                 print(f"preparing {source} from {root} into {spec.data} (once)", flush=True)
                 prepare(source, root, spec.data, size=size)
                 spec = spec.fit(open_shards(spec.data))
-            return _run_locked(spec, run, grid, tables, t0)
+            return _run_locked(spec, run, grid, tables, t0, experiment)
     except (Locked, ConnectionError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -216,7 +217,9 @@ def _check_resumable(spec) -> None:
                                f"the sweeps stored there are: {', '.join(stored) or 'none'}")
 
 
-def _run_locked(spec, run, grid, tables, t0: float) -> int:
+def _run_locked(spec, run, grid, tables, t0: float, experiment: dict | None = None) -> int:
+    import dataclasses
+
     from ferlab.report.markdown import to_markdown
     from ferlab.train import metrics as M
     from ferlab.tune.results import write_results
@@ -230,7 +233,7 @@ def _run_locked(spec, run, grid, tables, t0: float) -> int:
     elapsed = time.perf_counter() - t0
     interrupted = table.attrs.get("interrupted", False)
     extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"], "recipe": run.recipe,
-             "interrupted": interrupted}
+             "interrupted": interrupted, "experiment": experiment, "run_options": dataclasses.asdict(run)}
     if grid is not None:
         extra |= {"ablation": {"paper": spec.study, "tables": tables, "cells": len(grid)}}
     paths = write_results(table, spec, results_dir, extra=extra, history=history)

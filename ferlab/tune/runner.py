@@ -229,7 +229,7 @@ def main(module, argv=None) -> int:
               f"settings x {per}), {spec.epochs} epochs each", flush=True)
     from ferlab.tune.experiment import run_experiment
 
-    return run_experiment(spec, run, synth=synth, grid=grid, tables=keys)
+    return run_experiment(spec, run, synth=synth, grid=grid, tables=keys, experiment=dataclasses.asdict(config))
 
 
 def run_file(argv=None) -> int:
