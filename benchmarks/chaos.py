@@ -43,6 +43,8 @@ import time
 import pandas as pd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rows  # noqa: E402
 sys.path.insert(0, REPO)
 SCRIPT = os.path.join(REPO, "experiments", "sweep_transfer.py")
 SAME = ["trial", "epoch", "val_acc", "val_loss", "train_loss"]  # what a fault must not change
@@ -121,6 +123,7 @@ def main():
     p.add_argument("--storage", default=None, help="--kill node: the sweep's storage, a bucket URI (default: a "
                                                    "local S3-compatible server started here)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--csv", default=os.path.join(rows.DOCS, "chaos.csv"), help="results CSV ('' for none)")
     args = p.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -152,6 +155,12 @@ def main():
           f"metric equal to the undisturbed run's: {same}; time the faults cost: "
           f"{runs['chaos']['wall_s'] - runs['undisturbed']['wall_s']:+.0f} s "
           f"({runs['chaos']['wall_s'] / runs['undisturbed']['wall_s'] - 1:+.0%})")
+    if args.csv:
+        rows.append(args.csv, [{"kill": args.kill, "trials": args.samples, "epochs": args.epochs, "kills": kills,
+                                "epochs_lost": len(lost), "reported_twice": twice,
+                                "trained_twice": runs["chaos"]["twice"], "metrics_equal": same,
+                                "undisturbed_s": runs["undisturbed"]["wall_s"], "chaos_s": runs["chaos"]["wall_s"]}],
+                    cmd=rows.command(__file__, None))
 
 
 def emulated_cluster(stack, args, tmp: str):

@@ -1,4 +1,5 @@
-"""The README's model table, measured on this machine: parameters, forward FLOPs per image, training images/s.
+"""Every model preset, measured on this machine: parameters, forward FLOPs per image, training images/s; a row per
+preset appended to docs/benchmarks/model_table.csv.
 
     python benchmarks/model_table.py [--threads N] [--steps 6]
 
@@ -16,7 +17,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import rows
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -54,14 +57,19 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--csv", default=os.path.join(rows.DOCS, "model_table.csv"), help="results CSV ('' for none)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"| preset | input | parameters | forward GFLOPs / image | training images/s ({args.threads} threads, batch) |")
     print("|---|---|---|---|---|")
+    out = []
     for name in list_models():
         r = measure(name, args.steps)
+        out.append(r | {"threads": args.threads})
         print(f"| {r['preset']} | {r['input']} | {r['params_M']:.2f} M | {r['gflops']:.3f} | "
-              f"{r['train_img_s']:.1f} (batch {r['batch']}) |")
+              f"{r['train_img_s']:.1f} (batch {r['batch']}) |", flush=True)
+    if args.csv:
+        rows.append(args.csv, out, cmd=rows.command(__file__, None))
 
 
 if __name__ == "__main__":
