@@ -13,8 +13,8 @@ the same epochs (a grid, no early stopping: cells of a table are trained alike);
 every table but is trained once. Table 4's alternatives each try drop rates 0.1 / 0.3 / 0.6 and report their best on
 validation. All tables: 31 settings per seed.
 
-Expected (2-core CPU, measured 2026-11-24): --smoke trains the 31 settings for 1 epoch on 420 SynthFER faces in 6.9
-minutes, near chance (1/7): it shows the pipeline filling every table, not what the paper found.
+Expected: --smoke trains the 31 settings for 1 epoch on 420 SynthFER faces, near chance (1/7): it shows the
+pipeline filling every table, not what the paper found.
 """
 
 import os
