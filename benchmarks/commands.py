@@ -39,6 +39,8 @@ def run(name: str, tmp: str) -> dict:
                         "--results-dir", results, "--storage", os.path.join(tmp, "storage")],
                        capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t0
+    with open(os.path.join(tmp, f"{name}.console.log"), "w") as f:  # what the user saw (stdout, then stderr)
+        f.write(r.stdout + r.stderr)
     if r.returncode != 0:
         raise SystemExit(f"{name}: exit {r.returncode}\n{(r.stdout + r.stderr)[-3000:]}")
     after = set(os.listdir(default_cache()))
@@ -47,6 +49,7 @@ def run(name: str, tmp: str) -> dict:
     return {"run": name, "command": "python experiments/sweep_transfer.py " + " ".join(COMMANDS[name]),
             "wall_s": wall, "synthfer_drawn": bool(after - before), "trials": len(df),
             "trials_all_epochs": int((df["epochs"] == df["epochs"].max()).sum()),
+            "console_lines": len((r.stdout + r.stderr).splitlines()),
             "best_val_acc": best["best_val_acc"], "best_setting": ", ".join(
                 f"{k}={best[k]}" for k in ("branches", "p1", "p2", "stem_stage") if k in best)}
 

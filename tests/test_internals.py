@@ -41,6 +41,39 @@ def test_a_dataset_counts_its_executions_on_a_context_of_its_own():
     assert "_logical_plan" in inspect.getsource(Dataset.__init__), WHERE
 
 
+def test_ray_data_names_its_console_handler():
+    """quiet_progress raises the level of Ray Data's console handler (found by the name Ray Data's logging
+    configuration gives it), and of no other: its INFO lines stay in ray-data.log."""
+    import ray.data  # noqa: F401  (its import configures the logger)
+
+    from ferlab.data.pipeline import quiet_progress
+
+    handlers = logging.getLogger("ray.data").handlers
+    assert len(internals.ray_data_console_handlers()) == 1 and len(handlers) >= 2, (WHERE, handlers)
+    try:
+        quiet_progress()
+        levels = {h.name: h.level for h in handlers}
+        assert levels["console"] == logging.WARNING and all(v < logging.WARNING for k, v in levels.items()
+                                                            if k != "console"), (WHERE, levels)
+    finally:
+        quiet_progress(verbose=True)
+
+
+def test_ray_data_default_logging_config_has_a_console_handler_and_trains_report_logger_is_its_files():
+    """The two other pieces of the quiet console: Ray Data's default configuration (copied with its console at
+    WARNING for RAY_DATA_LOGGING_CONFIG), and the module whose logger writes Train's per-report line, and the key
+    Ray Data says its progress-bar notice once under."""
+    import ray.data._internal.progress as progress
+    from ray.train.v2._internal.execution import context
+
+    config = internals.ray_data_logging_config("WARNING")
+    assert config["handlers"]["console"]["level"] == "WARNING" and "console" in config["loggers"]["ray.data"][
+        "handlers"], WHERE
+    assert "Reporting training result" in inspect.getsource(context), WHERE
+    assert internals.train_report_logger().name == context.__file__, WHERE
+    assert internals.PROGRESS_NOTICE in inspect.getsource(progress), WHERE
+
+
 def test_tune_says_stop_on_its_logger():
     import ray.tune.tune as tune_module
 

@@ -76,14 +76,32 @@ def decode_mask(data: bytes, size: int) -> np.ndarray:
     return (np.asarray(img) > 0).astype(np.uint8)
 
 
-def quiet_progress():
+_RAY_INFO = [False]  # this process's choice: Ray Data's and Train's INFO lines on the console (--verbose)
+
+
+def quiet_progress(verbose: bool | None = None):
     """Ray Data's per-operator progress bars, repeated by every trial and epoch, drown Tune's trial table in a
-    terminal and flood log files; ferlab prints its own progress lines instead."""
+    terminal and flood log files; ferlab prints its own progress lines instead. Unless `verbose`, Ray Data's INFO
+    lines (each dataset's execution plan, start and end) leave the console of this process too (they stay in the
+    session's ray-data.log), as do Train's per-report lines (in a training worker) and Ray Data's notice that the
+    bars are off. Called in every process that runs Ray Data (driver, trial drivers, training workers);
+    `verbose` None keeps the process's earlier choice (default: quiet)."""
     import ray.data
+    from ray.util.debug import log_once
+
+    from ferlab.tune.internals import PROGRESS_NOTICE, ray_data_console_handlers, train_report_logger
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
+    if verbose is not None:
+        _RAY_INFO[0] = verbose
+    for handler in ray_data_console_handlers():
+        handler.setLevel("INFO" if _RAY_INFO[0] else "WARNING")
+    # in a training worker: dropped (what it says is in Tune's records and trials.csv), as no filter separates it
+    train_report_logger().setLevel("INFO" if _RAY_INFO[0] else "WARNING")
+    if not _RAY_INFO[0]:
+        log_once(PROGRESS_NOTICE)
 
 
 def eval_split(shards: Shards) -> str:

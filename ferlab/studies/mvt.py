@@ -51,7 +51,7 @@ def before_trial(config: dict, ctx: dict) -> tuple[dict, dict]:
                       seed=tc.seed, epochs=study.mgn_epochs, lr=tc.lr, batch_size=tc.batch_size,
                       data_hash=ctx["data_hash"], cpus_per_worker=ctx["cpus_per_worker"], gpus=ctx["gpus"],
                       augment=tc.augment, pretrained=config["pretrained"], fold=ctx.get("fold"),
-                      warm_start=study.mgn_warm_start)
+                      warm_start=study.mgn_warm_start, verbose=ctx.get("verbose", False))
     return config | {"model": model, "pretrained": config["pretrained"] | {"mgn": path}}, mgn_metrics(path)
 
 

@@ -171,12 +171,15 @@ def report(model, opt, metrics: dict, epoch: int, best: float, config: dict, rel
 def train_loop_per_worker(config: dict):
     """config = {"preset": name, "model": {overrides}, "train": {TrainConfig fields}, "pretrained": {files},
     "eval_splits": [...], "balance_factors": copies per class or None, "constants": {metrics of the work before
-    the trial}, "run_dir": the Train run's folder on the storage}: restore, then per epoch train, evaluate,
-    report."""
+    the trial}, "run_dir": the Train run's folder on the storage, "label": the trial and its knobs, for the epoch
+    line, "verbose": Ray Data's INFO lines on the console}: restore, then per epoch train, evaluate, report."""
     import ray
     import ray.train
     import ray.train.torch
 
+    from ferlab.data.pipeline import quiet_progress
+
+    quiet_progress(config.get("verbose", False))
     tc = TrainConfig(**config.get("train", {}))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -226,8 +229,8 @@ def train_loop_per_worker(config: dict):
         if relabeler is not None:
             metrics |= relabeler.end_epoch(world, rank)
         if rank == 0:  # the line's start is ferlab.EPOCH_LINE (Ray prints each such line as it comes)
-            say(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f}, train class histogram "
-                f"{metrics['train_class_counts']}")
+            say(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f} (epoch {epoch + 1} of {tc.epochs}), "
+                f"{metrics[M.IMAGES_PER_S]:.0f} images/s, trial {config.get('label', '')}")
         history.append(metrics)
         report(model, opt, metrics, epoch, best, config, relabeler, rank, history)
         if tc.max_steps and done_steps >= tc.max_steps:

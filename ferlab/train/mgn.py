@@ -158,7 +158,9 @@ def mgn_loop_per_worker(config: dict):
     from ferlab.data.balance import worker_batches
     from ferlab.train.loop import worker_threads
     from ferlab.train.step import to_input
+    from ferlab.data.pipeline import quiet_progress
 
+    quiet_progress(config.get("verbose", False))
     torch.set_num_threads(worker_threads(TrainConfig()))
     torch.manual_seed(config["seed"])
     cfg = model_config(config["preset"], **config.get("model", {}))
@@ -261,7 +263,7 @@ def mgn_metrics(path: str) -> dict:
 def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m: float, seed: int, epochs: int,
                lr: float, batch_size: int, data_hash: str | None, cpus_per_worker: float, gpus: float,
                augment: str = "none", pretrained: dict | None = None, fold: int | None = None,
-               warm_start: int = 0) -> str:
+               warm_start: int = 0, verbose: bool = False) -> str:
     """The path (or URI) of the trained MGN for these settings: trained now (one Ray Train run) if no earlier trial
     did it. Concurrent callers with the same key, on any node, wait on the storage's lock and then reuse the file.
     `datasets` holds "train" and, for the per-epoch mask quality, a "val" split decoded with its `nuisance` masks
@@ -290,13 +292,15 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
             mgn_loop_per_worker,
             train_loop_config={"preset": preset, "model": model, "mask_ratio": m, "epochs": epochs, "lr": lr,
                                "batch_size": batch_size, "seed": seed, "has_val": has_val, "augment": augment,
-                               "warm_start": warm_start,
+                               "warm_start": warm_start, "verbose": verbose,
                                "pretrained": {k: v for k, v in (pretrained or {}).items() if k == "deit"}},
             scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                          resources_per_worker={"CPU": cpus_per_worker} | ({"GPU": gpus} if gpus else {})),
             datasets=train | ({"val": datasets["val"]} if has_val else {}),
             dataset_config=data_config(datasets, workers=1),
-            run_config=ray.train.RunConfig(name=f"mgn-{key}", storage_path=storage.join(storage_path, "mgn_runs")),
+            run_config=ray.train.RunConfig(name=f"mgn-{key}", storage_path=storage.join(storage_path, "mgn_runs"),
+                                           logging_config=ray.train.LoggingConfig(
+                                               log_level="INFO" if verbose else "WARNING")),
         )
         result = trainer.fit()
         history = result.metrics_dataframe

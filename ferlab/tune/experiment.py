@@ -46,6 +46,8 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
                    help="log every trial (config, per-epoch metrics, its files) to MLflow (SQLite in ./mlruns/mlflow.db "
                         "unless --track-uri) or W&B (offline without WANDB_API_KEY); needs ferlab[mlflow|wandb]")
     p.add_argument("--track-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--verbose", action="store_true", help="Ray Train's and Ray Data's own INFO lines on the console too "
+                   "(each report, checkpoint paths, execution plans); they are always in the Ray session's log files")
     p.add_argument("--smoke", action="store_true", help="the experiment's smoke(): the smallest run that exercises "
                                                         "every piece")
 
@@ -189,7 +191,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
                     n=synth.get("n", 3000), size=model_config(spec.preset).input_size, seed=spec.seed,
                     label_noise=synth.get("label_noise", 0.0)))
                 spec = spec.fit(open_shards(spec.data))
-            init_ray(run.address, run.num_cpus, run.object_store_mb)
+            init_ray(run.address, run.num_cpus, run.object_store_mb, verbose=run.verbose)
             if run.prepare:  # the data set the experiment prepares, not cached yet: needs Ray (Ray Data)
                 from ferlab.data.prepare import prepare
                 from ferlab.data.shards import open_shards
@@ -229,7 +231,7 @@ def _run_locked(spec, run, grid, tables, t0: float, experiment: dict | None = No
 
     results_dir = run.results_dir
     track = callbacks(run.track, run.track_uri, spec.name)
-    table, history = run_sweep(spec, resume=run.resume, verbose=1, grid=grid, callbacks=track)
+    table, history = run_sweep(spec, resume=run.resume, verbose=1, grid=grid, callbacks=track, ray_logs=run.verbose)
     elapsed = time.perf_counter() - t0
     interrupted = table.attrs.get("interrupted", False)
     extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"], "recipe": run.recipe,
@@ -244,7 +246,10 @@ def _run_locked(spec, run, grid, tables, t0: float, experiment: dict | None = No
         for t in build_tables(results_dir):
             print(t.markdown(), end="\n\n")
     else:
-        print(to_markdown(table.drop(columns=["checkpoint_path", "node_id"], errors="ignore")))  # both in trials.csv
+        # the console's table: the knobs and what a reader ranks by (every column is in trials.csv and trials.md)
+        shown = ["trial", *get_study(spec.study).knob_names, M.BEST_VAL_ACC, M.BEST_EPOCH, "epochs",
+                 M.IMAGES_PER_S, "test_acc_at_best", "status"]
+        print(to_markdown(table[[c for c in shown if c in table]]))
         if "best_val_acc" in table and table["best_val_acc"].notna().any():
             best = table.iloc[0]
             knobs = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
@@ -283,7 +288,7 @@ def _confirm(spec, run, search, results_dir: str, track: list) -> bool:
     cspec = dataclasses.replace(spec, name=f"{spec.name}_confirm", samples=len(grid))
     print(f"\nconfirming the top {len(settings)} settings with {run.confirm_seeds} fresh seeds each "
           f"({len(grid)} trials, every epoch)", flush=True)
-    runs, history = run_sweep(cspec, resume=run.resume, verbose=1, grid=grid, callbacks=track)
+    runs, history = run_sweep(cspec, resume=run.resume, verbose=1, grid=grid, callbacks=track, ray_logs=run.verbose)
     write_results(runs, cspec, os.path.join(results_dir, "confirm"), history=history)
     summary = confirm_table(runs, settings, search)
     summary.to_csv(os.path.join(results_dir, "confirm.csv"), index=False)

@@ -47,6 +47,39 @@ class StopSignal(logging.Handler):
         self.seen = self.seen or "Stop signal received" in record.getMessage()
 
 
+def ray_data_console_handlers() -> list:
+    """The handlers of Ray Data's logger that write to the console: Ray Data's logging configuration names its
+    console handler "console" (its file handler writes ray-data.log in the session's logs). Raising their level
+    keeps Ray Data's INFO lines in the file and off the console."""
+    return [h for h in logging.getLogger("ray.data").handlers if h.name == "console"]
+
+
+def ray_data_logging_config(console_level: str) -> dict:
+    """Ray Data's default logging configuration (the one it applies when RAY_DATA_LOGGING_CONFIG names no file),
+    with its console handler at `console_level`: for processes ferlab does not run its own code in (the split
+    coordinator that executes a streamed train split every epoch)."""
+    import copy
+
+    from ray.data._internal.logging import DEFAULT_CONFIG
+
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["handlers"]["console"]["level"] = console_level
+    return config
+
+
+def train_report_logger() -> logging.Logger:
+    """The logger of Train V2's "Reporting training result N: TrainingReport(...)" line (one per report, over 1,000
+    characters): named after its module's file, not under "ray.train", so Train's LoggingConfig does not reach it."""
+    from ray.train.v2._internal.execution import context
+
+    return logging.getLogger(context.__file__)
+
+
+# Ray Data says "Progress bars disabled. ..." once per process (ray.util.debug.log_once under this key); ferlab turns
+# them off itself, so the notice is marked said.
+PROGRESS_NOTICE = "ray_data_progress_manager_disabled"
+
+
 def optuna_storage_of(study):
     """An Optuna study's storage (Tune's OptunaSearch keeps the study, not its storage URL)."""
     return study._storage

@@ -66,7 +66,29 @@ def check_address(address: str | None) -> None:
         raise ConnectionError(f"--address {address}: no Ray cluster answers there ({e.strerror or e})") from None
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 1024):
+def _ray_data_logging_file() -> str:
+    """Ray Data's logging configuration with its console at WARNING, as the YAML file RAY_DATA_LOGGING_CONFIG names
+    (written under the cache, once per content)."""
+    import hashlib
+
+    import yaml
+
+    from ferlab.data.synth import default_cache
+    from ferlab.tune.internals import ray_data_logging_config
+
+    text = yaml.safe_dump(ray_data_logging_config("WARNING"))
+    path = os.path.join(default_cache(), f"ray_data_logging-{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 1024,
+             verbose: bool = False):
     """Connect to a cluster (`address`, or RAY_ADDRESS) or start a local Ray sized for this machine.
 
     The dashboard stays on even for tests: Train V2's placement-group cleaner asks the State API (served by the
@@ -94,5 +116,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
     # instances). Nothing drains the one machine of a local Ray, so it is left out: a process (~1 s of CPU) fewer
     # per trial. A local Ray's processes inherit this environment; a value the user set is kept.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Ray Train's own data manager reads a property Ray Data deprecated, and warns in two lines of 340 characters per
+    # trial that no user can act on; that one warning is left out of a local Ray's processes.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:`ExecutionOptions.exclude_resources` is deprecated:DeprecationWarning")
+    if not verbose:  # Ray Data's INFO lines in its log file only, also in processes ferlab's code does not run in
+        os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", _ray_data_logging_file())
     ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 1024 * 1024,
              include_dashboard=True)

@@ -57,16 +57,17 @@ class ExperimentConfig:
 class RunOptions:
     """How and where an experiment runs (not what it trains): from the command line, never changed after."""
 
-    results_dir: str
-    resume: bool = False
-    address: str | None = None
-    num_cpus: int | None = None
-    object_store_mb: int = 1024
-    track: tuple = ()
-    track_uri: str | None = None
-    recipe: str = "cpu"
-    confirm: int = 0
-    confirm_seeds: int = 3
+    results_dir: str  # the tables, run.json and the report's input (--results-dir; default results/<name>)
+    resume: bool = False  # continue the sweep stored under --storage/--name
+    address: str | None = None  # a running Ray cluster to join (else RAY_ADDRESS, else a local Ray)
+    num_cpus: int | None = None  # a local Ray's CPUs (default: the machine's cores)
+    object_store_mb: int = 1024  # a local Ray's object store
+    track: tuple = ()  # "mlflow" and/or "wandb": Ray Tune's logger callbacks
+    track_uri: str | None = None  # MLflow's tracking URI
+    recipe: str = "cpu"  # "paper": the paper's optimiser, schedule and augmentation for the data set
+    confirm: int = 0  # search: re-train its K best settings with fresh seeds afterwards
+    confirm_seeds: int = 3  # fresh seeds per confirmed setting
+    verbose: bool = False  # Ray Train's and Ray Data's INFO lines on the console too (always in the log files)
     prepare: tuple = ()  # (source, root, size) to prepare into the spec's data once Ray is up, when not cached
 
 
@@ -166,6 +167,7 @@ def build(config: ExperimentConfig, args):
                      address=args.address, num_cpus=args.num_cpus, object_store_mb=args.object_store_mb,
                      track=tuple(args.track), track_uri=args.track_uri, recipe=args.recipe,
                      confirm=getattr(args, "confirm", 0), confirm_seeds=getattr(args, "confirm_seeds", 3),
+                     verbose=args.verbose,
                      prepare=prepare)
     return spec, grid, keys, run
 

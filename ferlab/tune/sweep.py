@@ -21,14 +21,15 @@ from ferlab.tune.spec import SweepSpec
 from ferlab.tune.trial import KEEP_CHECKPOINTS, trial_driver
 
 
-def prepare_data(spec: SweepSpec, relabels: bool):
+def prepare_data(spec: SweepSpec, relabels: bool, ray_logs: bool = False):
     """Open the shards, fit the spec to them (class count, FERPlus label mode) and decode each split once into the
     object store, with every --eval-data set as an extra split `x_<name>`. Returns (shards, decoded splits,
     class-balance factors, seconds spent decoding, what each cross-data-set split holds)."""
     from ferlab.data.balance import repeat_factors
-    from ferlab.data.pipeline import cross_dataset, decoded_splits
+    from ferlab.data.pipeline import cross_dataset, decoded_splits, quiet_progress
     from ferlab.data.shards import open_shards
 
+    quiet_progress(ray_logs)
     shards = open_shards(spec.data)
     if spec.fit(shards) is not spec:  # the runner fits the spec to its data before validation; never changed here
         raise ValueError(f"{spec.data}: the spec does not fit these shards (class count or label mode): SweepSpec.fit")
@@ -64,14 +65,15 @@ def prepare_data(spec: SweepSpec, relabels: bool):
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: list[dict] | None = None,
-              callbacks: list | None = None):
+              callbacks: list | None = None, ray_logs: bool = False):
     """Run (or resume) the sweep on the Ray cluster this process is connected to.
 
     Without `grid`: Optuna (TPE) proposes `spec.samples` settings of the study's knobs and ASHA stops weak trials
     early; the study is kept in <storage>/<name>/optuna.db (SQLite, for optuna-dashboard). With `grid` (an ablation):
     one trial per given cell (nested knobs and seed), every trial runs all epochs, no searcher, no early stopping,
-    so every cell of a table is trained alike. `callbacks`: Tune callbacks (experiment tracking). Returns (one row
-    per trial, one row per trial and epoch)."""
+    so every cell of a table is trained alike. `callbacks`: Tune callbacks (experiment tracking). `ray_logs`: Ray
+    Train's and Ray Data's INFO lines on the console too (--verbose; they are always in the session's log files).
+    Returns (one row per trial, one row per trial and epoch)."""
     import optuna
     import ray
     from ray import tune
@@ -86,15 +88,21 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
         relabels = any(cell["train"].get("relabel", spec.train.get("relabel", "none")) != "none" for cell in grid)
     else:
         relabels = (fixed.get("relabel", "any") != "none") if "relabel" in study.knob_names else False
-    shards, decoded, factors, decode_s, cross = prepare_data(spec, relabels)
+    shards, decoded, factors, decode_s, cross = prepare_data(spec, relabels, ray_logs)
 
     driver_spec = asdict(spec) | {"sections": spec.sections(), "balance_factors": factors,
-                                  "data_hash": shards.manifest.get("content_hash")}
+                                  "data_hash": shards.manifest.get("content_hash"), "verbose": ray_logs}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, datasets=decoded, spec=driver_spec),
                                     {"CPU": DRIVER_CPUS})
     path = storage.join(spec.storage, spec.name)
-    run_config = tune.RunConfig(name=spec.name, storage_path=spec.storage, verbose=verbose,
-                                failure_config=tune.FailureConfig(max_failures=1), callbacks=callbacks)
+    from ferlab.tune.progress import Progress
+
+    total = len(grid) if grid is not None else spec.samples
+    # Tune's own trial tables only with --verbose: the workers' epoch lines and Progress's line per ended trial say
+    # what a researcher watches
+    run_config = tune.RunConfig(name=spec.name, storage_path=spec.storage, verbose=verbose if ray_logs else 0,
+                                failure_config=tune.FailureConfig(max_failures=1),
+                                callbacks=[*(callbacks or []), Progress(spec.epochs, grid is None, total)])
     concurrent = concurrent_trials(spec, ray.cluster_resources())
     if resume and tune.Tuner.can_restore(path):
         from ferlab.tune.resume import fail_orphan_proposals, rebuild_rungs

@@ -45,9 +45,10 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from ferlab.config import TrainConfig
-    from ferlab.data.pipeline import data_config, fold_datasets, training_datasets
+    from ferlab.data.pipeline import data_config, fold_datasets, quiet_progress, training_datasets
     from ferlab.train.checkpoints import newest_intact
 
+    quiet_progress(spec.get("verbose", False))
     resources = worker_resources(spec["cpus_per_worker"], spec["gpus_per_trial"], spec["workers_per_trial"])
     gpus = resources.get("GPU", 0.0)
     nested = trial_config(config, spec)
@@ -60,9 +61,13 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
         nested, constants = study.before_trial(nested, {
             "datasets": datasets, "storage": spec["storage"], "preset": spec["preset"],
             "base_model": spec["sections"]["model"], "data_hash": spec["data_hash"],
-            "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus, "fold": cell.get("fold")})
+            "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus, "fold": cell.get("fold"),
+            "verbose": spec.get("verbose", False)})
     tc = TrainConfig(**nested["train"])
     trial_id = tune.get_context().get_trial_id()
+    varied = study.flatten({s: cell.get(s) or {} for s in SECTIONS})  # what Tune gave this trial
+    label = ", ".join([trial_id] + [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in varied.items()]
+                      + [f"{k} {cell[k]}" for k in ("seed", "fold") if k in cell])
     runs = storage.join(spec["storage"], spec["name"], "train_runs")
     run_dir = storage.join(runs, trial_id)  # read from any node: a local or shared folder, or a bucket
     for attempt in range(1 + WORKER_RETRIES):
@@ -75,7 +80,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
                                "pretrained": nested["pretrained"],
                                "eval_splits": [k for k in datasets if k not in ("train", "val")],
                                "balance_factors": spec["balance_factors"], "run_dir": run_dir,
-                               "constants": constants},
+                               "constants": constants, "label": label, "verbose": spec.get("verbose", False)},
             scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                          resources_per_worker=resources),
             datasets=training_datasets(datasets, seed=tc.seed, first_epoch=restored["epoch"] + 1 if restored else 0),
@@ -88,6 +93,9 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
                 # Retried here, not by Train. Train V2 retries a controller that cannot get resources forever by
                 # default; fail instead.
                 failure_config=FailureConfig(max_failures=0, controller_failure_limit=2),
+                # Train's own INFO lines (each report's whole TrainingReport, checkpoint paths, worker-group start-up)
+                # stay in the session's ray-train-*.log files unless --verbose
+                logging_config=ray.train.LoggingConfig(log_level="INFO" if spec.get("verbose", False) else "WARNING"),
             ),
         )
         try:
