@@ -84,3 +84,26 @@ def test_row_curves_are_mean_and_std_over_a_rows_seeds(tmp_path):
 
     assert len(C.row_curves(Table, rows, history, str(tmp_path))) == 2
     assert C.row_curves(Table, rows[1:], history, str(tmp_path)) == []  # one row: no comparison
+
+
+def test_timeline_puts_start_up_before_the_first_epoch_and_marks_asha_stops(tmp_path):
+    """The report's timeline on hand-made times: trial s_00001 starts 10 s after s_00000, spends 4 s starting up
+    (its driver, the study's hook, its workers) and is stopped by ASHA after 2 epochs; the figure and the
+    distribution of results are written. Broken once locally: each epoch drawn from its end onward instead of up to
+    it (the first epoch then began 3 s late)."""
+    from ferlab.report import timeline as T
+
+    trials, history = _sweep()
+    starts = {"s_00000": 100.0, "s_00001": 110.0, "s_00002": 120.0}
+    history["trial_start"] = history["trial"].map(starts)
+    history["epoch_time_s"] = 3.0
+    history["epoch_end"] = history["trial_start"] + 4.0 + 3.5 * history["epoch"] - 0.5  # 0.5 s between epochs
+    rows = {r["trial"]: r for r in T.timeline_data(trials, history, MAX_EPOCHS)}
+    assert [r["trial"] for r in T.timeline_data(trials, history, MAX_EPOCHS)] == ["s_00000", "s_00001", "s_00002"]
+    r = rows["s_00001"]
+    assert r["start"] == 10.0 and r["epochs"][0] == (14.0, 17.0) and r["epochs"][1] == (17.5, 20.5)
+    assert r["stopped"] and not rows["s_00000"]["stopped"] and not rows["s_00002"]["stopped"]
+    assert [os.path.basename(p) for p in T.timeline(trials, history, MAX_EPOCHS, str(tmp_path))] == \
+        ["timeline.png", "timeline.svg"]
+    assert T.result_distribution(trials, str(tmp_path))
+    assert T.timeline_data(trials, history.drop(columns="epoch_end"), MAX_EPOCHS) == []  # older results: no times

@@ -10,7 +10,7 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
     {"tables": [ReportTable], "figures": [paths], "skipped": [reasons], "page": path}."""
     import pandas as pd
 
-    from ferlab.report import curves as C, html, plots as P
+    from ferlab.report import curves as C, html, plots as P, timeline as T
     from ferlab.report.tables import DATASET_NAMES, build_tables, load_results
     from ferlab.studies import get_study
 
@@ -54,6 +54,9 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
             draw("Optimisation history", C.optimisation_history, trials, history, pdir)
             draw("Parallel coordinates of the searched knobs", C.parallel_coordinates, trials, knobs, pdir)
             draw("Accuracy against each searched knob", C.knob_slices, trials, knobs, pdir)
+            draw("Distribution of the trials' results", T.result_distribution, trials, pdir)
+        draw("Where the sweep's time went: each trial's start-up (grey) and epochs on the wall clock (x: stopped by "
+             "ASHA)", T.timeline, trials, history, epochs, pdir)
         for t in report_tables:
             if t.row_trials:
                 draw(f"{t.title}: validation curves per row", C.row_curves, t, t.row_trials, history, pdir)

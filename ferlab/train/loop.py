@@ -223,6 +223,7 @@ def train_loop_per_worker(config: dict):
                                 tc.amp, prefix=name, rank=rank, world=world)
         best = max(best, metrics[M.VAL_ACC])
         metrics |= {M.EPOCH: epoch + 1, M.BEST_VAL_ACC: best, M.EPOCH_TIME: time.perf_counter() - t0,
+                    M.EPOCH_END: time.time(),
                     M.NODE: ray.get_runtime_context().get_node_id()}  # where rank 0 ran (which cluster node)
         metrics |= config.get("constants", {})  # what the work before the trial measured (MVT: the MGN's quality)
         metrics |= restored  # corrupt checkpoints skipped at the restore

@@ -8,9 +8,12 @@ forwards rank 0's per-epoch metrics to Tune, where ASHA and Optuna see them.
 
 from __future__ import annotations
 
+import time
+
 from ferlab import storage
 from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
+from ferlab.train import metrics as M
 from ferlab.tune.resources import worker_resources
 
 WORKER_RETRIES = 1  # a trial whose training worker dies is retried once from its newest intact checkpoint
@@ -49,6 +52,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     from ferlab.train.checkpoints import newest_intact
 
     quiet_progress(spec.get("verbose", False))
+    started = time.time()  # the report's timeline: start-up is from here to the first epoch
     resources = worker_resources(spec["cpus_per_worker"], spec["gpus_per_trial"], spec["workers_per_trial"])
     gpus = resources.get("GPU", 0.0)
     nested = trial_config(config, spec)
@@ -63,6 +67,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
             "base_model": spec["sections"]["model"], "data_hash": spec["data_hash"],
             "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus, "fold": cell.get("fold"),
             "verbose": spec.get("verbose", False)})
+    constants = constants | {M.TRIAL_START: started}
     tc = TrainConfig(**nested["train"])
     trial_id = tune.get_context().get_trial_id()
     varied = study.flatten({s: cell.get(s) or {} for s in SECTIONS})  # what Tune gave this trial
