@@ -51,7 +51,8 @@ def run(name: str, tmp: str) -> dict:
             "trials_all_epochs": int((df["epochs"] == df["epochs"].max()).sum()),
             "console_lines": len((r.stdout + r.stderr).splitlines()),
             "best_val_acc": best["best_val_acc"], "best_setting": ", ".join(
-                f"{k}={best[k]}" for k in ("branches", "p1", "p2", "stem_stage") if k in best)}
+                f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
+                for k in ("branches", "p1", "p2", "stem_stage") if k in best)}
 
 
 def main(argv=None) -> int:
