@@ -11,8 +11,8 @@ ICCV 2021 (Fig. 3, Tables 2 and 3 are slices of this search space).
 Each trial is a Ray Train TorchTrainer run reporting validation accuracy every epoch; the first is the paper's
 setting (B=2, p1=0.6, p2=0.3, stage 3). Writes trials.csv, trials.md, history.csv and run.json.
 
-Expected (2-core CPU, no arguments, measured 2026-12-02): best validation accuracy 0.390 for the paper's point on
-SynthFER (chance 0.14), ASHA stopping five of eight trials early, in 9 to 25 minutes depending on the machine.
+Expected (no arguments, a 2-core CPU, measured 2026-12-04: docs/benchmarks/commands.csv): 15 minutes; the paper's
+point best, at 0.417 validation accuracy on SynthFER (chance 0.14), ASHA stopping five of the eight trials.
 """
 
 import os

@@ -49,7 +49,7 @@ def timeline(trials: pd.DataFrame, history: pd.DataFrame, max_epochs: int, out_d
     ax.set_xlabel("seconds since the first trial started")
     ax.broken_barh([], (0, 0), color="0.75", label="start-up (driver, hook, workers)")
     ax.broken_barh([], (0, 0), color=MEASURED, label="epochs")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper right")  # trials start left to right, top to bottom: that corner is free
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("Where the sweep's time went", fontsize=10)
     return save(fig, out_dir, "timeline")
