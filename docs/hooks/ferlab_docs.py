@@ -112,6 +112,11 @@ def benchmarks(name: str) -> str:
     if not os.path.exists(path):
         return f"*No rows yet: `docs/benchmarks/{name}.csv` is written by the benchmark when it runs.*"
     df = pd.read_csv(path)
+    machine = ["date", "commit", "cores", "cpu", "gpu"]
+    if set(machine) <= set(df):  # one column for when and where, so that the figures fit the page
+        where = (df["date"].astype(str) + " " + df["commit"].astype(str) + ", " + df["cores"].astype(str) + " cores "
+                 + df["cpu"].astype(str) + ", GPU: " + df["gpu"].astype(str))
+        df = pd.concat([where.rename("measured"), df.drop(columns=machine)], axis=1)
     lines = ["| " + " | ".join(df.columns) + " |", "|" + " --- |" * len(df.columns)]
     for row in df.itertuples(index=False):
         cells = []
