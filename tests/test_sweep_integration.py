@@ -116,6 +116,9 @@ def test_smoke_sweep_runs_both_stages_on_data_larger_than_the_object_store(tmp_p
     assert len(lines) < 100 and max(map(len, lines)) <= 300, (len(lines), max(map(len, lines)), out[-3000:])
     assert "TrainingReport(" not in out and "Execution plan of Dataset" not in out
     assert re.search(r"epoch 2: val_acc [\d.]+ \(epoch 2 of 2\), \d+ images/s, trial \w+, ", out), out[-3000:]
+    # ferlab.tune.progress: a line when the trial ends
+    assert re.search(r"trial \w+: finished after 2 of 2 epochs, best val_acc [\d.]+ \(1 of 1 trials ended\)", out), \
+        out[-3000:]
     assert re.search(r"data: 230 MiB decoded at 224x224, object store 75 MiB: streamed from the shards", out), out
     session = re.search(r"(/\S+/session_[^/\s]+)/", out).group(1)  # Tune prints its artifacts path in the session
     assert not glob.glob(os.path.join(session, "ray_spilled_objects*")), "objects were spilled to disk"
