@@ -51,7 +51,8 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     from ferlab.data.pipeline import data_config, fold_datasets, quiet_progress, training_datasets
     from ferlab.train.checkpoints import newest_intact
 
-    quiet_progress(spec.get("verbose", False))
+    verbose = spec.get("verbose", False)  # Ray's own INFO lines on the console (--verbose)
+    quiet_progress(verbose)
     started = time.time()  # the report's timeline: start-up is from here to the first epoch
     resources = worker_resources(spec["cpus_per_worker"], spec["gpus_per_trial"], spec["workers_per_trial"])
     gpus = resources.get("GPU", 0.0)
@@ -66,7 +67,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
             "datasets": datasets, "storage": spec["storage"], "preset": spec["preset"],
             "base_model": spec["sections"]["model"], "data_hash": spec["data_hash"],
             "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus, "fold": cell.get("fold"),
-            "verbose": spec.get("verbose", False)})
+            "verbose": verbose})
     constants = constants | {M.TRIAL_START: started}
     tc = TrainConfig(**nested["train"])
     trial_id = tune.get_context().get_trial_id()
@@ -85,7 +86,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
                                "pretrained": nested["pretrained"],
                                "eval_splits": [k for k in datasets if k not in ("train", "val")],
                                "balance_factors": spec["balance_factors"], "run_dir": run_dir,
-                               "constants": constants, "label": label, "verbose": spec.get("verbose", False)},
+                               "constants": constants, "label": label, "verbose": verbose},
             scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
                                          resources_per_worker=resources),
             datasets=training_datasets(datasets, seed=tc.seed, first_epoch=restored["epoch"] + 1 if restored else 0),
@@ -100,7 +101,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
                 failure_config=FailureConfig(max_failures=0, controller_failure_limit=2),
                 # Train's own INFO lines (each report's whole TrainingReport, checkpoint paths, worker-group start-up)
                 # stay in the session's ray-train-*.log files unless --verbose
-                logging_config=ray.train.LoggingConfig(log_level="INFO" if spec.get("verbose", False) else "WARNING"),
+                logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING"),
             ),
         )
         try:
