@@ -231,7 +231,7 @@ def _run_locked(spec, run, grid, tables, t0: float, experiment: dict | None = No
 
     results_dir = run.results_dir
     track = callbacks(run.track, run.track_uri, spec.name)
-    table, history = run_sweep(spec, resume=run.resume, verbose=1, grid=grid, callbacks=track, ray_logs=run.verbose)
+    table, history = run_sweep(spec, resume=run.resume, grid=grid, callbacks=track, ray_logs=run.verbose)
     elapsed = time.perf_counter() - t0
     interrupted = table.attrs.get("interrupted", False)
     extra = {"elapsed_s": elapsed, "decode_s": table.attrs["decode_s"], "recipe": run.recipe,
@@ -288,7 +288,7 @@ def _confirm(spec, run, search, results_dir: str, track: list) -> bool:
     cspec = dataclasses.replace(spec, name=f"{spec.name}_confirm", samples=len(grid))
     print(f"\nconfirming the top {len(settings)} settings with {run.confirm_seeds} fresh seeds each "
           f"({len(grid)} trials, every epoch)", flush=True)
-    runs, history = run_sweep(cspec, resume=run.resume, verbose=1, grid=grid, callbacks=track, ray_logs=run.verbose)
+    runs, history = run_sweep(cspec, resume=run.resume, grid=grid, callbacks=track, ray_logs=run.verbose)
     write_results(runs, cspec, os.path.join(results_dir, "confirm"), history=history)
     summary = confirm_table(runs, settings, search)
     summary.to_csv(os.path.join(results_dir, "confirm.csv"), index=False)

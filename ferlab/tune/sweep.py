@@ -64,15 +64,15 @@ def prepare_data(spec: SweepSpec, relabels: bool, ray_logs: bool = False):
     return shards, decoded, factors, time.perf_counter() - t0, cross
 
 
-def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: list[dict] | None = None,
-              callbacks: list | None = None, ray_logs: bool = False):
+def run_sweep(spec: SweepSpec, resume: bool = False, grid: list[dict] | None = None, callbacks: list | None = None,
+              ray_logs: bool = False):
     """Run (or resume) the sweep on the Ray cluster this process is connected to.
 
     Without `grid`: Optuna (TPE) proposes `spec.samples` settings of the study's knobs and ASHA stops weak trials
     early; the study is kept in <storage>/<name>/optuna.db (SQLite, for optuna-dashboard). With `grid` (an ablation):
     one trial per given cell (nested knobs and seed), every trial runs all epochs, no searcher, no early stopping,
     so every cell of a table is trained alike. `callbacks`: Tune callbacks (experiment tracking). `ray_logs`: Ray
-    Train's and Ray Data's INFO lines on the console too (--verbose; they are always in the session's log files).
+    Train's and Ray Data's INFO lines and Tune's trial tables on the console too (--verbose).
     Returns (one row per trial, one row per trial and epoch)."""
     import optuna
     import ray
@@ -100,7 +100,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: int = 1, grid: lis
     total = len(grid) if grid is not None else spec.samples
     # Tune's own trial tables only with --verbose: the workers' epoch lines and Progress's line per ended trial say
     # what a researcher watches
-    run_config = tune.RunConfig(name=spec.name, storage_path=spec.storage, verbose=verbose if ray_logs else 0,
+    run_config = tune.RunConfig(name=spec.name, storage_path=spec.storage, verbose=1 if ray_logs else 0,
                                 failure_config=tune.FailureConfig(max_failures=1),
                                 callbacks=[*(callbacks or []), Progress(spec.epochs, grid is None, total)])
     concurrent = concurrent_trials(spec, ray.cluster_resources())
