@@ -57,26 +57,34 @@ def test_checkpoints_beyond_the_newest_two_are_pruned_but_corrupt_ones_stay(tmp_
     assert C.newest_intact(run)[0] == kept[1] and C.prune(run, keep=2) == []
 
 
-def test_an_empty_checkpoint_folder_is_not_corrupt_and_is_pruned(tmp_path):
-    """A worker killed as it reported: Ray had made the checkpoint folder and copied nothing into it (seen in the
-    fault chain of test_faults). No checkpoint was written, so none is corrupt; the folder is removed with the old
-    ones, and the restore ignores it."""
+def test_an_unfinished_checkpoint_folder_is_not_corrupt_and_is_pruned(tmp_path):
+    """A worker or node killed as it reported: Ray had made the checkpoint folder and copied nothing into it, or one
+    file of the two (both seen in the fault chain of test_faults, the second on a bucket, which stores each object
+    whole or not at all). The write was cut short, nothing written was damaged: none is corrupt, the folders are
+    removed with the old ones, and the restore ignores them."""
     run = str(tmp_path)
     kept = [_write(run, "a", 0), _write(run, "b", 1)]
     empty = os.path.join(run, "checkpoint_c")
     os.makedirs(empty)
+    no_record = _write(run, "d", 2)
+    os.remove(os.path.join(no_record, C.HISTORY_FILE))  # killed between the two files
+    no_state = _write(run, "e", 3)
+    os.remove(os.path.join(no_state, C.CHECKPOINT_FILE))  # the other order
     folder, rec, corrupt = C.newest_intact(run)
-    assert folder == kept[1] and corrupt == []
-    assert C.prune(run, keep=2) == [empty] and sorted(os.listdir(run)) == ["checkpoint_a", "checkpoint_b"]
+    assert folder == kept[1] and rec["epoch"] == 1 and corrupt == []
+    assert len(C.scan(run)["history"]) == 4  # the history beside a missing checkpoint.pt still counts
+    assert sorted(C.prune(run, keep=2)) == [empty, no_record, no_state]
+    assert sorted(os.listdir(run)) == ["checkpoint_a", "checkpoint_b"]
 
 
-def test_a_checkpoint_without_its_record_counts_as_corrupt(tmp_path):
+def test_a_checkpoint_whose_record_cannot_be_read_counts_as_corrupt(tmp_path):
     run = str(tmp_path)
     _write(run, "a", 0)
-    half = _write(run, "b", 1)
-    os.remove(os.path.join(half, C.HISTORY_FILE))  # the writer died between the two files
+    damaged = _write(run, "b", 1)
+    with open(os.path.join(damaged, C.HISTORY_FILE), "w") as f:
+        f.write('{"epoch": 1, "sha')  # both files there, one of them damaged
     folder, rec, corrupt = C.newest_intact(run)
-    assert rec["epoch"] == 0 and corrupt == [half]
+    assert rec["epoch"] == 0 and corrupt == [damaged]
 
 
 def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_holder(tmp_path):

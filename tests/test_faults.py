@@ -145,13 +145,13 @@ def test_ctrl_c_a_worker_kill_and_a_driver_kill_resume_to_the_same_tables(refere
     assert trials["status"].tolist() == ["ok"] and trials["epochs"].tolist() == [EPOCHS]
     assert trials["best_val_acc"].tolist() == ref["best_val_acc"].tolist()
     assert trials["best_epoch"].tolist() == ref["best_epoch"].tolist()
-    # the column of a sweep with a corrupt checkpoint; an empty folder left by the kill is not one
+    # the column of a sweep with a corrupt checkpoint; a copy the kill cut short (no file or one of two) is not one
     assert "corrupt_checkpoints" not in trials
     assert not json.loads((tmp_path / "int" / "run.json").read_text())["interrupted"]
     runs = storage.join(store, "int", "train_runs")
     (trial,) = storage.listdir(runs)
     assert len([n for n, is_dir in storage.listdir(storage.join(runs, trial[0]))
-                if is_dir and n.startswith("checkpoint_")]) == 2  # a never-registered or empty one is pruned
+                if is_dir and n.startswith("checkpoint_")]) == 2  # a never-registered or unfinished one is pruned
 
 
 def test_a_truncated_checkpoint_is_named_and_the_tables_keep_every_epoch(reference, tiny_synth, tmp_path):

@@ -80,24 +80,25 @@ def load(folder: str, device) -> dict:
 def scan(run_dir: str, prefer: str | None = None) -> dict:
     """One pass over a Train run folder's checkpoints (each history.json read once): {"folder", "record": the intact
     checkpoint with the highest epoch, `prefer` (Ray's registered checkpoint) first among equals; "corrupt": the
-    folders whose checkpoint.pt fails its checksum or that have no readable history.json (older ferlab, or a write
-    cut short); "empty": folders with no file at all (Ray made the folder and the worker died before a byte was
-    copied into it: a checkpoint never written, not a damaged one); "history": the longest stored history, read even
-    beside a corrupt checkpoint.pt, so the tables keep every epoch trained; "intact": (epoch, folder) of every intact
-    checkpoint, newest first}."""
+    folders that hold both files but whose checkpoint.pt fails its checksum or whose history.json cannot be read
+    (damage to what was written); "unfinished": folders that lack one of the two files or both (a copy cut short:
+    Ray made the folder, or uploaded one file of the two, and the worker or node died before the other; a bucket
+    stores each object whole or not at all, so a missing file is the only trace of a kill mid-copy, not damage);
+    "history": the longest stored history, read even beside a corrupt checkpoint.pt, so the tables keep every epoch
+    trained; "intact": (epoch, folder) of every intact checkpoint, newest first}."""
     folders = [storage.join(run_dir, name) for name, is_dir in storage.listdir(run_dir)
                if is_dir and name.startswith("checkpoint_")]
     if prefer and prefer not in folders and storage.is_dir(prefer):
         folders.append(prefer)
-    out = {"folder": None, "record": None, "corrupt": [], "empty": [], "history": None, "intact": []}
+    out = {"folder": None, "record": None, "corrupt": [], "unfinished": [], "history": None, "intact": []}
     longest = None
     for folder in folders:
-        if not storage.listdir(folder):
-            out["empty"].append(folder)
-            continue
         rec = _read(folder)
         if rec is not None and (longest is None or rec["epoch"] > longest["epoch"]):
             longest = rec
+        if {CHECKPOINT_FILE, HISTORY_FILE} - {name for name, _ in storage.listdir(folder)}:
+            out["unfinished"].append(folder)
+            continue
         if not _intact(folder, rec):
             out["corrupt"].append(folder)
             continue
@@ -119,11 +120,11 @@ def newest_intact(run_dir: str, prefer: str | None = None) -> tuple[str | None, 
 def prune(run_dir: str, keep: int, found: dict | None = None) -> list[str]:
     """Remove the intact checkpoint folders older than the newest `keep` (Train keeps `keep` of the checkpoints it
     registered; one written by a worker that died before registering it is Train's to forget, and stayed on disk)
-    and the empty ones (a checkpoint never written); returns the removed folders. Corrupt ones are kept: the trial's
+    and the unfinished ones (a copy cut short); returns the removed folders. Corrupt ones are kept: the trial's
     row counts them, and they are evidence. `found`: the run folder's `scan`, when the caller has it (each scan
     hashes every checkpoint.pt)."""
     found = found or scan(run_dir)
-    removed = [f for _, f in found["intact"][keep:]] + found["empty"]
+    removed = [f for _, f in found["intact"][keep:]] + found["unfinished"]
     for f in removed:
         storage.rmtree(f)
     return removed

@@ -36,7 +36,7 @@ def trial_histories(results, experiment: str, keep: int | None = None) -> list[d
     (ferlab.train.checkpoints: every epoch the trial trained, once, also across resumes and worker restarts); Tune's
     own records only where there is none (a trial that never reported). `experiment`: the sweep's folder or URI on
     the storage (<storage>/<name>; Tune's own `experiment_path` drops a bucket's scheme). `keep`: also remove each
-    trial's intact checkpoint folders beyond its newest `keep`, and its empty ones (ferlab.train.checkpoints.prune)."""
+    trial's intact checkpoint folders beyond its newest `keep`, and its unfinished ones (ferlab.train.checkpoints.prune)."""
     from ferlab.train.checkpoints import prune, scan
     from ferlab.tune.internals import result_trials
 
@@ -52,7 +52,7 @@ def trial_histories(results, experiment: str, keep: int | None = None) -> list[d
         removed = prune(run_dir, keep, found) if keep else []
         if removed:
             print(f"trial {trial.trial_id}: removed {len(removed)} checkpoint folders, beyond its newest {keep} or "
-                  f"empty (written before a worker died, never registered by Ray)", flush=True)
+                  f"unfinished (a copy cut short when a worker died, never registered by Ray)", flush=True)
         if stored:
             hist = pd.DataFrame(stored)
             hist[M.CHECKPOINT] = folder  # the newest checkpoint that loads (None: none does)
