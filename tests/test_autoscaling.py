@@ -60,9 +60,10 @@ def test_autoscaled_sweep_as_a_job_from_zero_workers_and_back(tmp_path, s3_serve
             capture_output=True, text=True, timeout=900, env=cluster.env, cwd=REPO)
         out = job.stdout + job.stderr
         assert job.returncode == 0 and "Job 'sweep-1' succeeded" in out, out[-4000:]
-        # Scale-down waits for Ray Train's resource requests to expire (180 s: a trial's controller ends with its
-        # Tune trial before it cancels them), then idle_timeout_minutes (12 s) and the autoscaler's 5-s updates.
-        deadline = time.time() + 300
+        # Scale-down: the sweep cancels Ray Train's resource requests when it ends (ASHA's stop at the last epoch
+        # ends a trial's controller before it cancels its own, and they would hold the nodes 180 s), then
+        # idle_timeout_minutes (12 s) and the autoscaler's 5-s updates.
+        deadline = time.time() + 120
         while _workers(status := _status(cluster)) and time.time() < deadline:
             time.sleep(5)
         assert _workers(status) == 0, status

@@ -85,6 +85,23 @@ def test_tune_says_stop_on_its_logger():
     assert handler.seen
 
 
+def test_train_asks_the_autoscaling_coordinator_by_a_requester_id_it_can_be_cancelled_by():
+    """cancel_train_resource_requests: Train V2's requester id, the coordinator's name and namespace, its private
+    table of requests and its cancel method (the coordinator built in this process, without Ray: no thread)."""
+    from ray.data._internal.cluster_autoscaler import default_autoscaling_coordinator as dac
+    from ray.train.v2._internal.execution.scaling_policy.scaling_policy import ScalingPolicy
+
+    assert f'f"{internals.TRAIN_REQUESTER_PREFIX}{{' in inspect.getsource(ScalingPolicy.after_controller_start), WHERE
+    name, namespace = internals.AUTOSCALING_COORDINATOR
+    get = inspect.getsource(dac.get_or_create_autoscaling_coordinator)
+    assert f'name="{name}"' in get and f'namespace="{namespace}"' in get, WHERE
+    actor = dac._AutoscalingCoordinatorActor(send_resources_request=lambda *a, **k: None, get_cluster_nodes=list)
+    actor.request_resources(requester_id="train-abc", resources=[{"CPU": 1}], expire_after_s=60)
+    assert list(actor._ongoing_reqs) == ["train-abc"], WHERE
+    actor.cancel_request(requester_id="train-abc")
+    assert not actor._ongoing_reqs, WHERE
+
+
 def test_optuna_trials_and_studies_carry_their_storage_ids():
     study = optuna.create_study()
     trial = study.ask()

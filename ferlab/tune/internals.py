@@ -80,6 +80,35 @@ def train_report_logger() -> logging.Logger:
 PROGRESS_NOTICE = "ray_data_progress_manager_disabled"
 
 
+# Ray Train V2 asks the autoscaler for each run's workers through Ray Data's AutoscalingCoordinator (a detached actor
+# of this name and namespace), as requester "train-<run id>", and cancels the request when its controller shuts down.
+AUTOSCALING_COORDINATOR = ("AutoscalingCoordinator", "AutoscalingCoordinator")
+TRAIN_REQUESTER_PREFIX = "train-"
+
+
+def cancel_train_resource_requests() -> int:
+    """Cancel the Train resource requests still registered with the autoscaling coordinator; returns how many.
+
+    A Tune trial that ends at a report (ASHA's stop, max_t included) has its actor killed with the Train controller
+    it owns before the controller's shutdown cancels its request, which then holds the cluster's idle nodes until it
+    expires (AUTOSCALING_REQUESTS_EXPIRE_TIME_S, 180 s in Ray 2.60). Called when a sweep ends. A Train run still
+    running elsewhere on the cluster loses nothing: its controller sends its request again every 20 s
+    (AUTOSCALING_REQUESTS_INTERVAL_S), and its nodes are busy meanwhile. The coordinator has no public listing of
+    its requests: its private `_ongoing_reqs` is read on the actor through `__ray_call__` (Ray's DeveloperAPI)."""
+    import ray
+
+    name, namespace = AUTOSCALING_COORDINATOR
+    try:
+        coordinator = ray.get_actor(name, namespace=namespace)
+    except ValueError:  # never created: no Train run asked for resources on this cluster
+        return 0
+    ids = ray.get(coordinator.__ray_call__.remote(
+        lambda actor: [r for r in actor._ongoing_reqs if str(r).startswith(TRAIN_REQUESTER_PREFIX)]), timeout=30)
+    for requester in ids:
+        ray.get(coordinator.cancel_request.remote(requester_id=requester), timeout=30)
+    return len(ids)
+
+
 def optuna_storage_of(study):
     """An Optuna study's storage (Tune's OptunaSearch keeps the study, not its storage URL)."""
     return study._storage

@@ -14,7 +14,7 @@ from ferlab.config import TrainConfig
 from ferlab.models import model_config
 from ferlab.studies import get_study, search_space
 from ferlab.train import metrics as M
-from ferlab.tune.internals import TUNE_LOGGER, StopSignal, restored_scheduler
+from ferlab.tune.internals import TUNE_LOGGER, StopSignal, cancel_train_resource_requests, restored_scheduler
 from ferlab.tune.resources import DRIVER_CPUS, concurrent_trials
 from ferlab.tune.results import OPTUNA_DB, history_table, results_table, trial_histories
 from ferlab.tune.spec import SweepSpec
@@ -152,6 +152,11 @@ def run_sweep(spec: SweepSpec, resume: bool = False, grid: list[dict] | None = N
         results = tuner.fit()
     finally:
         logging.getLogger(TUNE_LOGGER).removeHandler(stop)
+        try:  # an autoscaling cluster's idle nodes go now, not after Train's requests expire
+            cancel_train_resource_requests()
+        except Exception as e:  # best effort: the requests still expire by themselves
+            print(f"sweep: could not cancel Ray Train's resource requests ({e}); they expire in 3 minutes",
+                  flush=True)
     # Checkpoint folders beyond each trial's newest KEEP_CHECKPOINTS: written by a worker that died before Ray
     # registered them, they escaped Train's num_to_keep (issue 16, finding 1). Here, not in the trial: a trial whose
     # driver was killed is not run again once finished.
