@@ -82,6 +82,7 @@ def prepare(source: str, root, out, size: int = 112, strict: bool = False, progr
     `listing`: the reader's result when the caller already has it (the CLI reads before starting Ray)."""
     import ray.data
 
+    from ferlab.console import progress_bar
     from ferlab.data.pipeline import quiet_progress
 
     t0 = time.perf_counter()
@@ -114,7 +115,7 @@ def prepare(source: str, root, out, size: int = 112, strict: bool = False, progr
                          extra_manifest=manifest_extra)
     seen_hash: dict[str, str] = {}
     duplicates: dict[str, int] = {}
-    done, last = 0, time.perf_counter()
+    bar = progress_bar(n, f"prepare {source}", "faces", disable=not progress)
     for batch in ds.iter_batches(batch_size=BATCH, batch_format="numpy"):
         for i, image, kind, detail in zip(batch["i"], batch["image"], batch["kind"], batch["detail"]):
             s: Sample = listing.samples[int(i)]
@@ -133,12 +134,9 @@ def prepare(source: str, root, out, size: int = 112, strict: bool = False, progr
                     if other != s.split:
                         pair = "-".join(sorted((other, s.split), key=("train", "val", "test").index))
                         duplicates[pair] = duplicates.get(pair, 0) + 1
-        done += len(batch["i"])
-        if progress and (time.perf_counter() - last > 10 or done == n):
-            last = time.perf_counter()
-            rate = done / (last - t0)
-            print(f"prepare {source}: {done}/{n} faces ({rate:.0f}/s, {len(listing.problems)} problems, "
-                  f"ETA {(n - done) / max(rate, 1e-9):.0f} s)", flush=True)
+        bar.set_postfix(problems=len(listing.problems), refresh=False)
+        bar.update(len(batch["i"]))
+    bar.close()
 
     manifest_extra.update(problem_summary(listing) | {
         "excluded": listing.excluded, "eval_split": listing.eval_split,

@@ -159,6 +159,7 @@ def mgn_loop_per_worker(config: dict):
     from ferlab.train.loop import worker_threads
     from ferlab.train.step import to_input
     from ferlab.data.pipeline import quiet_progress
+    from ferlab.console import progress_bar
 
     quiet_progress(config.get("verbose", False))
     torch.set_num_threads(worker_threads(TrainConfig()))
@@ -176,12 +177,21 @@ def mgn_loop_per_worker(config: dict):
     val = ray.train.get_dataset_shard("val") if config.get("has_val") else None
     rank = ray.train.get_context().get_world_rank()
 
+    # One bar for the stage's passes over the data (warm start and GAN epochs); its length is known after the first.
+    passes = config["epochs"] + config.get("warm_start", 0)
+    bar = progress_bar(None, f"MGN stage ({passes} epochs)", "batches", disable=rank != 0)
+
     def batches(epoch):  # (x normalised and augmented, y) of this worker's share of an epoch
         blocks = shard.iter_torch_batches(batch_size=None)  # whole blocks, in the epoch's random block order
+        steps = 0
         for step, batch in enumerate(worker_batches(blocks, config["batch_size"], config["seed"], epoch, rank)):
             gen = batch_generator(config["seed"], epoch, rank, step, device)
             x = to_input(augment_batch(batch["image"].to(device), config.get("augment", "none"), gen), cfg)
+            bar.update()
+            steps += 1
             yield x, batch["label"].to(device).long()
+        if bar.total is None:  # one pass seen: the stage's length, and so its ETA
+            bar.total = steps * passes
 
     warm = {}
     if config.get("warm_start"):  # its epochs numbered after the GAN stage's: their own shuffles and augmentation
@@ -207,6 +217,7 @@ def mgn_loop_per_worker(config: dict):
                 torch.save(mgn.state_dict(), os.path.join(tmp, MGN_FILE))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+    bar.close()
 
 
 # Part of every stored MGN's key: MGNs trained before the direction fix (issue 12) learned the opposite mask and must
