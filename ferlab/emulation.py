@@ -7,10 +7,12 @@ seen by every node, as a cluster launcher's file mounts put them on each. A node
 and every process in its namespace at once, as a spot reclamation does. Written here because Ray's own
 `ray.cluster_utils.Cluster` starts every node in one file system (and in its own process), which cannot show what
 a node reads from another's disk. Loopback addresses only; token authentication on, as on a real cluster.
+Beside it, the servers a cluster's users run with it, as real processes: an S3-compatible store and Prometheus.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -20,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 
 
 def free_port() -> int:
@@ -205,6 +209,54 @@ class S3Server:
                     self.__exit__()
                     raise RuntimeError(f"moto_server did not start on 127.0.0.1:{port} (log: {self.log})") from None
                 time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self._log.close()
+        return False
+
+
+class Prometheus:
+    """`with Prometheus(folder) as prom: ... prom.query("ray_ferlab_val_acc")`: a real Prometheus process (Debian's
+    `prometheus` package) on 127.0.0.1, scraping every second the Ray nodes listed in Ray's service-discovery file
+    (what Ray's own prometheus.yml reads, at a 10-s interval); its data in `folder`. Raises when it does not start."""
+
+    SD_FILE = "/tmp/ray/prom_metrics_service_discovery.json"  # Ray keeps it pointing at the newest session's nodes
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def __enter__(self) -> "Prometheus":
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError("prometheus not found: `apt-get install prometheus` (.ci/run installs it)")
+        os.makedirs(self.folder, exist_ok=True)
+        config = os.path.join(self.folder, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\nscrape_configs:\n- job_name: ray\n  file_sd_configs:\n"
+                    f"  - files: ['{self.SD_FILE}']\n    refresh_interval: 1s\n")
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self._log = open(os.path.join(self.folder, "prometheus.log"), "w")
+        self.proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={self.folder}/data",
+                                      f"--web.listen-address={self.url[len('http://'):]}"], stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/-/ready", timeout=2)
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.__exit__()
+                    raise RuntimeError(f"prometheus did not start at {self.url} (log: {self._log.name})") from None
+                time.sleep(0.5)
+
+    def query(self, expr: str) -> list[dict]:
+        """An instant query's result: [{"metric": {labels}, "value": [time, "value"]}, ...]."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}",
+                                    timeout=10) as r:
+            return json.load(r)["data"]["result"]
 
     def __exit__(self, *exc):
         self.proc.terminate()

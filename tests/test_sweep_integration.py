@@ -86,11 +86,12 @@ def _two_nodes(private: bool = False):
         yield cluster.address, cluster.env
 
 
-def _run_mvt(args, timeout=900):
+def _run_mvt(args, timeout=900, env=None):
     """sweep_mvt.py in a subprocess. Kept in this module, where no test holds a Ray of its own: two local Ray
     instances on one machine confuse Train V2's placement-group cleaner, and the second trial never starts."""
     script = os.path.join(REPO, "experiments", "sweep_mvt.py")
-    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=env)
 
 
 @pytest.mark.slow
@@ -99,15 +100,23 @@ def test_smoke_sweep_runs_both_stages_on_data_larger_than_the_object_store(tmp_p
     store (75 MiB, Ray's minimum): the sweep chooses to stream and decode every epoch, says so, trains every epoch of
     both stages, and never spills an object to disk (the store was never full). Before streaming, the same set was
     materialized into a 75-MiB store by spilling 1 GiB to disk. One trial: the MGN's reuse by a second trial is
-    tested by the MVT ablation and test_mvt_stages."""
+    tested by the MVT ablation and test_mvt_stages. A real Prometheus scrapes the local Ray meanwhile and finds each
+    epoch's figures of the trial (ferlab.train.telemetry)."""
     import glob
     import re
 
-    r = _run_mvt(["--smoke", "--samples", "1", "--storage", str(tmp_path / "storage"), "--results-dir",
-                  str(tmp_path / "results"), "--num-cpus", "2", "--mask-ratio", "0.1",
-                  "--synth-n", "1200", "--object-store-mb", "75",  # 1,200 faces at 224x224: 230 MiB decoded
-                  "--set", "model.input_size=224", "--set", "model.patch=32", "--set", "model.patch_stem=linear"],
-                 timeout=900)
+    from ferlab.emulation import Prometheus
+
+    # Ray's metrics reach its exporter every 10 s by default; every second here, so that a short trial's epochs show
+    env = dict(os.environ, RAY_metrics_report_interval_ms="1000")
+    with Prometheus(str(tmp_path / "prometheus")) as prom:
+        r = _run_mvt(["--smoke", "--samples", "1", "--storage", str(tmp_path / "storage"), "--results-dir",
+                      str(tmp_path / "results"), "--num-cpus", "2", "--mask-ratio", "0.1",
+                      "--synth-n", "1200", "--object-store-mb", "75",  # 1,200 faces at 224x224: 230 MiB decoded
+                      "--set", "model.input_size=224", "--set", "model.patch=32", "--set", "model.patch_stem=linear"],
+                     timeout=900, env=env)
+        series = {name: prom.query(f"last_over_time(ray_ferlab_{name}[1h])")
+                  for name in ("val_acc", "train_loss", "train_images_per_s", "epoch")}
     out = r.stdout + r.stderr
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     # a console to read: Ray Train's reports and checkpoint lines and Ray Data's execution plans stay in the log
@@ -132,6 +141,15 @@ def test_smoke_sweep_runs_both_stages_on_data_larger_than_the_object_store(tmp_p
     assert relabeling["relabeled"].notna().all() and "relabel_precision" in df
     mgns = os.listdir(tmp_path / "storage" / "mgn")
     assert len(mgns) == 1 and mgns[0].startswith("mvt_tiny-") and "-m0.100-" in mgns[0]
+    # the trial's figures as Prometheus stored them, tagged with the sweep and the trial, each one of its epochs'
+    hist = pd.read_csv(tmp_path / "results" / "history.csv")
+    for name, column in (("val_acc", "val_acc"), ("train_loss", "train_loss"), ("epoch", "epoch"),
+                         ("train_images_per_s", "train_images_per_s")):
+        (one,) = series[name] or [None]
+        assert one is not None, (name, series)
+        assert one["metric"]["sweep"] == "sweep_mvt_smoke" and one["metric"]["trial"] == df["trial"][0], one
+        assert min(abs(float(one["value"][1]) - v) for v in hist[column]) < 1e-3 * max(1.0, hist[column].abs().max()), \
+            (name, one, hist[column].tolist())
 
 
 def _on_each_node(address, env, code: str) -> dict:

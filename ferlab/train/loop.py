@@ -25,6 +25,7 @@ from ferlab.train import metrics as M
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
 from ferlab.train.relabel import Relabeler
 from ferlab.train.step import _unwrap, lr_at, make_optimizer, to_input, train_step
+from ferlab.train.telemetry import EpochGauges
 
 MODEL_STREAM = 2 ** 32 - 1  # the seed key of the model's own randomness per epoch; batch keys are step numbers
 
@@ -172,7 +173,8 @@ def train_loop_per_worker(config: dict):
     """config = {"preset": name, "model": {overrides}, "train": {TrainConfig fields}, "pretrained": {files},
     "eval_splits": [...], "balance_factors": copies per class or None, "constants": {metrics of the work before
     the trial}, "run_dir": the Train run's folder on the storage, "label": the trial and its knobs, for the epoch
-    line, "verbose": Ray Data's INFO lines on the console}: restore, then per epoch train, evaluate, report."""
+    line, "metric_tags": {"sweep", "trial"} of its Ray metrics, "verbose": Ray Data's INFO lines on the console}:
+    restore, then per epoch train, evaluate, report."""
     import ray
     import ray.train
     import ray.train.torch
@@ -208,6 +210,7 @@ def train_loop_per_worker(config: dict):
     # Every other split the trainer was given (test beside val, Occlusion-/Pose-RAF-DB, ...) is evaluated each epoch
     # too, so a table can report test accuracy at the epoch chosen on validation, never the best epoch on test.
     others = {name: ray.train.get_dataset_shard(name) for name in config.get("eval_splits", [])}
+    gauges = EpochGauges(config["metric_tags"]) if rank == 0 and config.get("metric_tags") else None
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
         # the model's own randomness (MAD, MSAD, dropout) per (seed, epoch, rank): epoch k draws the same after a
@@ -232,6 +235,8 @@ def train_loop_per_worker(config: dict):
         if rank == 0:  # the line's start is ferlab.EPOCH_LINE (Ray prints each such line as it comes)
             say(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f} (epoch {epoch + 1} of {tc.epochs}), "
                 f"{metrics[M.IMAGES_PER_S]:.0f} images/s, trial {config.get('label', '')}")
+        if gauges is not None:
+            gauges.set(metrics)  # Ray metrics for Prometheus (ferlab.train.telemetry)
         history.append(metrics)
         report(model, opt, metrics, epoch, best, config, relabeler, rank, history)
         if tc.max_steps and done_steps >= tc.max_steps:
