@@ -102,6 +102,25 @@ def test_train_asks_the_autoscaling_coordinator_by_a_requester_id_it_can_be_canc
     assert not actor._ongoing_reqs, WHERE
 
 
+def test_read_parquet_takes_its_footer_reader_count_from_the_environment_at_the_call(monkeypatch):
+    """parquet_footer_readers: read_parquet builds its file indexer when called (so the count travels with the
+    plan), and the indexer reads the count from the environment then."""
+    from ray.data import read_api
+    from ray.data._internal.datasource_v2.formats.parquet.footer_file_indexer import FooterFileIndexer
+
+    assert "indexer = datasource._get_file_indexer()" in inspect.getsource(read_api), WHERE
+    monkeypatch.delenv(internals.PARQUET_FOOTER_ACTORS, raising=False)
+    assert FooterFileIndexer(ignore_missing_paths=False)._num_actors == 32, WHERE  # Ray's default
+    with internals.parquet_footer_readers(3):
+        assert FooterFileIndexer(ignore_missing_paths=False)._num_actors == 1, WHERE
+    with internals.parquet_footer_readers(640):
+        assert FooterFileIndexer(ignore_missing_paths=False)._num_actors == 10, WHERE
+    assert internals.PARQUET_FOOTER_ACTORS not in __import__("os").environ
+    monkeypatch.setenv(internals.PARQUET_FOOTER_ACTORS, "5")  # the user's value is kept
+    with internals.parquet_footer_readers(3):
+        assert FooterFileIndexer(ignore_missing_paths=False)._num_actors == 5, WHERE
+
+
 def test_optuna_trials_and_studies_carry_their_storage_ids():
     study = optuna.create_study()
     trial = study.ask()

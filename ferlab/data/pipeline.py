@@ -156,8 +156,12 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
         # permuted on the worker). Not with --limit, which would then take other faces every epoch.
         shuffle = ray.data.FileShuffleConfig(seed, reseed_after_execution=True) \
             if stream and name == "train" and not limit else None
-        with _stream_context(block_rows * row_bytes) if stream else contextlib.nullcontext():
-            ds = ray.data.read_parquet(shards.files(split), num_cpus=DATA_CPUS, shuffle=shuffle)
+        from ferlab.tune.internals import parquet_footer_readers
+
+        files = shards.files(split)
+        with _stream_context(block_rows * row_bytes) if stream else contextlib.nullcontext(), \
+                parquet_footer_readers(len(files)):
+            ds = ray.data.read_parquet(files, num_cpus=DATA_CPUS, shuffle=shuffle)
         ds = ds.select_columns(cols)
         if limit:
             ds = ds.limit(limit)

@@ -4,7 +4,9 @@ version when an upgrade removes or renames one. Nothing else in ferlab reads a p
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 
 TUNE_LOGGER = "ray.tune.tune"  # where Tune logs "Stop signal received" (Ctrl-C, SIGUSR1)
 
@@ -107,6 +109,30 @@ def cancel_train_resource_requests() -> int:
     for requester in ids:
         ray.get(coordinator.cancel_request.remote(requester_id=requester), timeout=30)
     return len(ids)
+
+
+PARQUET_FOOTER_ACTORS = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"  # Ray Data's default: 32
+
+
+@contextlib.contextmanager
+def parquet_footer_readers(files: int):
+    """`read_parquet` calls inside start one Parquet footer reader per 64 files (1 to 32), not Ray Data's 32.
+
+    Ray Data 2.60 reads Parquet footers on a pool of FooterReader actors, a process each, started for every
+    listing (the schema sample at read_parquet(), then every execution: each epoch of a streamed split) and killed
+    after it. A shard folder holds a few files; for them 32 processes cost several CPU-seconds per read, about
+    half of a 2-core machine's time for a second (benchmarks/parquet_listing.py and its rows on the Benchmarks
+    page), and a smoke sweep left 92 killed ones as "failed tasks" on its page in the Ray dashboard. The count is read from this environment
+    variable when read_parquet builds its file indexer, in the calling process, and travels with the plan to the
+    process that executes it. A value the user set is kept."""
+    if PARQUET_FOOTER_ACTORS in os.environ:
+        yield
+        return
+    os.environ[PARQUET_FOOTER_ACTORS] = str(max(1, min(32, files // 64)))
+    try:
+        yield
+    finally:
+        os.environ.pop(PARQUET_FOOTER_ACTORS, None)
 
 
 def optuna_storage_of(study):
