@@ -11,6 +11,8 @@ is reported, waits for the job, and stops Ray. Needs Debian's `chromium`.
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import shutil
 import subprocess
@@ -46,7 +48,8 @@ def main(argv=None) -> int:
         return 2
     # A head on loopback for a browser without a token: authentication off (a cluster keeps Ray 2.60's token on)
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ADDRESS=DASHBOARD, RAY_AUTH_MODE="disabled")
-    start = ray("start", "--head", "--num-cpus", str(os.cpu_count()), "--dashboard-host", "127.0.0.1",
+    start = ray("start", "--head", "--node-ip-address", "127.0.0.1", "--num-cpus", str(os.cpu_count()),
+                "--dashboard-host", "127.0.0.1",
                 "--include-dashboard", "true", env=dict(env, RAY_ADDRESS=""))
     if start.returncode != 0:
         print(f"dashboard: error: ray start failed: {start.stderr[-2000:]}", file=sys.stderr)
@@ -73,9 +76,10 @@ def main(argv=None) -> int:
             print(f"dashboard: {path}", flush=True)
         done = ray("job", "logs", "--follow", JOB, env=env, timeout=900)
         print(f"dashboard: the job ended; its last line: {done.stdout.strip().splitlines()[-1:]}", flush=True)
-        # what the job page counts as failed tasks, by name and error
-        print(ray("list", "tasks", "--filter", "state=FAILED", "--limit", "10000", "--format", "yaml", "--detail",
-                  env=env).stdout[-200000:], file=open(os.path.join(args.out, "failed_tasks.yaml"), "w"))
+        # what the job page counts as failed tasks (ended by a kill when a trial or a read ends), by name
+        failed = ray("list", "tasks", "--filter", "state=FAILED", "--limit", "10000", "--format", "json", env=env)
+        names = collections.Counter(t["name"] for t in json.loads(failed.stdout or "[]"))
+        print(f"dashboard: failed tasks by name: {dict(names)}", flush=True)
     finally:
         ray("stop", "--force", env=env)
         shutil.rmtree(work, ignore_errors=True)
