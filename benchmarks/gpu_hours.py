@@ -18,11 +18,14 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ferlab.models import create_model
+
+import rows  # noqa: E402  (benchmarks/rows.py)
 
 # Dense BF16 tensor-core TFLOPS from NVIDIA's datasheets (A10: the part in AWS g5 as "A10G"; AWS lists the A10G
 # slightly lower, so this is an upper bound for g5).
@@ -48,6 +51,8 @@ def main():
     p.add_argument("--gpu", choices=sorted(GPUS), default="A10G")
     p.add_argument("--utilisation", type=float, default=0.35, help="model FLOPs utilisation assumed")
     p.add_argument("--price", type=float, default=1.006, help="USD per GPU-hour (g5.xlarge on-demand, us-east-1)")
+    p.add_argument("--csv", default=os.path.join(rows.DOCS, "gpu_hours.csv"),
+                   help="the results CSV a row is appended to ('' for none)")
     args = p.parse_args()
 
     f = forward_flops(args.preset)
@@ -62,6 +67,11 @@ def main():
           f"{GPUS[args.gpu]:.0f} TFLOPS x {args.utilisation:.0%} = {rate / 1e12:.0f} TFLOPS effective")
     print(f"estimate: {hours:.1f} GPU-hours ({hours / args.settings / args.seeds * 60:.0f} min per training), "
           f"about ${hours * args.price:.0f} at ${args.price}/GPU-hour")
+    if args.csv:  # an estimate from counted FLOPs and an assumed utilisation, not a GPU measurement
+        rows.append(args.csv, [{"preset": args.preset, "trainings": args.settings * args.seeds, "epochs": args.epochs,
+                                "gflops_forward": f / 1e9, "pflops_total": total / 1e15, "gpu_model": args.gpu,
+                                "utilisation_assumed": args.utilisation, "gpu_hours_estimate": hours,
+                                "usd_estimate": hours * args.price}], cmd=rows.command(__file__, None))
 
 
 if __name__ == "__main__":
