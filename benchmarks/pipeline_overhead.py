@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 import torch
 
+import rows  # noqa: E402 (benchmarks/rows.py)
 from cpu_share import CpuSampler  # noqa: E402 (this folder is on sys.path as the script's)
 from ferlab.config import TrainConfig
 from ferlab.data.augment import RECIPES, batch_generator
@@ -199,6 +200,8 @@ def main():
                    help="measure the sides this many times, the order reversed every other round (plain, Ray, Ray, "
                         "plain, ...), and report the median of the rounds' ratios: on a shared VM one run's rate "
                         "moves by 10-20%% from one minute to the next, so one pair of runs cannot resolve 5%%")
+    p.add_argument("--csv", default=os.path.join(rows.DOCS, "pipeline_overhead.csv"),
+                   help="the results CSV a row is appended to ('' for none)")
     args = p.parse_args()
 
     shards = open_shards(args.data or cached_synthfer(n=args.n, size=model_config(PRESET).input_size))
@@ -222,9 +225,16 @@ def main():
         "beside / plain": ("beside", "plain", "  (what a running, idle Ray costs a plain loop)"),
         "ray / beside": ("ray", "beside", "  (what the input path costs beyond a running Ray)"),
         "streamed / stored": ("streamed", "ray", "")}
+    row = {"data": shards.dataset, "train_images": train, "epochs": tc.epochs, "augment": tc.augment,
+           "rounds": args.rounds} | {f"{side}_images_s": statistics.median(rates[side]) for side in sides}
     for name, (a, b, says) in ratios.items():
         if a in rates and b in rates:
-            print(f"ratio {name}: {spread([x / y for x, y in zip(rates[a], rates[b])])}{says}")
+            each = [x / y for x, y in zip(rates[a], rates[b])]
+            print(f"ratio {name}: {spread(each)}{says}")
+            key = name.replace(" / ", "_over_")
+            row |= {key: statistics.median(each), f"{key}_min": min(each), f"{key}_max": max(each)}
+    if args.csv:
+        rows.append(args.csv, [row], cmd=rows.command(__file__, None))
 
 
 if __name__ == "__main__":

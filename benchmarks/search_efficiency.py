@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
+import rows  # noqa: E402 (benchmarks/rows.py)
 from search_record import DEFAULT_CSV, KNOBS, VALUES  # noqa: E402 (this folder is on sys.path as the script's)
 
 METHODS = ("grid", "random", "random+asha", "tpe", "tpe+asha")
@@ -175,6 +176,8 @@ def main(argv=None) -> int:
                    help="the ASHA settings TPE + ASHA is replayed with, comma-separated (which default is best?)")
     p.add_argument("--concurrent", type=int, default=2, help="trials at once (the laptop sweep runs 2)")
     p.add_argument("--confirm", type=int, default=3, help="top-k settings re-trained with every seed")
+    p.add_argument("--csv", default=os.path.join(rows.DOCS, "search_efficiency.csv"),
+                   help="the results CSV the methods' rows are appended to ('' for none)")
     args = p.parse_args(argv)
 
     import ray
@@ -218,6 +221,9 @@ def main(argv=None) -> int:
     print("\nepochs as a fraction of the grid's (every setting once, all epochs); searches that never reached the "
           "target are left out of the median and counted in `reached`")
     print(pd.DataFrame(out).to_string(index=False, float_format="%.3f"))
+    if args.csv:
+        rows.append(args.csv, [r | {"repeats": args.repeats, "samples": args.samples} for r in out],
+                    cmd=rows.command(__file__, argv))
     return 0
 
 
