@@ -68,7 +68,8 @@ def mgn_quality(train, val, args) -> tuple[list[dict], dict]:
     import copy
 
     from ferlab.models.mvt import MaskGenerator, discriminator
-    from ferlab.train.mgn import mask_quality, mgn_step, warm_start
+    from ferlab.train.mask_quality import mask_quality
+    from ferlab.train.mgn import mgn_step, warm_start
 
     cfg = model_config(args.mgn_preset)
     val_batches = [{k: torch.from_numpy(v[i:i + 256]) for k, v in val.items() if k in ("image", "nuisance")}

@@ -8,7 +8,8 @@ patches (the code before the fix) keeps 0.82-0.88 of the informative patches aft
 import torch
 
 from ferlab.models.mvt import MaskGenerator, MVTConfig, discriminator
-from ferlab.train.mgn import mgn_step, nuisance_hits, patch_share
+from ferlab.train.mask_quality import nuisance_hits, patch_share
+from ferlab.train.mgn import mgn_step
 
 INFORMATIVE = [5, 10]  # of the 4 x 4 patch grid: the only patches that carry the label
 _I = torch.arange(8)
