@@ -125,6 +125,8 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
     """
     import ray.data
 
+    from ferlab.tune.internals import parquet_footer_readers
+
     quiet_progress()
     # Decoded blocks in input order, so that a seed fixes the epochs' order and augmentation (see augment.py).
     ray.data.DataContext.get_current().execution_options.preserve_order = True
@@ -156,8 +158,6 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
         # permuted on the worker). Not with --limit, which would then take other faces every epoch.
         shuffle = ray.data.FileShuffleConfig(seed, reseed_after_execution=True) \
             if stream and name == "train" and not limit else None
-        from ferlab.tune.internals import parquet_footer_readers
-
         files = shards.files(split)
         with _stream_context(block_rows * row_bytes) if stream else contextlib.nullcontext(), \
                 parquet_footer_readers(len(files)):
