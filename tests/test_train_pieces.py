@@ -120,13 +120,20 @@ def test_two_workers_epoch_lines_both_print_at_once_through_rays_log_dedup():
     assert _printed_in_a_new_process(code, env) == "2"
 
 
-def test_a_trial_driver_does_not_load_the_models():
+def test_a_trial_driver_does_not_load_the_models(tmp_path):
     """Every trial starts a driver process that only builds and fits its TorchTrainer: it must not import the
-    training loop's timm and models (~2 s of CPU per trial). What the driver imports, in a new process."""
-    code = ("import sys, ferlab.tune.trial, ferlab.config, ferlab.data.pipeline, ferlab.train.checkpoints\n"
+    training loop's timm and models (~2 s of CPU per trial). What the driver imports, in a new process, and what
+    unpickling the SweepSpec it is given (whole, as `tune.with_parameters` stores it) imports."""
+    from ray import cloudpickle
+
+    spec = SweepSpec(data=str(tmp_path), study="mvt", model={"dim": 48}, storage=str(tmp_path / "runs"))
+    (tmp_path / "spec.pkl").write_bytes(cloudpickle.dumps(spec))
+    code = ("import sys, pickle, ferlab.tune.trial, ferlab.config, ferlab.data.pipeline, ferlab.train.checkpoints\n"
             "import ray.train.torch, ray.tune.integration.ray_train\n"
-            "print(sorted(m for m in ('timm', 'ferlab.train.loop', 'ferlab.models') if m in sys.modules))")
-    assert _printed_in_a_new_process(code) == "[]"
+            f"spec = pickle.loads(open({str(tmp_path / 'spec.pkl')!r}, 'rb').read())\n"
+            "print(spec.trial_sections({'model': {'depth': 2}})['model'],\n"
+            "      sorted(m for m in ('timm', 'ferlab.train.loop', 'ferlab.models') if m in sys.modules))")
+    assert _printed_in_a_new_process(code) == "{'dim': 48, 'depth': 2} []"
 
 
 def test_a_schedule_in_steps_decays_and_ends_where_the_paper_says():

@@ -86,7 +86,8 @@ class Study:
     # name -> {data set or "default": TrainConfig overrides}: the paper's training recipe per data set
     recipes: dict = field(default_factory=dict)
     study_config: type | None = None  # the dataclass that validates the "study" section (None: must be empty)
-    # Work before a trial (MVT's mask-network stage): (config, context) -> (config, constant metrics)
+    # Work before a trial (MVT's mask-network stage): (config, context) -> (config, constant metrics); the context
+    # holds the sweep's SweepSpec ("spec") and the trial's data hash, datasets, GPUs, fold and console switch
     before_trial: Callable | None = None
     masks: bool = False  # its hook scores a mechanism against SynthFER's background/occluder masks: decode them
     weight_files: tuple = ()  # (pretrained key, what it is): the local weight files an experiment can name

@@ -47,9 +47,10 @@ def before_trial(config: dict, ctx: dict) -> tuple[dict, dict]:
     if m == 0:
         return config | {"model": model}, {}
     tc = TrainConfig(**config["train"])
-    path = ensure_mgn(ctx["datasets"], storage_path=ctx["storage"], preset=ctx["preset"], model=ctx["base_model"], m=m,
+    spec = ctx["spec"]  # the sweep's SweepSpec: the MGN is built on its fixed model, not the trial's
+    path = ensure_mgn(ctx["datasets"], storage_path=spec.storage, preset=spec.preset, model=spec.model, m=m,
                       seed=tc.seed, epochs=study.mgn_epochs, lr=tc.lr, batch_size=tc.batch_size,
-                      data_hash=ctx["data_hash"], cpus_per_worker=ctx["cpus_per_worker"], gpus=ctx["gpus"],
+                      data_hash=ctx["data_hash"], cpus_per_worker=spec.cpus_per_worker, gpus=ctx["gpus"],
                       augment=tc.augment, pretrained=config["pretrained"], fold=ctx.get("fold"),
                       warm_start=study.mgn_warm_start, verbose=ctx.get("verbose", False))
     return config | {"model": model, "pretrained": config["pretrained"] | {"mgn": path}}, mgn_metrics(path)

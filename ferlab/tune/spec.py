@@ -1,5 +1,9 @@
 """What a sweep or an ablation runs: the study, the data, the trials' fixed settings per config section, and the
-resources, validated before Ray starts."""
+resources, validated before Ray starts.
+
+The spec itself reaches every trial driver (`tune.with_parameters`), so this module imports no model code at module
+level: unpickling a spec must not load timm and the models into a process that only builds a TorchTrainer.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from dataclasses import dataclass, field
 
 from ferlab import storage
 from ferlab.config import TrainConfig, build
-from ferlab.models import model_config
 from ferlab.studies import get_study
+from ferlab.studies.base import SECTIONS
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class SweepSpec:
     eval_data: dict = field(default_factory=dict)  # name -> shard folder: other data sets every trial is tested on
 
     def __post_init__(self):
+        from ferlab.models import model_config
+
         object.__setattr__(self, "storage", _expand(self.storage))  # frozen: normalised once, here
         study = get_study(self.study)
         object.__setattr__(self, "preset", self.preset or study.presets[0])
@@ -62,9 +68,20 @@ class SweepSpec:
         """The fixed part of every trial's nested config."""
         return {"model": dict(self.model), "train": self.train_config(), "study": dict(self.settings)}
 
+    def trial_sections(self, cell: dict) -> dict:
+        """One trial's nested config: the fixed sections, then what Tune gave the trial (a searched point, or an
+        ablation cell with its own seed), and the weight files (carried alongside: never searched)."""
+        fixed = self.sections()
+        nested = {s: fixed[s] | dict(cell.get(s) or {}) for s in SECTIONS}
+        nested["train"]["seed"] = cell.get("seed", self.seed)
+        nested["pretrained"] = dict(self.pretrained)
+        return nested
+
     def fit(self, shards) -> "SweepSpec":
         """This spec for the data it trains on (a new, validated spec): the model's class count is the shards',
         and shards prepared for a FERPlus label mode train with that mode unless the spec chose one."""
+        from ferlab.models import model_config
+
         model, train = dict(self.model), dict(self.train)
         if shards.classes and len(shards.classes) != model_config(self.preset, **self.model).num_classes:
             model["num_classes"] = len(shards.classes)

@@ -7,7 +7,6 @@ import functools
 import logging
 import os
 import time
-from dataclasses import asdict
 
 from ferlab import storage
 from ferlab.config import TrainConfig
@@ -18,7 +17,7 @@ from ferlab.tune.internals import TUNE_LOGGER, StopSignal, cancel_train_resource
 from ferlab.tune.resources import DRIVER_CPUS, concurrent_trials
 from ferlab.tune.results import OPTUNA_DB, history_table, results_table, trial_histories
 from ferlab.tune.spec import SweepSpec
-from ferlab.tune.trial import KEEP_CHECKPOINTS, trial_driver
+from ferlab.tune.trial import KEEP_CHECKPOINTS, DataFacts, trial_driver
 
 
 def prepare_data(spec: SweepSpec, relabels: bool, ray_logs: bool = False):
@@ -90,10 +89,9 @@ def run_sweep(spec: SweepSpec, resume: bool = False, grid: list[dict] | None = N
         relabels = (fixed.get("relabel", "any") != "none") if "relabel" in study.knob_names else False
     shards, decoded, factors, decode_s, cross = prepare_data(spec, relabels, ray_logs)
 
-    driver_spec = asdict(spec) | {"sections": spec.sections(), "balance_factors": factors,
-                                  "data_hash": shards.manifest.get("content_hash"), "verbose": ray_logs}
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, datasets=decoded, spec=driver_spec),
-                                    {"CPU": DRIVER_CPUS})
+    facts = DataFacts(data_hash=shards.manifest.get("content_hash"), balance_factors=factors)
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, datasets=decoded, spec=spec, facts=facts,
+                                                         verbose=ray_logs), {"CPU": DRIVER_CPUS})
     path = storage.join(spec.storage, spec.name)
     from ferlab.tune.progress import Progress
 

@@ -9,25 +9,26 @@ forwards rank 0's per-epoch metrics to Tune, where ASHA and Optuna see them.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from ferlab import storage
 from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
 from ferlab.train import metrics as M
 from ferlab.tune.resources import worker_resources
+from ferlab.tune.spec import SweepSpec
 
 WORKER_RETRIES = 1  # a trial whose training worker dies is retried once from its newest intact checkpoint
 KEEP_CHECKPOINTS = 2  # per trial: the newest two (the newest intact one is what a resume and the tables read)
 
 
-def trial_config(config: dict, spec: dict) -> dict:
-    """The trial's nested config: the spec's fixed sections, then what Tune gave this trial (a searched point, or an
-    ablation cell under "cell" with its own seed)."""
-    cell = config.get("cell", config)
-    nested = {s: dict(spec["sections"][s]) | dict(cell.get(s) or {}) for s in SECTIONS}
-    nested["train"]["seed"] = cell.get("seed", spec["seed"])
-    nested["pretrained"] = dict(spec["pretrained"])  # weight files: not a searched section, carried alongside
-    return nested
+@dataclass(frozen=True)
+class DataFacts:
+    """What the sweep learnt of its data before any trial: facts of the shards, not configuration, so they travel
+    beside the spec instead of in it."""
+
+    data_hash: str | None  # the shards' content hash (the MGN stage keys its stored MGNs by it)
+    balance_factors: list | None  # copies per class of class-balanced up-sampling, None without it
 
 
 def train_worker(config: dict):
@@ -39,8 +40,10 @@ def train_worker(config: dict):
     train_loop_per_worker(config)
 
 
-def trial_driver(config: dict, *, datasets: dict, spec: dict):
-    """Build and fit a TorchTrainer for this trial; the study's hook runs first (MVT: the MGN stage)."""
+def trial_driver(config: dict, *, datasets: dict, spec: SweepSpec, facts: DataFacts, verbose: bool = False):
+    """Build and fit a TorchTrainer for this trial; the study's hook runs first (MVT: the MGN stage). `config` is
+    what Tune gave the trial, `spec` the sweep's validated spec itself (never a copy rebuilt as a dict), `verbose`
+    Ray's own INFO lines on the console (--verbose)."""
     import ray.train
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig, TrainingFailedError
@@ -51,22 +54,19 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     from ferlab.data.pipeline import data_config, fold_datasets, quiet_progress, training_datasets
     from ferlab.train.checkpoints import newest_intact
 
-    verbose = spec.get("verbose", False)  # Ray's own INFO lines on the console (--verbose)
     quiet_progress(verbose)
     started = time.time()  # the report's timeline: start-up is from here to the first epoch
-    resources = worker_resources(spec["cpus_per_worker"], spec["gpus_per_trial"], spec["workers_per_trial"])
+    resources = worker_resources(spec.cpus_per_worker, spec.gpus_per_trial, spec.workers_per_trial)
     gpus = resources.get("GPU", 0.0)
-    nested = trial_config(config, spec)
-    cell = config.get("cell", config)
+    cell = config.get("cell", config)  # a searched point, or an ablation cell under "cell"
+    nested = spec.trial_sections(cell)
     if "fold" in cell:  # k-fold: this trial trains on the other folds and is evaluated on its own
         datasets = fold_datasets(datasets, cell["fold"])
-    study = get_study(spec["study"])
+    study = get_study(spec.study)
     constants = {}  # metrics of the work before the trial, reported with every epoch
     if study.before_trial is not None:
         nested, constants = study.before_trial(nested, {
-            "datasets": datasets, "storage": spec["storage"], "preset": spec["preset"],
-            "base_model": spec["sections"]["model"], "data_hash": spec["data_hash"],
-            "cpus_per_worker": spec["cpus_per_worker"], "gpus": gpus, "fold": cell.get("fold"),
+            "spec": spec, "data_hash": facts.data_hash, "datasets": datasets, "gpus": gpus, "fold": cell.get("fold"),
             "verbose": verbose})
     constants = constants | {M.TRIAL_START: started}
     tc = TrainConfig(**nested["train"])
@@ -74,7 +74,7 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
     varied = study.flatten({s: cell.get(s) or {} for s in SECTIONS})  # what Tune gave this trial
     label = ", ".join([trial_id] + [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in varied.items()]
                       + [f"{k} {cell[k]}" for k in ("seed", "fold") if k in cell])
-    runs = storage.join(spec["storage"], spec["name"], "train_runs")
+    runs = storage.join(spec.storage, spec.name, "train_runs")
     run_dir = storage.join(runs, trial_id)  # read from any node: a local or shared folder, or a bucket
     for attempt in range(1 + WORKER_RETRIES):
         # Rebuilt for every attempt: a retried run starts at the epoch of its newest intact checkpoint and must get
@@ -82,16 +82,17 @@ def trial_driver(config: dict, *, datasets: dict, spec: dict):
         restored = newest_intact(run_dir)[1]
         trainer = TorchTrainer(
             train_worker,
-            train_loop_config={"preset": spec["preset"], "model": nested["model"], "train": nested["train"],
+            # the trial's sections as the spec and its hook made them, then the run's facts
+            train_loop_config={"preset": spec.preset, "model": nested["model"], "train": nested["train"],
                                "pretrained": nested["pretrained"],
                                "eval_splits": [k for k in datasets if k not in ("train", "val")],
-                               "balance_factors": spec["balance_factors"], "run_dir": run_dir,
+                               "balance_factors": facts.balance_factors, "run_dir": run_dir,
                                "constants": constants, "label": label, "verbose": verbose,
-                               "metric_tags": {"sweep": spec["name"], "trial": trial_id}},
-            scaling_config=ScalingConfig(num_workers=spec["workers_per_trial"], use_gpu=gpus > 0,
+                               "metric_tags": {"sweep": spec.name, "trial": trial_id}},
+            scaling_config=ScalingConfig(num_workers=spec.workers_per_trial, use_gpu=gpus > 0,
                                          resources_per_worker=resources),
             datasets=training_datasets(datasets, seed=tc.seed, first_epoch=restored["epoch"] + 1 if restored else 0),
-            dataset_config=data_config(datasets, workers=spec["workers_per_trial"]),
+            dataset_config=data_config(datasets, workers=spec.workers_per_trial),
             run_config=ray.train.RunConfig(
                 name=trial_id,  # stable across resume and retry; never a timestamp
                 storage_path=runs,
