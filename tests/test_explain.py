@@ -52,7 +52,8 @@ def test_rollout_by_hand():
 def test_load_trained_reads_checkpoints_that_name_weight_files(tmp_path):
     torch.manual_seed(0)
     m = create_model("transfer_tiny", branches=1)
-    cfg = m.cfg.to_dict() | {"stem_weights": "/elsewhere/ir50.pth"}  # an older checkpoint: a path in the config
+    # an older checkpoint: a path in the config, and the input normalisation before it moved to ferlab.pretrained
+    cfg = m.cfg.to_dict() | {"stem_weights": "/elsewhere/ir50.pth", "input_mean": [0.5] * 3, "input_std": [0.5] * 3}
     torch.save({"model": m.state_dict(), "preset": "transfer_tiny", "model_config": cfg, "epoch": 0},
                tmp_path / "checkpoint.pt")
     back = load_trained(tmp_path)

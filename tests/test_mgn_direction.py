@@ -8,6 +8,7 @@ patches (the code before the fix) keeps 0.82-0.88 of the informative patches aft
 import torch
 
 from ferlab.models.mvt import MaskGenerator, MVTConfig, discriminator
+from ferlab.pretrained import normalisation
 from ferlab.train.mask_quality import nuisance_hits, patch_share
 from ferlab.train.mgn import mgn_step
 
@@ -51,7 +52,8 @@ def test_mgn_learns_low_mp_on_the_expression_and_the_classifier_keeps_it():
     assert kept.mean() >= 0.95, f"the classifier keeps only {kept.mean():.3f} of the informative patches"
     assert abs(mp.mean().item() - m) < 0.05  # the area term holds the mask at m (Eq. 4)
     assert mp[:, others].mean() > 5 * mp[:, INFORMATIVE].mean()
-    black = -torch.tensor(mgn.cfg.input_mean)[:, None, None] / torch.tensor(mgn.cfg.input_std)[:, None, None]
+    mean, std = normalisation(mgn.cfg)
+    black = -torch.tensor(mean)[:, None, None] / torch.tensor(std)[:, None, None]
     k = kept[:, 0, None, None, None]
     assert torch.allclose(masked[:, :, 8:16, 8:16], x[:, :, 8:16, 8:16] * k + black * (1 - k), atol=1e-5)
 

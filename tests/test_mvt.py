@@ -10,6 +10,7 @@ from ferlab.config import TrainConfig
 from ferlab.models import create_model, model_config
 from ferlab.models.mvt import MaskGenerator, discriminator, random_patch_mask
 from ferlab.models.weights import WeightsError
+from ferlab.pretrained import normalisation
 from ferlab.train.mgn import discriminator_loss, generator_loss
 from ferlab.train.relabel import LabelTable, relabel, threshold
 
@@ -40,8 +41,7 @@ def test_removed_patches_are_black_as_the_paper_draws_them():
     keep = torch.zeros(1, 64)
     keep[0, 0], keep[0, 1] = 1.0, 0.5  # patch 0 kept, patch 1 half, the rest removed
     out = mgn.apply(x, keep)
-    mean = torch.tensor(cfg.input_mean)[:, None, None]
-    std = torch.tensor(cfg.input_std)[:, None, None]
+    mean, std = (torch.tensor(v)[:, None, None] for v in normalisation(cfg))
     back = (out[0] * std + mean) * 255.0  # the masked image in pixels, (3, 64, 64)
     src = pixels[0].permute(2, 0, 1).float()
     assert torch.allclose(back[:, :8, :8], src[:, :8, :8], atol=1e-3)  # kept

@@ -98,3 +98,24 @@ def test_paper_preset_loads_full_size_files(evolve_ir50, tmp_path):
     out = m(torch.randn(2, 3, 112, 112))
     out.sum().backward()
     assert out.shape == (2, 7) and m.proj.weight.grad is not None
+
+
+def test_every_weight_family_is_written_once_and_sets_the_input_normalisation():
+    """ferlab.pretrained holds each family's facts once: every model takes its files by family key, its input
+    normalisation is its input family's (a white face is (1 - mean) / std once normalised, from scratch too), and a
+    study's weight flags name families its models take."""
+    from ferlab.models import _PRESETS, model_config
+    from ferlab.pretrained import FAMILIES
+    from ferlab.studies import STUDIES
+    from ferlab.train.step import to_input
+
+    for name, (_, cls) in _PRESETS.items():
+        cfg = model_config(name)
+        assert set(cls.PRETRAINED) <= set(FAMILIES) and cfg.input_weights in cls.PRETRAINED, name
+        family = FAMILIES[cfg.input_weights]
+        white = to_input(torch.full((1, 8, 8, 3), 255, dtype=torch.uint8), cfg)[0, :, 0, 0]
+        assert torch.allclose(white, (1 - torch.tensor(family.mean)) / torch.tensor(family.std)), name
+    for study in STUDIES.values():
+        takes = {k for p in study.presets for k in _PRESETS[p][1].PRETRAINED}
+        assert set(study.weight_files) <= takes, study.name
+    assert FAMILIES["deit"].mean == (0.485, 0.456, 0.406) and FAMILIES["stem"].std == (0.5, 0.5, 0.5)

@@ -15,6 +15,7 @@ from ferlab.models.ir50 import IR50_UNITS, IR50_WIDTHS
 from ferlab.models.mvt import MVT, MVTConfig
 from ferlab.models.transfer import TransFER, TransFERConfig
 
+RETIRED = ("input_mean", "input_std")  # model config fields of older checkpoints, now the weight families' (mean, std)
 _PRESETS: dict[str, tuple[Callable[[], object], type[nn.Module]]] = {}
 
 
@@ -94,7 +95,8 @@ def load_trained(path, map_location="cpu") -> nn.Module:
     """Rebuild a model from a ferlab training checkpoint (`checkpoint.pt`, or the directory holding it).
 
     The state dict holds every weight; checkpoints written before weight files left the architecture config name
-    them among the config's fields, and those names are dropped here.
+    them among the config's fields, and those written before the input normalisation moved to the weight families
+    (ferlab.pretrained) hold input_mean and input_std: those names are dropped here.
     """
     import os
 
@@ -113,7 +115,7 @@ def load_trained(path, map_location="cpu") -> nn.Module:
         raise WeightsError(f"{path}: preset {state['preset']!r} is not registered here; known: {list_models()}")
     make_cfg, model_cls = _PRESETS[state["preset"]]
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in state["model_config"].items()
-             if not k.endswith("_weights")}
+             if not k.endswith("_weights") and k not in RETIRED}
     model = model_cls(type(make_cfg())(**saved))
     model.load_state_dict(state["model"], strict=True)
     return model.eval()

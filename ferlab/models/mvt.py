@@ -25,6 +25,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ferlab.config import checked
+from ferlab.pretrained import normalisation
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,6 @@ class MVTConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True  # DeiT has qkv bias
     mgn_depth: int = 6  # the MGN uses the first 6 DeiT-S blocks (section 4.2)
-    # Input normalisation belongs to the weights the preset starts from (timm's pretrained-config habit): DeiT-S was trained on ImageNet-normalised RGB.
-    input_mean: tuple = (0.485, 0.456, 0.406)
-    input_std: tuple = (0.229, 0.224, 0.225)
     num_classes: int = 7
     # What the head reads (timm's global_pool): "token" is DeiT's class token, the paper's; "avg" averages the patch
     # tokens, which learns much faster from scratch on a CPU budget (as transfer_tiny's pool="mean").
@@ -57,6 +55,9 @@ class MVTConfig:
     # applied to pixel values, before normalisation. "mean": zero after normalisation, the weights' mean colour
     # (ferlab's masking before 2026-12-03, kept as an option).
     mask_fill: str = "black"
+    # Not a field: the weight family its input layer starts from (ferlab.pretrained); the input normalisation is that
+    # family's (DeiT-S: ImageNet's mean and std), with the file loaded or from scratch
+    input_weights = "deit"
 
     def __post_init__(self):
         checked(self, "MVT config")
@@ -122,7 +123,8 @@ class MaskGenerator(nn.Module):
         self.to_value = nn.Linear(cfg.dim, 1)
         # what a removed patch becomes once normalised: black pixels, (0 - mean) / std, or the mean colour, 0; built
         # once (moved to the device with the module, not saved: it follows from the config)
-        black = -torch.tensor(cfg.input_mean) / torch.tensor(cfg.input_std)
+        mean, std = normalisation(cfg)
+        black = -torch.tensor(mean) / torch.tensor(std)
         self.register_buffer("fill", (black if cfg.mask_fill == "black" else torch.zeros(3))[:, None, None],
                              persistent=False)
 
@@ -182,16 +184,17 @@ class MVT(nn.Module):
 
     def load_pretrained(self, files: dict) -> list[str]:
         """Load the named files strictly; returns the keys of the files this configuration does not use."""
-        from ferlab.models.weights import load_deit, load_deit_into_mgn, load_mgn
+        from ferlab.models.weights import load
+        from ferlab.pretrained import DEIT_S, MGN
 
         unused = []
         if files.get("deit"):
-            unused += load_deit(self.classifier, files["deit"])
+            unused += load(DEIT_S, self.classifier, files["deit"])
         if self.mgn is not None:
             if files.get("mgn"):
-                load_mgn(self.mgn, files["mgn"])
+                load(MGN, self.mgn, files["mgn"])
             elif files.get("deit"):
-                unused += load_deit_into_mgn(self.mgn, files["deit"])
+                unused += load(DEIT_S, self.mgn, files["deit"])
         return unused
 
     def train(self, mode: bool = True):

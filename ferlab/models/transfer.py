@@ -15,7 +15,6 @@ from ferlab.config import checked
 from ferlab.models.dropping import DROPPERS, make_dropper
 from ferlab.models.encoder import MSAD_VARIANTS, MSADEncoder
 from ferlab.models.ir50 import IR50_UNITS, IR50_WIDTHS, IRStem
-from ferlab.models.weights import load_encoder, load_stem
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,15 @@ class TransFERConfig:
     # weights"), so the paper preset, which starts from that file, uses it: with head_dim ** -0.5 the pretrained
     # attention would be 2.8x sharper than it was trained.
     attn_scale: float | None = None
-    # Input normalisation belongs to the weights the preset starts from (timm's pretrained-config habit): face.evoLVe's IR-50 was trained on RGB scaled to [-1, 1].
-    input_mean: tuple = (0.5, 0.5, 0.5)
-    input_std: tuple = (0.5, 0.5, 0.5)
     num_classes: int = 7  # 7 basic expressions (8 with contempt on FERPlus / AffectNet-8)
     # What the head reads: "cls" is the paper's (ViT's class token); "mean" averages the patch tokens. From scratch
     # on a CPU budget the class token learns far more slowly (SynthFER, 150 steps: 0.16 vs 0.54 validation
     # accuracy), so the CPU preset uses "mean"; the class token is still there and still attends.
     pool: str = "cls"
+
+    # Not a field: the weight family its input layer starts from (ferlab.pretrained); the input normalisation is that
+    # family's (face.evoLVe's IR-50: RGB scaled to [-1, 1]), with the file loaded or from scratch
+    input_weights = "stem"
 
     def __post_init__(self):
         checked(self, "TransFER config")
@@ -136,18 +136,20 @@ class TransFER(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.num_classes)  # sized for the class count, never loaded from a file
         self.unused_weights: list[str] = []  # keys of the weight files that this configuration does not use
 
-    # Local weight files (nothing is downloaded), applied after the architecture is built (timm's habit):
-    # "stem": face.evoLVe's IR-50 checkpoint (backbone_ir50_ms1m_epoch120.pth); "encoder": a timm-named ViT file,
-    # e.g. the legacy ViT-Small vit_small_p16_224-15ec54c9.pth (768 dims, 8 blocks, 8 heads, MLP ratio 3, no bias).
+    # Local weight files (nothing is downloaded), applied after the architecture is built (timm's habit), by their
+    # family in ferlab.pretrained: "stem" (face.evoLVe's IR-50), "encoder" (a timm-named ViT, e.g. the legacy ViT-Small)
     PRETRAINED = ("stem", "encoder")
 
     def load_pretrained(self, files: dict) -> list[str]:
         """Load the named files strictly; returns the keys of the files this configuration does not use."""
+        from ferlab.models.weights import TransFEREncoder, load
+        from ferlab.pretrained import IR50, VIT_SMALL
+
         unused = []
         if files.get("stem"):
-            unused += load_stem(self.stem, files["stem"])
+            unused += load(IR50, self.stem, files["stem"])
         if files.get("encoder"):
-            unused += load_encoder(self, files["encoder"])
+            unused += load(VIT_SMALL, TransFEREncoder(self), files["encoder"])
         return unused
 
     def forward_features(self, x):  # (N, 3, S, S) -> (N, dim): the class token (or mean token) after the encoder

@@ -1,9 +1,12 @@
-"""Pretrained weights from local files or the sweep's storage (a URI; nothing is downloaded from a hub): face.evoLVe's
-IR-50 for the stem and any timm-named ViT checkpoint (the legacy ViT-Small file among them) for TransFER's encoder.
+"""Pretrained weights from local files or the sweep's storage (a URI; nothing is downloaded from a hub), one loader for
+every family of ferlab.pretrained: `load(family, target, file)`.
 
-Loading is strict: a missing, unexpected or mis-shaped key is an error that names the file and the keys. Keys that
-are legitimately unused (face.evoLVe's `output_layer`, units past the stage cut, a ViT's patch embedding and
-ImageNet head) are returned in a report, never dropped silently.
+The family says what the file is (its keys no model takes, whether it holds a position embedding); the target says
+which of the other keys it takes, by its shape: an IR stem the units up to its stage cut, TransFER the encoder blocks
+with the class token and position embedding, a DeiT-shaped ViT everything but the head, the MGN the patch embedding
+and its first blocks (or a whole trained MGN). Loading is strict: a missing, unexpected or mis-shaped key is an error
+that names the file and the keys. Keys that are legitimately unused (face.evoLVe's `output_layer`, units past the
+stage cut, a ViT's patch embedding and ImageNet head) are returned in a report, never dropped silently.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 from torch import nn
 
 from ferlab import storage
+from ferlab.pretrained import MGN, PretrainedCfg
 
 
 class WeightsError(ValueError):
@@ -54,106 +58,92 @@ def _few(keys, n=6) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
-def load_stem(stem: nn.Module, path) -> list[str]:
-    """Load face.evoLVe's IR checkpoint into an IRStem cut at any stage; returns the keys left unused."""
-    sd = read_state_dict(path)
-    n_units = len(stem.body)
-    keep, unused = {}, []
-    for k, v in sd.items():
-        m = re.match(r"body\.(\d+)\.", k)
-        if k.startswith("input_layer.") or (m and int(m.group(1)) < n_units):
-            keep[k] = v
-        elif k.startswith("output_layer.") or (m and int(m.group(1)) >= n_units):
-            unused.append(k)  # the embedding head and the units past the stage cut
-        else:
-            keep[k] = v  # anything else is unexpected, and _strict_copy names it
-    _strict_copy(stem, keep, path, f"IR stem ({n_units} units)")
-    return unused
-
-
-def load_encoder(model: nn.Module, path) -> list[str]:
-    """Load a timm-named ViT checkpoint into TransFER's encoder, class token and position embedding.
-
-    The position embedding is resampled (timm's bicubic resampling) from the checkpoint's patch grid to the token
-    grid of the chosen stem stage: 14x14 -> 28x28 / 14x14 / 7x7 for stage 2 / 3 / 4 at 112x112 input. Returns the
-    keys left unused (patch embedding, ImageNet head, pre-logits).
-    """
-    from timm.layers import resample_abs_pos_embed
-
-    sd = read_state_dict(path)
-    enc, unused = {}, []
-    for k, v in sd.items():
-        if k.startswith(("blocks.", "norm.")):
-            enc[k] = v
-        elif k.startswith(("patch_embed.", "head.", "pre_logits.", "fc_norm.")):
-            unused.append(k)
-        elif k not in ("cls_token", "pos_embed"):
-            enc[k] = v  # unexpected: named by _strict_copy
-    _strict_copy(model.encoder, enc, path, f"encoder ({len(model.encoder.blocks)} blocks)")
-    for name in ("cls_token", "pos_embed"):
-        if name not in sd:
-            raise WeightsError(f"{path}: missing {name}")
-    grid = model.cfg.grid
-    pos = resample_abs_pos_embed(sd["pos_embed"].float(), [grid, grid], num_prefix_tokens=1)
-    for name, value in (("cls_token", sd["cls_token"]), ("pos_embed", pos)):
-        own = getattr(model, name)
-        if value.shape != own.shape:
-            raise WeightsError(f"{path}: {name} is {tuple(sd[name].shape)}, the model needs {tuple(own.shape)}")
-        with torch.no_grad():
-            own.copy_(value)
-    return unused
-
-
-def _deit_state(path, grid: int) -> tuple[dict, list[str]]:
-    """A DeiT/ViT file's state dict with the position embedding resampled to `grid` x `grid` patches."""
-    from timm.layers import resample_abs_pos_embed
-
-    sd = dict(read_state_dict(path))
-    if "pos_embed" not in sd:
+def load(family: PretrainedCfg, target: nn.Module, source, name: str | None = None) -> list[str]:
+    """Load a file of `family` (or a state dict already read: `source` a dict, `name` what it is) into `target`
+    strictly; returns the file's keys left unused (the family's skipped keys and what the target does not take)."""
+    sd = dict(source) if isinstance(source, dict) else read_state_dict(source)
+    path = name or source
+    unused = [k for k in sd if k.startswith(family.skip)]
+    sd = {k: v for k, v in sd.items() if not k.startswith(family.skip)}
+    if family.pos_embed and "pos_embed" not in sd:
         raise WeightsError(f"{path}: missing pos_embed (not a timm ViT/DeiT file)")
-    sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"].float(), [grid, grid], num_prefix_tokens=1)
-    unused = [k for k in sd if k.startswith(("head.", "head_dist.", "dist_token", "pre_logits.", "fc_norm."))]
+    take = _TAKES[type(target).__name__]
+    placed, rest, what = take(sd, target, family, path)
+    _strict_copy(target, placed, path, what)
+    return unused + rest
+
+
+class TransFEREncoder:
+    """The part of TransFER that a ViT file fills, under the file's own key names (so errors name the file's keys):
+    the encoder's blocks and norm, the class token and the position embedding."""
+
+    OWN = ("cls_token", "pos_embed")  # TransFER's own parameters; the rest lives under `encoder.`
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def state_dict(self) -> dict:
+        return {k.removeprefix("encoder."): v for k, v in self.model.state_dict().items()
+                if k.startswith("encoder.") or k in self.OWN}
+
+    def load_state_dict(self, sd: dict, strict: bool = True) -> None:
+        self.model.load_state_dict({k if k in self.OWN else f"encoder.{k}": v for k, v in sd.items()}, strict=False)
+
+
+def _resampled(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """A ViT position embedding (class token first) resampled from the file's patch grid to `grid` x `grid`
+    (timm's bicubic resampling; the file's own grid is returned unchanged)."""
+    from timm.layers import resample_abs_pos_embed
+
+    return resample_abs_pos_embed(pos_embed.float(), [grid, grid], num_prefix_tokens=1)
+
+
+def _stem_keys(sd, stem, family, path):
+    """face.evoLVe's IR checkpoint into an IRStem cut at any stage: the units past the cut are not taken."""
+    n_units = len(stem.body)
+    past = [k for k in sd if (m := re.match(r"body\.(\d+)\.", k)) and int(m.group(1)) >= n_units]
+    return {k: v for k, v in sd.items() if k not in past}, past, f"IR stem ({n_units} units)"
+
+
+def _encoder_keys(sd, part, family, path):
+    """A timm-named ViT into TransFER's encoder, class token and position embedding, the position embedding
+    resampled to the stem stage's token grid (14x14 -> 28x28 / 14x14 / 7x7 for stage 2 / 3 / 4 at 112x112)."""
+    model = part.model
+    return sd | {"pos_embed": _resampled(sd["pos_embed"], model.cfg.grid)}, [], \
+        f"encoder ({len(model.encoder.blocks)} blocks)"
+
+
+def _vit_keys(sd, vit, family, path):
+    """DeiT-S into a timm VisionTransformer of the same shape (MVT's classifier, the MGN stage's discriminator); the
+    head stays the model's, sized for the class count."""
     if any(k.startswith(("head_dist.", "dist_token")) for k in sd):
         raise WeightsError(f"{path}: a distilled DeiT (dist_token, head_dist); use deit_small_patch16_224")
-    return {k: v for k, v in sd.items() if k not in unused}, unused
-
-
-def load_deit(vit: nn.Module, path) -> list[str]:
-    """DeiT-S weights into a timm VisionTransformer of the same shape; the head stays sized for the class count."""
-    sd, unused = _deit_state(path, vit.patch_embed.grid_size[0])
     own = vit.state_dict()
-    sd |= {k: own[k] for k in own if k.startswith("head.")}
-    _strict_copy(vit, sd, path, f"DeiT ({len(vit.blocks)} blocks, {vit.embed_dim} dims)")
-    return unused
+    placed = sd | {"pos_embed": _resampled(sd["pos_embed"], vit.patch_embed.grid_size[0])}
+    return placed | {k: own[k] for k in own if k.startswith("head.")}, [], \
+        f"DeiT ({len(vit.blocks)} blocks, {vit.embed_dim} dims)"
 
 
-def load_deit_into_mgn(mgn: nn.Module, path) -> list[str]:
-    """MVT section 4.2: the MGN starts from DeiT-S's patch embedding, position embedding (patch part) and first
-    blocks. Returns the keys left unused (the later blocks, class token, final norm, head)."""
-    sd, unused = _deit_state(path, mgn.cfg.grid)
-    return unused + vit_into_mgn(mgn, sd, path)
-
-
-def vit_into_mgn(mgn: nn.Module, sd: dict, source) -> list[str]:
-    """A ViT state dict of the MGN's width and grid (a DeiT file's, or a discriminator's) into the MGN: its patch
-    embedding, the patch part of its position embedding and its first `mgn_depth` blocks; the MGN's own layers (norm,
-    to_value) are kept. Returns the keys not taken."""
+def _mgn_keys(sd, mgn, family, path):
+    """Into the MGN: a trained MGN file whole; else (MVT section 4.2: the MGN starts from DeiT-S, "the first 6
+    blocks") a ViT's patch embedding, the patch part of its position embedding and its first `mgn_depth` blocks, the
+    MGN's own new layers (norm, to_value) kept; the ViT's other keys are not taken."""
     n = len(mgn.blocks)
-    take, rest = {}, []
+    if family is MGN:
+        return sd, [], "MGN"
+    placed, rest = {}, []
     for k, v in sd.items():
         m = re.match(r"blocks\.(\d+)\.", k)
         if k.startswith("patch_embed.") or (m and int(m.group(1)) < n):
-            take[k] = v
+            placed[k] = v
         elif k == "pos_embed":
-            take[k] = v[:, 1:]
+            placed[k] = _resampled(v, mgn.cfg.grid)[:, 1:]
         else:
             rest.append(k)
     own = mgn.state_dict()
-    take |= {k: own[k] for k in own if k.startswith(("norm.", "to_value."))}  # the MGN's own, new layers
-    _strict_copy(mgn, take, source, f"MGN ({n} DeiT blocks)")
-    return rest
+    return placed | {k: own[k] for k in own if k.startswith(("norm.", "to_value."))}, rest, f"MGN ({n} DeiT blocks)"
 
 
-def load_mgn(mgn: nn.Module, path) -> None:
-    """A trained MGN (`mgn.pt` from ferlab's MGN stage), strictly."""
-    _strict_copy(mgn, read_state_dict(path), path, "MGN")
+# Which keys of a file each kind of target takes, by the target's class (the models import this module, so their
+# classes are named here rather than imported)
+_TAKES = {"IRStem": _stem_keys, "TransFEREncoder": _encoder_keys, "VisionTransformer": _vit_keys, "MaskGenerator": _mgn_keys}

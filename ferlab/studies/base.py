@@ -90,7 +90,7 @@ class Study:
     # holds the sweep's SweepSpec ("spec") and the trial's data hash, datasets, GPUs, fold and console switch
     before_trial: Callable | None = None
     masks: bool = False  # its hook scores a mechanism against SynthFER's background/occluder masks: decode them
-    weight_files: tuple = ()  # (pretrained key, what it is): the local weight files an experiment can name
+    weight_files: tuple = ()  # the weight families (ferlab.pretrained keys) whose files an experiment can name
     data_augment: str = "light"  # the paper's augmentation recipe, the default on real data
     figures: tuple = ()  # study-wide figures the report draws (ferlab.report.plots.STUDY_PLOTS)
     attention: Callable | None = None  # (model, x) -> (maps (B, H, W) in [0, 1], title, overlay?) or None

@@ -130,4 +130,4 @@ RECIPES = {
 STUDY = Study(name="mvt", title="MVT (Li et al., 2021)", knobs=KNOBS, tables=TABLES, presets=("mvt_tiny", "mvt_paper"),
               recipes=RECIPES, study_config=MVTStudyConfig, before_trial=before_trial, masks=True,
               figures=("relabel_curves",), attention=_attention, data_augment="mvt",
-              weight_files=(("deit", "local DeiT-S file ({'model': state_dict}) for MGN, D and classifier"),))
+              weight_files=("deit",))

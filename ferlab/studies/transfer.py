@@ -90,7 +90,5 @@ RECIPES = {
 
 STUDY = Study(name="transfer", title="TransFER (Xue et al., ICCV 2021)", knobs=KNOBS, tables=TABLES,
               presets=("transfer_tiny", "transfer_paper"), recipes=RECIPES, attention=_attention,
-              weight_files=(("stem", "face.evoLVe IR-50 checkpoint for the stem"),
-                            ("encoder", "timm-named ViT checkpoint for the encoder, e.g. the legacy ViT-Small "
-                                        "vit_small_p16_224-15ec54c9.pth")),
+              weight_files=("stem", "encoder"),
               data_augment="transfer")

@@ -80,7 +80,8 @@ def warm_start(mgn, disc, epochs: int, lr: float, epoch_batches) -> float:
     that already tells expressions apart when the GAN stage begins. From scratch it never learns SynthFER's
     expressions from the m of the image it is shown, and Eq. 2 then gives the MGN no direction.
     `epoch_batches(e)` yields (x normalised, y). Returns the last epoch's training accuracy."""
-    from ferlab.models.weights import vit_into_mgn
+    from ferlab.models.weights import load
+    from ferlab.pretrained import DEIT_S
 
     opt = torch.optim.AdamW(disc.parameters(), lr=lr)
     disc.train()
@@ -95,7 +96,8 @@ def warm_start(mgn, disc, epochs: int, lr: float, epoch_batches) -> float:
             average_gradients(disc)
             opt.step()
             right, seen = right + (logits.argmax(1) == y).sum().item(), seen + len(y)
-    vit_into_mgn(mgn, {k: v.detach().clone() for k, v in disc.state_dict().items()}, "the warm-started discriminator")
+    # the discriminator is DeiT-shaped: its state dict is a DeiT-S file's, loaded as one
+    load(DEIT_S, mgn, {k: v.detach().clone() for k, v in disc.state_dict().items()}, "the warm-started discriminator")
     return right / max(seen, 1)
 
 
@@ -120,7 +122,8 @@ def mgn_loop_per_worker(config: dict):
 
     from ferlab.models import model_config
     from ferlab.models.mvt import MaskGenerator, discriminator
-    from ferlab.models.weights import load_deit, load_deit_into_mgn
+    from ferlab.models.weights import load
+    from ferlab.pretrained import DEIT_S
     from ferlab.config import TrainConfig
     from ferlab.data.augment import augment_batch, batch_generator
     from ferlab.data.balance import worker_batches
@@ -137,8 +140,8 @@ def mgn_loop_per_worker(config: dict):
     mgn, disc = MaskGenerator(cfg), discriminator(cfg)
     deit = (config.get("pretrained") or {}).get("deit")
     if deit:  # section 4.2: both start from DeiT-S (the MGN from its first blocks)
-        load_deit_into_mgn(mgn, deit)
-        load_deit(disc, deit)
+        load(DEIT_S, mgn, deit)
+        load(DEIT_S, disc, deit)
     device = ray.train.torch.get_device()
     mgn, disc = mgn.to(device), disc.to(device)  # not DDP-wrapped: see average_gradients
     shard = ray.train.get_dataset_shard("train")

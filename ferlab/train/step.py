@@ -12,13 +12,13 @@ import torch.nn.functional as F
 
 from ferlab.config import TrainConfig
 from ferlab.data.augment import augment_batch
+from ferlab.pretrained import normalisation
 
 
 def to_input(images: torch.Tensor, cfg=None) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float normalised with the model's input mean and std (`cfg`, a model
-    config; None = 0.5 / 0.5), on whatever device `images` is on."""
-    mean, std = _normalisation(tuple(getattr(cfg, "input_mean", (0.5,) * 3)),
-                               tuple(getattr(cfg, "input_std", (0.5,) * 3)), images.device)
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float normalised as the weights of the model's input layer were trained
+    (`cfg`, a model config: ferlab.pretrained.normalisation; None = 0.5 / 0.5), on whatever device `images` is on."""
+    mean, std = _normalisation(*normalisation(cfg), images.device)
     return (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 

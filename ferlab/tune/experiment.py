@@ -11,6 +11,7 @@ import sys
 import time
 
 from ferlab import storage
+from ferlab.pretrained import FAMILIES
 from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
 
@@ -75,8 +76,8 @@ def add_study_args(p, study_name: str, fix_knobs: bool = True) -> None:
                 p.add_argument(f"--{(k.flag or k.name).replace('_', '-')}", dest=k.name, type=k.parse,
                                choices=k.choices,
                                help=f"fix {k.help} instead of searching it")
-    for key, what in study.weight_files:
-        p.add_argument(f"--{key}-weights", help=f"{what} (a path every worker can read)")
+    for key in study.weight_files:
+        p.add_argument(f"--{key}-weights", help=f"{FAMILIES[key].about} (a path every worker can read, or a URI)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any config field: model.FIELD (or plain FIELD), train.FIELD or study.FIELD, e.g. "
                         "--set model.msad=reference --set train.label_smoothing=0.1 (repeatable)")
@@ -133,7 +134,7 @@ def sections_from_args(args, study_name: str, dataset: str | None, train: dict |
     for k in study.knobs:
         if getattr(args, k.name, None) is not None:
             out[k.section][k.name] = getattr(args, k.name)
-    for key, _ in study.weight_files:
+    for key in study.weight_files:
         path = getattr(args, f"{key}_weights", None)
         if path:
             out["pretrained"][key] = storage.normalize(path)  # a local file every node has, or a URI
