@@ -4,6 +4,7 @@ A page holds a marker on a line of its own; this hook replaces it:
 
     <!-- ferlab:commands -->        every `ferlab` command's and every experiment file's --help, from their parsers
     <!-- ferlab:configs -->         every config dataclass's fields: type, default and the comment written beside it
+    <!-- ferlab:weights -->         the weight families of ferlab.pretrained: file, normalisation, size, skipped keys
     <!-- ferlab:benchmarks NAME --> the rows of docs/benchmarks/NAME.csv, as a table
     <!-- ferlab:changelog -->       CHANGELOG.md
 """
@@ -105,6 +106,19 @@ def configs(_=None) -> str:
     return "\n".join(parts)
 
 
+def weights(_=None) -> str:
+    from ferlab.pretrained import FAMILIES
+
+    rows = ["| key | flag | file | what it is | mean | std | trained at | keys no model takes |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for f in FAMILIES.values():
+        flag = f"`--{f.key}-weights`" if f.key != "mgn" else "(the MGN stage's own)"
+        rows.append(f"| `{f.key}` | {flag} | `{f.file}` | {f.about} | {f.mean} | {f.std} | "
+                    f"{f'{f.input_size}x{f.input_size}' if f.input_size else 'the model'} | "
+                    f"{', '.join(f'`{k}`' for k in f.skip) or '-'} |")
+    return "\n".join(rows)
+
+
 def benchmarks(name: str) -> str:
     import pandas as pd
 
@@ -135,4 +149,4 @@ def changelog(_=None) -> str:
     return text.split("\n", 1)[1] if text.startswith("# ") else text  # the page has its own title
 
 
-GENERATORS = {"commands": commands, "configs": configs, "benchmarks": benchmarks, "changelog": changelog}
+GENERATORS = {"commands": commands, "configs": configs, "weights": weights, "benchmarks": benchmarks, "changelog": changelog}
