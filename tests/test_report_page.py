@@ -3,6 +3,7 @@ table is there, every figure decodes; and the check notices a figure that is gon
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -169,13 +170,34 @@ def test_optuna_importance_from_the_sweeps_sqlite_study(tmp_path):
 
 
 def test_relabel_curves_one_line_per_function(tmp_path):
-    from ferlab.report.plots import relabel_curves
+    from ferlab.report.plots import knob_curves
 
+    figure, = get_study("mvt").figures
+    relabel_curves = functools.partial(knob_curves, figure)
     trials = fake_trials("mvt", ["table2", "table1"], seeds=2)
     history = fake_history(trials, epochs=4)
     paths = relabel_curves(trials, history, str(tmp_path))
-    assert paths and os.path.getsize(paths[0]) > 5000
+    assert [os.path.basename(p) for p in paths] == ["mvt_relabel_curves.png", "mvt_relabel_curves.svg"]
+    assert os.path.getsize(paths[0]) > 5000
     import matplotlib.pyplot as plt  # the figure is closed after saving: nothing leaks between tests
 
     assert plt.get_fignums() == []
     assert relabel_curves(trials[trials["relabel"] == "none"], history, str(tmp_path / "x")) == []
+
+
+def test_table3_is_drawn_as_its_two_slices(transfer_report, tmp_path, monkeypatch):
+    """Table.slices: p1 against accuracy among the rows at p2 = 0.3 (five: 0.4-0.8), p2 among those at p1 = 0.6
+    (five: 0.1-0.5), each point the row's measured mean."""
+    from ferlab.report import plots as P
+
+    drawn = {}
+
+    def keep(fig, out_dir, name):
+        drawn[name] = [(ax.get_xlabel(), list(ax.lines[0].get_xdata())) for ax in fig.axes if ax.get_xlabel()]
+        return []
+
+    monkeypatch.setattr(P, "save", keep)
+    table3, = [t for t in transfer_report["tables"] if t.key.endswith("table3")]
+    P.slices_plot(table3, str(tmp_path), "measured")
+    assert drawn == {"transfer_table3_p1_p2": [("p1 (p2 = 0.3)", [0.4, 0.5, 0.6, 0.7, 0.8]),
+                                               ("p2 (p1 = 0.6)", [0.1, 0.2, 0.3, 0.4, 0.5])]}

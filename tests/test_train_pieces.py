@@ -63,6 +63,20 @@ def test_space_is_conditional_and_respects_fixed_knobs():
     assert set(t.params) == {"model/p1", "model/p2"}
 
 
+def test_a_sweep_decodes_row_keys_exactly_when_a_trial_may_relabel():
+    """The relabel table is keyed by each row's key: the data carries keys when some trial's train.relabel is not
+    "none": MVT's search (f searched), not when f is fixed to none; an ablation grid when one of its cells relabels;
+    TransFER (no f knob) only when train.relabel is set."""
+    mvt = SweepSpec(data="x", study="mvt")
+    assert mvt.train_values("relabel") == {"none", "constant", "linear", "quadratic", "sigmoid"}
+    assert SweepSpec(data="x", study="mvt", train={"relabel": "none"}).train_values("relabel") == {"none"}
+    grid = [{"train": {"relabel": "none"}, "seed": 0}, {"train": {"relabel": "sigmoid"}, "seed": 0}]
+    assert mvt.train_values("relabel", grid) == {"none", "sigmoid"}
+    assert mvt.train_values("relabel", grid[:1]) == {"none"}
+    assert SweepSpec(data="x").train_values("relabel") == {"none"}
+    assert SweepSpec(data="x", train={"relabel": "linear"}).train_values("relabel") == {"linear"}
+
+
 def test_sweep_spec_validates_before_ray():
     with pytest.raises(ValueError, match="p1"):
         SweepSpec(data="x", model={"p1": 1.5})

@@ -60,13 +60,13 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
         for t in report_tables:
             if t.row_trials:
                 draw(f"{t.title}: validation curves per row", C.row_curves, t, t.row_trials, history, pdir)
-            if t.table is not None and t.table.plot:
-                draw(f"{t.title} as curves", P.TABLE_PLOTS[t.table.plot], t, pdir, label)
+            if t.table is not None and t.table.slices:
+                draw(f"{t.title} as curves", P.slices_plot, t, pdir, label)
             elif t.table is not None and t.table.axis:
                 draw(f"{t.title} against its knob", P.axis_plot, t, pdir, label)
         paper = (run.get("ablation") or {}).get("paper")
-        for name in (get_study(paper).figures if paper else ()):
-            draw(f"{name.replace('_', ' ')}", P.STUDY_PLOTS[name], trials, history, pdir)
+        for figure in (get_study(paper).figures if paper else ()):
+            draw(figure.title, P.knob_curves, figure, trials, history, pdir)
         draw("Confusion matrix of the best trial", P.confusion_plot, trials, history, run.get("classes"),
              run.get("eval_split") or "val", pdir)
         if not run.get("ablation"):

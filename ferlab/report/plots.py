@@ -59,37 +59,42 @@ def axis_plot(report_table, out_dir: str, measured_label: str) -> list[str]:
     return save(fig, out_dir, f"{report_table.key}_{table.axis}")
 
 
-def p1_p2_plot(report_table, out_dir: str, measured_label: str) -> list[str]:
-    """TransFER Table 3 as two series: p1 with p2 = 0.3, and p2 with p1 = 0.6."""
-    v = report_table.values
+def slices_plot(report_table, out_dir: str, measured_label: str) -> list[str]:
+    """A table as one series per slice (Table.slices): accuracy against a knob with the others held (TransFER
+    Table 3: p1 with p2 = 0.3, and p2 with p1 = 0.6)."""
+    table, v = report_table.table, report_table.values
     if v is None or v["mean"].notna().sum() < 2:
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, (knob, other, at) in zip(axes, (("p1", "p2", 0.3), ("p2", "p1", 0.6))):
-        part = v[np.isclose(v[other].astype(float), at)].sort_values(knob)
-        _series(ax, part[knob].astype(float), part, measured_label, f"{knob} ({other} = {at})")
-    fig.suptitle("TransFER Table 3: drop rates of MAD (p1) and MSAD (p2)", fontsize=10)
-    return save(fig, out_dir, "transfer_table3_p1_p2")
+    fig, axes = plt.subplots(1, len(table.slices), figsize=(4.5 * len(table.slices), 3.6), squeeze=False)
+    for ax, (knob, held) in zip(axes[0], table.slices):
+        part = v[np.logical_and.reduce([np.isclose(v[k].astype(float), at) for k, at in held.items()])]
+        part = part.sort_values(knob)
+        _series(ax, part[knob].astype(float), part, measured_label,
+                f"{knob} ({', '.join(f'{k} = {at}' for k, at in held.items())})")
+    fig.suptitle(table.title, fontsize=10)
+    return save(fig, out_dir, f"{report_table.key}_{'_'.join(k for k, _ in table.slices)}")
 
 
-def relabel_curves(trials: pd.DataFrame, history: pd.DataFrame, out_dir: str) -> list[str]:
-    """Validation (and test) accuracy per epoch for each relabel function without MGN (the paper's Fig. 5b),
-    mean over seeds."""
-    if history.empty or "relabel" not in trials or "mask_ratio" not in trials:
+def knob_curves(figure, trials: pd.DataFrame, history: pd.DataFrame, out_dir: str) -> list[str]:
+    """A study's Curves figure: validation accuracy per epoch for each value of its knob among the finished trials
+    where its `where` holds, mean over seeds (MVT Fig. 5b: per relabel function without MGN)."""
+    if history.empty or figure.knob not in trials or any(k not in trials for k in figure.where):
         return []
-    cells = trials[(trials["mask_ratio"].astype(float) == 0.0) & (trials["status"] == "ok")]
-    if cells["relabel"].nunique() < 2:
+    held = np.logical_and.reduce([trials[k].astype(float) == v for k, v in figure.where.items()]
+                                 + [trials["status"] == "ok"])
+    cells = trials[held]
+    if cells[figure.knob].nunique() < 2:
         return []
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for f, group in cells.groupby("relabel"):
+    for value, group in cells.groupby(figure.knob):
         h = history[history["trial"].isin(group["trial"])]
         curve = h.groupby(M.EPOCH)[M.VAL_ACC].mean()
-        ax.plot(curve.index, 100 * curve.to_numpy(), marker=".", label=str(f))
+        ax.plot(curve.index, 100 * curve.to_numpy(), marker=".", label=str(value))
     ax.set_xlabel("epoch")
     ax.set_ylabel("val accuracy %")
-    ax.set_title("MVT: convergence per relabel function f (no MGN)", fontsize=10)
+    ax.set_title(figure.title, fontsize=10)
     ax.legend(fontsize=8)
-    return save(fig, out_dir, "mvt_relabel_curves")
+    return save(fig, out_dir, figure.name)
 
 
 def best_trial(trials: pd.DataFrame, where=None) -> pd.Series | None:
@@ -256,8 +261,3 @@ def attention_plot(trials: pd.DataFrame, run: dict, out_dir: str, n: int = 6, tr
             ax.axis("off")
     fig.suptitle(f"{title}: best trial {best['trial']}", fontsize=9)
     return save(fig, out_dir, f"{study.name}_attention")
-
-
-# Figures a paper table asks for (Table.plot) and study-wide figures (Study.figures), by name.
-TABLE_PLOTS = {"p1_p2": p1_p2_plot}
-STUDY_PLOTS = {"relabel_curves": relabel_curves}

@@ -71,9 +71,23 @@ class Table:
     rows: tuple
     baseline: int = 0  # the row every other row is tested against
     axis: str | None = None  # a numeric knob the rows sweep: the report plots accuracy against it
-    plot: str | None = None  # a figure of its own (ferlab.report.plots.TABLE_PLOTS), e.g. "p1_p2"
+    # Drawn as one series per slice instead of against `axis`: (knob, {other knob: value}), accuracy against the
+    # knob among the rows where the others hold those values (TransFER Table 3: p1 at p2 = 0.3, p2 at p1 = 0.6)
+    slices: tuple = ()
     needs: str | None = None  # a split the results must have evaluated, or the table is skipped
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Curves:
+    """A study-wide figure: validation accuracy per epoch, one curve per value of `knob` (the mean over its trials),
+    among the finished trials where every knob of `where` has its value (MVT Fig. 5b: per relabel function f,
+    without MGN)."""
+
+    name: str  # the figure's file name
+    title: str
+    knob: str
+    where: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,7 +106,7 @@ class Study:
     masks: bool = False  # its hook scores a mechanism against SynthFER's background/occluder masks: decode them
     weight_files: tuple = ()  # the weight families (ferlab.pretrained keys) whose files an experiment can name
     data_augment: str = "light"  # the paper's augmentation recipe, the default on real data
-    figures: tuple = ()  # study-wide figures the report draws (ferlab.report.plots.STUDY_PLOTS)
+    figures: tuple = ()  # study-wide figures the report draws from an ablation's trials (Curves)
     attention: Callable | None = None  # (model, x) -> (maps (B, H, W) in [0, 1], title, overlay?) or None
 
     # ---- knobs and the search space

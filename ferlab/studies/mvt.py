@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ferlab.studies.base import DATASET, Knob, Row, Study, Table
+from ferlab.studies.base import DATASET, Curves, Knob, Row, Study, Table
 from ferlab.train.relabel import FUNCTIONS
 
 
@@ -129,5 +129,6 @@ RECIPES = {
 
 STUDY = Study(name="mvt", title="MVT (Li et al., 2021)", knobs=KNOBS, tables=TABLES, presets=("mvt_tiny", "mvt_paper"),
               recipes=RECIPES, study_config=MVTStudyConfig, before_trial=before_trial, masks=True,
-              figures=("relabel_curves",), attention=_attention, data_augment="mvt",
+              figures=(Curves("mvt_relabel_curves", "MVT: convergence per relabel function f (no MGN)", "relabel",
+                              {"mask_ratio": 0.0}),), attention=_attention, data_augment="mvt",
               weight_files=("deit",))

@@ -57,7 +57,7 @@ TABLES = (
         Row(f"p1 = {p1}, p2 = {p2}", {"p1": p1, "p2": p2}, {"rafdb": acc})
         for p1, p2, acc in ((0.4, 0.3, 89.28), (0.5, 0.3, 89.24), (0.6, 0.3, 90.91), (0.7, 0.3, 89.89),
                             (0.8, 0.3, 89.89), (0.6, 0.1, 89.80), (0.6, 0.2, 89.83), (0.6, 0.4, 89.93),
-                            (0.6, 0.5, 89.24))), baseline=2, plot="p1_p2"),
+                            (0.6, 0.5, 89.24))), baseline=2, slices=(("p1", {"p2": 0.3}), ("p2", {"p1": 0.6}))),
     # "We replace our MAD with these methods and perform a grid search to find the best hyper-parameters." The
     # grids hold the paper's own best points (section 4.3): Dropout at rate 0 (RAF-DB) and 0.1 (AffectNet),
     # Spatial Dropout at 0.2, DropBlock at rate 0.3 with block size 7 or 9.

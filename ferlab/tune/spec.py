@@ -77,6 +77,17 @@ class SweepSpec:
         nested["pretrained"] = dict(self.pretrained)
         return nested
 
+    def train_values(self, field: str, grid: list[dict] | None = None) -> set:
+        """Every value the train section's `field` takes in this sweep's trials: each grid cell's, or in a search the
+        knob's search values when the study searches it, else the fixed value (or TrainConfig's default)."""
+        default = getattr(TrainConfig(), field)
+        if grid is not None:
+            return {self.trial_sections(cell)["train"].get(field, default) for cell in grid}
+        study = get_study(self.study)
+        if field in study.searched_knobs(self.fixed_knobs()) and study.knob(field).section == "train":
+            return set(study.knob(field).search)
+        return {self.train.get(field, default)}
+
     def fit(self, shards) -> "SweepSpec":
         """This spec for the data it trains on (a new, validated spec): the model's class count is the shards',
         and shards prepared for a FERPlus label mode train with that mode unless the spec chose one."""

@@ -83,10 +83,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, grid: list[dict] | None = N
 
     study = get_study(spec.study)
     fixed = spec.fixed_knobs()
-    if grid is not None:
-        relabels = any(cell["train"].get("relabel", spec.train.get("relabel", "none")) != "none" for cell in grid)
-    else:
-        relabels = (fixed.get("relabel", "any") != "none") if "relabel" in study.knob_names else False
+    # rows carry their keys when a trial may relabel (the loop's relabel table is keyed by them)
+    relabels = spec.train_values("relabel", grid) != {"none"}
     shards, decoded, factors, decode_s, cross = prepare_data(spec, relabels, ray_logs)
 
     facts = DataFacts(data_hash=shards.manifest.get("content_hash"), balance_factors=factors)
