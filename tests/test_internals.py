@@ -5,6 +5,7 @@ tests/test_train_loop.py, tests/test_faults.py)."""
 
 import inspect
 import logging
+import os
 
 import optuna
 import pytest
@@ -83,6 +84,29 @@ def test_tune_says_stop_on_its_logger():
     handler.emit(logging.LogRecord(internals.TUNE_LOGGER, logging.WARNING, "", 0, "Stop signal received ...", None,
                                    None))
     assert handler.seen
+
+
+def test_tunes_console_is_quiet_inside_tune_console_and_as_it_was_after(monkeypatch):
+    """Tune picks its output engine from RAY_AIR_NEW_OUTPUT at every fit (the legacy one, at verbose 0, prints no
+    box or paths), and says stop as a warning: inside tune_console(False) the legacy engine, Tune's INFO and Optuna's
+    INFO are off and the stop warning still passes; after it, everything is as it was; with --verbose, untouched."""
+    from ray.tune.experimental.output import get_air_verbosity
+
+    monkeypatch.delenv(internals.AIR_NEW_OUTPUT, raising=False)
+    tune_logger = logging.getLogger(internals.TUNE_LOGGER)
+    before = (tune_logger.level, optuna.logging.get_verbosity())
+    assert get_air_verbosity(0) is not None, WHERE  # the new engine by default
+    with internals.tune_console(False):
+        assert get_air_verbosity(0) is None, WHERE  # the legacy engine
+        assert not tune_logger.isEnabledFor(logging.INFO) and tune_logger.isEnabledFor(logging.WARNING)
+        assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+    assert (tune_logger.level, optuna.logging.get_verbosity()) == before
+    assert internals.AIR_NEW_OUTPUT not in os.environ
+    with internals.tune_console(True):
+        assert get_air_verbosity(0) is not None
+    monkeypatch.setenv(internals.AIR_NEW_OUTPUT, "1")  # the user's choice is kept
+    with internals.tune_console(False):
+        assert get_air_verbosity(0) is not None
 
 
 def test_train_asks_the_autoscaling_coordinator_by_a_requester_id_it_can_be_cancelled_by():

@@ -135,6 +135,39 @@ def parquet_footer_readers(files: int):
         os.environ.pop(PARQUET_FOOTER_ACTORS, None)
 
 
+AIR_NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"  # Tune's output engine: "1" (default) the new one, "0" the legacy one
+
+
+@contextlib.contextmanager
+def tune_console(verbose: bool):
+    """Tune's and Optuna's own console lines inside only with --verbose (ferlab prints each epoch and each ended
+    trial itself).
+
+    Tune 2.60's new output engine prints a configuration box, the results path and a TensorBoard command at every
+    fit(), whatever RunConfig's verbose says (which it reads only for its trial tables); the legacy engine, chosen by
+    RAY_AIR_NEW_OUTPUT=0 (RLlib's examples set it the same way), prints nothing at verbose=0. Tune's INFO lines
+    (the experiment state it wrote) and Optuna's "A new study created" line are held to warnings: Tune's "Stop
+    signal received" is a warning and still reaches StopSignal. A value of RAY_AIR_NEW_OUTPUT the user set is
+    kept."""
+    import optuna
+
+    if verbose:
+        yield
+        return
+    tune_logger, optuna_level = logging.getLogger(TUNE_LOGGER), optuna.logging.get_verbosity()
+    tune_level, engine = tune_logger.level, os.environ.get(AIR_NEW_OUTPUT)
+    os.environ.setdefault(AIR_NEW_OUTPUT, "0")
+    tune_logger.setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        tune_logger.setLevel(tune_level)
+        optuna.logging.set_verbosity(optuna_level)
+        if engine is None:
+            os.environ.pop(AIR_NEW_OUTPUT, None)
+
+
 def optuna_storage_of(study):
     """An Optuna study's storage (Tune's OptunaSearch keeps the study, not its storage URL)."""
     return study._storage

@@ -13,7 +13,8 @@ from ferlab.config import TrainConfig
 from ferlab.models import model_config
 from ferlab.studies import get_study, search_space
 from ferlab.train import metrics as M
-from ferlab.tune.internals import TUNE_LOGGER, StopSignal, cancel_train_resource_requests, restored_scheduler
+from ferlab.tune.internals import (TUNE_LOGGER, StopSignal, cancel_train_resource_requests, restored_scheduler,
+                                   tune_console)
 from ferlab.tune.resources import DRIVER_CPUS, concurrent_trials
 from ferlab.tune.results import OPTUNA_DB, history_table, results_table, trial_histories
 from ferlab.tune.spec import SweepSpec
@@ -100,59 +101,60 @@ def run_sweep(spec: SweepSpec, resume: bool = False, grid: list[dict] | None = N
                                 failure_config=tune.FailureConfig(max_failures=1),
                                 callbacks=[*(callbacks or []), Progress(spec.epochs, grid is None, total)])
     concurrent = concurrent_trials(spec, ray.cluster_resources())
-    if resume and tune.Tuner.can_restore(path):
-        from ferlab.tune.resume import fail_orphan_proposals, rebuild_rungs
+    with tune_console(ray_logs):  # Tune's box and paths, Optuna's study line: only with --verbose
+        if resume and tune.Tuner.can_restore(path):
+            from ferlab.tune.resume import fail_orphan_proposals, rebuild_rungs
 
-        orphans = fail_orphan_proposals(path)
-        if orphans:
-            print(f"resume: Optuna proposals {orphans} were made after the sweep last saved its searcher and "
-                  f"never ran; marked FAIL in {OPTUNA_DB}", flush=True)
-        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-        replayed = rebuild_rungs(restored_scheduler(tuner), path, M.VAL_ACC, M.MODE)
-        if replayed:
-            print(f"resume: ASHA's rungs rebuilt from the stored histories of {replayed} trials", flush=True)
-    elif grid is not None:
-        tuner = tune.Tuner(
-            trainable, param_space={"cell": tune.grid_search(grid)}, run_config=run_config,
-            # A grid's trials all run to their end, so a finished trial's driver process can start the next trial
-            # (about 4 s less per trial on 2 cores: a new actor imports Tune and Train). Not in the search below:
-            # when ASHA stops a trial, its driver is still inside `fit()`, Tune's reset gives up after 2 s and
-            # fails the next trial instead (tried: the sweep then hung).
-            tune_config=tune.TuneConfig(metric=M.VAL_ACC, mode=M.MODE, max_concurrent_trials=concurrent,
-                                        reuse_actors=True))
-    else:
-        searched = study.searched_knobs(fixed)
-        paper = study.paper_point(shards.dataset)
-        point = {f"{study.knob(k).section}/{k}": paper[k] for k in searched}
-        searcher = OptunaSearch(
-            space=functools.partial(search_space, study=study.name, fixed=fixed, searched=searched),
-            metric=M.VAL_ACC, mode=M.MODE,
-            sampler=optuna.samplers.TPESampler(seed=spec.seed),
-            points_to_evaluate=[point] if spec.evaluate_paper_point and point else None,
-            **optuna_storage(spec),
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric=M.VAL_ACC, mode=M.MODE, search_alg=searcher, num_samples=spec.samples,
-                # keyed on the reported epoch: Tune's training_iteration restarts at 1 when a trial is resumed
-                scheduler=ASHAScheduler(time_attr=M.EPOCH, max_t=spec.epochs,
-                                        grace_period=min(spec.grace_period, spec.epochs), reduction_factor=2),
-                max_concurrent_trials=concurrent,
-            ),
-            run_config=run_config,
-        )
-    stop = StopSignal()
-    logging.getLogger(TUNE_LOGGER).addHandler(stop)
-    try:
-        results = tuner.fit()
-    finally:
-        logging.getLogger(TUNE_LOGGER).removeHandler(stop)
-        try:  # an autoscaling cluster's idle nodes go now, not after Train's requests expire
-            cancel_train_resource_requests()
-        except Exception as e:  # best effort: the requests still expire by themselves
-            print(f"sweep: could not cancel Ray Train's resource requests ({e}); they expire in 3 minutes",
-                  flush=True)
+            orphans = fail_orphan_proposals(path)
+            if orphans:
+                print(f"resume: Optuna proposals {orphans} were made after the sweep last saved its searcher and "
+                      f"never ran; marked FAIL in {OPTUNA_DB}", flush=True)
+            tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+            replayed = rebuild_rungs(restored_scheduler(tuner), path, M.VAL_ACC, M.MODE)
+            if replayed:
+                print(f"resume: ASHA's rungs rebuilt from the stored histories of {replayed} trials", flush=True)
+        elif grid is not None:
+            tuner = tune.Tuner(
+                trainable, param_space={"cell": tune.grid_search(grid)}, run_config=run_config,
+                # A grid's trials all run to their end, so a finished trial's driver process can start the next trial
+                # (about 4 s less per trial on 2 cores: a new actor imports Tune and Train). Not in the search below:
+                # when ASHA stops a trial, its driver is still inside `fit()`, Tune's reset gives up after 2 s and
+                # fails the next trial instead (tried: the sweep then hung).
+                tune_config=tune.TuneConfig(metric=M.VAL_ACC, mode=M.MODE, max_concurrent_trials=concurrent,
+                                            reuse_actors=True))
+        else:
+            searched = study.searched_knobs(fixed)
+            paper = study.paper_point(shards.dataset)
+            point = {f"{study.knob(k).section}/{k}": paper[k] for k in searched}
+            searcher = OptunaSearch(
+                space=functools.partial(search_space, study=study.name, fixed=fixed, searched=searched),
+                metric=M.VAL_ACC, mode=M.MODE,
+                sampler=optuna.samplers.TPESampler(seed=spec.seed),
+                points_to_evaluate=[point] if spec.evaluate_paper_point and point else None,
+                **optuna_storage(spec),
+            )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    metric=M.VAL_ACC, mode=M.MODE, search_alg=searcher, num_samples=spec.samples,
+                    # keyed on the reported epoch: Tune's training_iteration restarts at 1 when a trial is resumed
+                    scheduler=ASHAScheduler(time_attr=M.EPOCH, max_t=spec.epochs,
+                                            grace_period=min(spec.grace_period, spec.epochs), reduction_factor=2),
+                    max_concurrent_trials=concurrent,
+                ),
+                run_config=run_config,
+            )
+        stop = StopSignal()
+        logging.getLogger(TUNE_LOGGER).addHandler(stop)
+        try:
+            results = tuner.fit()
+        finally:
+            logging.getLogger(TUNE_LOGGER).removeHandler(stop)
+            try:  # an autoscaling cluster's idle nodes go now, not after Train's requests expire
+                cancel_train_resource_requests()
+            except Exception as e:  # best effort: the requests still expire by themselves
+                print(f"sweep: could not cancel Ray Train's resource requests ({e}); they expire in 3 minutes",
+                      flush=True)
     # Checkpoint folders beyond each trial's newest KEEP_CHECKPOINTS: written by a worker that died before Ray
     # registered them, they escaped Train's num_to_keep (issue 16, finding 1). Here, not in the trial: a trial whose
     # driver was killed is not run again once finished.
