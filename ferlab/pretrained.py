@@ -55,8 +55,10 @@ FAMILIES = {f.key: f for f in (IR50, VIT_SMALL, DEIT_S, MGN)}
 
 def normalisation(cfg) -> tuple[tuple, tuple]:
     """(mean, std) of a model config's inputs: those of the weights its input layer starts from (the config class
-    names them, `input_weights`); None (no model, e.g. a plain image check) is 0.5 / 0.5."""
-    if cfg is None:
+    names them, `input_weights`); no config, or one that names no family (a test's small stand-in model), is
+    0.5 / 0.5."""
+    key = getattr(type(cfg), "input_weights", None)
+    if key is None:
         return (0.5,) * 3, (0.5,) * 3
-    family = FAMILIES[type(cfg).input_weights]
+    family = FAMILIES[key]
     return family.mean, family.std

@@ -107,6 +107,8 @@ def reference(tiny_synth, tmp_path_factory):
     import optuna
 
     run = json.loads((tmp / "ref" / "run.json").read_text())
+    # named, and there: SQLite would create an empty database at a missing path (a file named "None" once)
+    assert run["optuna_db"] and os.path.isfile(run["optuna_db"]), run.get("optuna_db")
     studies = optuna.get_all_study_summaries(f"sqlite:///{run['optuna_db']}")
     assert len(studies) == 1 and studies[0].n_trials == 1 and studies[0].study_name.startswith("ref-")
     return (*_tables(tmp / "ref"), tmp)
