@@ -80,8 +80,8 @@ def knob_curves(figure, trials: pd.DataFrame, history: pd.DataFrame, out_dir: st
     where its `where` holds, mean over seeds (MVT Fig. 5b: per relabel function without MGN)."""
     if history.empty or figure.knob not in trials or any(k not in trials for k in figure.where):
         return []
-    held = np.logical_and.reduce([trials[k].astype(float) == v for k, v in figure.where.items()]
-                                 + [trials["status"] == "ok"])
+    held = np.logical_and.reduce([np.isclose(trials[k].astype(float), v) if isinstance(v, float) else trials[k] == v
+                                  for k, v in figure.where.items()] + [trials["status"] == "ok"])
     cells = trials[held]
     if cells[figure.knob].nunique() < 2:
         return []
