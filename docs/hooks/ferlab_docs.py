@@ -149,4 +149,5 @@ def changelog(_=None) -> str:
     return text.split("\n", 1)[1] if text.startswith("# ") else text  # the page has its own title
 
 
-GENERATORS = {"commands": commands, "configs": configs, "weights": weights, "benchmarks": benchmarks, "changelog": changelog}
+GENERATORS = {"commands": commands, "configs": configs, "weights": weights,
+              "benchmarks": benchmarks, "changelog": changelog}

@@ -146,4 +146,5 @@ def _mgn_keys(sd, mgn, family, path):
 
 # Which keys of a file each kind of target takes, by the target's class (the models import this module, so their
 # classes are named here rather than imported)
-_TAKES = {"IRStem": _stem_keys, "TransFEREncoder": _encoder_keys, "VisionTransformer": _vit_keys, "MaskGenerator": _mgn_keys}
+_TAKES = {"IRStem": _stem_keys, "TransFEREncoder": _encoder_keys, "VisionTransformer": _vit_keys,
+          "MaskGenerator": _mgn_keys}
