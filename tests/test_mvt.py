@@ -214,17 +214,22 @@ def test_paper_preset_is_deit_small():
     assert [b.attn.num_heads for b in m.classifier.blocks] == [6] * 12 and m.classifier.patch_embed.num_patches == 196
 
 
+class _Gathered:
+    """Lockstep's exchange without a process group: every rank's object, as all_gather_object returns them."""
+
+    def __init__(self, objects):
+        self.world, self.objects = len(objects), objects
+
+    def gather(self, value):
+        # the decisions and rows of every rank; the later table digest is only this rank's (the ranks end one at a
+        # time here: tests/test_paper_path.py compares the real ranks' tables)
+        return self.objects if isinstance(value, tuple) else [value] * self.world
+
+
 def _two_ranks_exchange(ranks):
-    """Relabeler.end_epoch on every rank without a process group: all_gather_object as torch.distributed does it."""
-    from unittest import mock
-
-    gathered = [r.sent(rank) for rank, r in enumerate(ranks)]
-
-    def all_gather(out, obj):
-        out[:] = gathered
-
-    with mock.patch("torch.distributed.all_gather_object", side_effect=all_gather):
-        return [r.end_epoch(world_size=len(ranks), rank=rank) for rank, r in enumerate(ranks)]
+    """Relabeler.end_epoch on every rank, each getting every rank's (decisions, rows trained) as Lockstep does."""
+    exchange = _Gathered([(r.sent(rank), r.seen) for rank, r in enumerate(ranks)])
+    return [r.end_epoch(exchange, rank=rank) for rank, r in enumerate(ranks)]
 
 
 def test_relabels_exchanged_across_ranks_equal_one_process():
@@ -251,12 +256,12 @@ def test_relabels_exchanged_across_ranks_equal_one_process():
     step(0, [4, 7], [1, 0], [6, 0], epoch=0)  # 4: 1 -> 6
     step(1, [2, 9], [0, 0], [5, 2], epoch=0)  # 2: 0 -> 5, 9: 0 -> 2
     _two_ranks_exchange(ranks)
-    one.end_epoch(world_size=1)
+    one.end_epoch()
     # epoch 2: the rows swap ranks
     step(0, [2, 9], [0, 0], [3, 2], epoch=1)  # 2: 5 -> 3 by the lower rank; 9 first met by rank 0, keeps 2
     step(1, [4, 7], [1, 0], [1, 0], epoch=1)  # 4: 6 -> 1, back to the original
     metrics = _two_ranks_exchange(ranks)
-    one.end_epoch(world_size=1)
+    one.end_epoch()
 
     assert one.table.current == {4: 1, 7: 0, 2: 3, 9: 2}
     for r in ranks:
@@ -265,19 +270,24 @@ def test_relabels_exchanged_across_ranks_equal_one_process():
     assert ranks[0].merged == ranks[1].merged == [(0, 0, 2, 3), (0, 1, 4, 1)]
 
 
-def test_a_rows_later_decision_in_the_same_epoch_wins():
-    """Oversampling can put one row on both ranks in one epoch: the later step wins, then the higher rank."""
+def test_a_row_on_two_ranks_in_one_epoch_is_refused():
+    """A row trained by two ranks in one epoch (duplicate ids) would leave one rank training on a label the other
+    had changed: refused, naming the row. Copies of a row on one rank (up-sampling) are one process's case: the
+    later decision wins."""
     from ferlab.train.relabel import Relabeler
 
-    ranks = [Relabeler("constant", 0.2, start=1) for _ in range(2)]
     probs = torch.nn.functional.one_hot(torch.tensor([3]), 7).float()
     batch = {"key": torch.tensor([8])}
-    for r in ranks:
-        r.step(batch, torch.zeros(1, 7), r.labels(batch, torch.tensor([0])), 0)  # step 0: no change (0 == 0)
-    ranks[0].step(batch, probs, ranks[0].labels(batch, torch.tensor([0])), 0)  # step 1, rank 0: 0 -> 3
-    ranks[1].step(batch, probs.roll(1, 1), ranks[1].labels(batch, torch.tensor([0])), 0)  # step 1, rank 1: -> 4
-    _two_ranks_exchange(ranks)
-    assert ranks[0].table.current[8] == ranks[1].table.current[8] == 4
+    ranks = [Relabeler("constant", 0.2, start=1) for _ in range(2)]
+    ranks[0].step(batch, probs, ranks[0].labels(batch, torch.tensor([0])), 0)  # rank 0: 0 -> 3
+    ranks[1].step(batch, torch.zeros(1, 7), ranks[1].labels(batch, torch.tensor([0])), 0)  # rank 1: still 0
+    with pytest.raises(RuntimeError, match=r"1 rows were trained by two ranks in one epoch \(8 \(ranks 0 and 1\)"):
+        _two_ranks_exchange(ranks)
+    one = Relabeler("constant", 0.2, start=1)  # two copies of row 8 on one rank: the later step's decision stands
+    one.step(batch, probs, one.labels(batch, torch.tensor([0])), 0)
+    one.step(batch, probs.roll(1, 1), one.labels(batch, torch.tensor([0])), 0)
+    assert _two_ranks_exchange([one, Relabeler("constant", 0.2, start=1)])[0]["relabel_changed"] == 2
+    assert one.table.current[8] == 4
 
 
 def test_relabeling_starts_at_its_epoch():
@@ -291,4 +301,4 @@ def test_relabeling_starts_at_its_epoch():
     assert r.labels(batch, torch.tensor([0])).tolist() == [0]
     r.step(batch, probs, y, epoch=2)  # the 3rd epoch (start=3, counted from 1 as SCN's "from epoch 10")
     assert r.labels(batch, torch.tensor([0])).tolist() == [1]
-    assert r.end_epoch(world_size=1)["relabel_changed"] == 1
+    assert r.end_epoch()["relabel_changed"] == 1

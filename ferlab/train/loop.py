@@ -23,6 +23,7 @@ from ferlab import storage
 from ferlab.train import checkpoints as ckpts
 from ferlab.train import metrics as M
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
+from ferlab.train.lockstep import Lockstep
 from ferlab.train.relabel import Relabeler
 from ferlab.train.step import _unwrap, lr_at, make_optimizer, to_input, train_step
 from ferlab.train.telemetry import EpochGauges
@@ -112,10 +113,12 @@ def restore(model, opt, relabeler, device, run_dir: str | None) -> tuple[int, fl
 
 
 def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world: int, device, relabeler,
-                factors=None, start_step: int = 0) -> dict:
+                factors=None, start_step: int = 0, lockstep: Lockstep | None = None) -> dict:
     """One pass over this worker's shard of the training set (whole blocks, repeated by class `factors`, permuted
     and cut into batches here: ferlab.data.balance), or up to tc.max_steps optimiser steps in all (`start_step`:
-    those before this epoch); returns the epoch's training metrics."""
+    those before this epoch); with several ranks, until any rank has no batch left (`lockstep`: every rank takes
+    the same steps); returns the epoch's training metrics."""
+    lockstep = lockstep or Lockstep(1)
     model.train()
     for group in opt.param_groups:  # the schedule steps once per epoch, like the paper's /10 milestones
         group["lr"] = lr_at(tc, epoch, start_step)
@@ -130,8 +133,8 @@ def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world
         wait += time.perf_counter() - tw  # time the model waited for input: the pipeline's visible cost
         if steps == 0:
             first_wait = wait  # the per-epoch start-up of the Ray Data execution
-        if batch is None or (tc.max_steps and start_step + steps >= tc.max_steps):
-            break  # DDP ranks step in lockstep: each stops at the same step
+        if lockstep.stop(batch is None or bool(tc.max_steps and start_step + steps >= tc.max_steps)):
+            break  # every rank stops at the same step, whatever its own part of the epoch holds
         if tc.lr_milestone_steps:  # a schedule in steps: the rate of this very step
             for group in opt.param_groups:
                 group["lr"] = lr_at(tc, epoch, start_step + steps)
@@ -142,13 +145,13 @@ def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world
             relabeler.step(batch, probs, y, epoch)
         loss_sum += loss
         seen += len(y)
-        class_counts += torch.bincount(y.long(), minlength=num_classes)
+        class_counts += torch.bincount(batch["label"].long(), minlength=num_classes)  # stored labels: the balance
         steps += 1
     train_time = time.perf_counter() - t0
     return {M.TRAIN_LOSS: loss_sum / max(steps, 1), "lr": opt.param_groups[0]["lr"], M.STEPS: steps,
             M.IMAGES_PER_S: seen * world / train_time, M.DATA_WAIT: wait / train_time,
             M.FIRST_BATCH_WAIT: first_wait,
-            "train_class_counts": class_counts.tolist()}  # this worker's; with balancing, the effect
+            M.CLASS_COUNTS: class_counts.tolist()}  # this worker's: the loop sums the ranks'
 
 
 def report(model, opt, metrics: dict, epoch: int, best: float, config: dict, relabeler, rank: int,
@@ -211,14 +214,17 @@ def train_loop_per_worker(config: dict):
     # too, so a table can report test accuracy at the epoch chosen on validation, never the best epoch on test.
     others = {name: ray.train.get_dataset_shard(name) for name in config.get("eval_splits", [])}
     gauges = EpochGauges(config["metric_tags"]) if rank == 0 and config.get("metric_tags") else None
+    lockstep = Lockstep(world)
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
         # the model's own randomness (MAD, MSAD, dropout) per (seed, epoch, rank): epoch k draws the same after a
         # restart as in the run it continues
         torch.manual_seed(derived_seed(tc.seed, epoch, rank, MODEL_STREAM))
         metrics = train_epoch(model, opt, train_shard, tc, epoch, rank, world, device, relabeler,
-                              config.get("balance_factors"), done_steps)
+                              config.get("balance_factors"), done_steps, lockstep)
         done_steps += metrics[M.STEPS]
+        metrics |= lockstep.check(_unwrap(model), metrics[M.STEPS], epoch)  # equal steps and parameters on every rank
+        metrics[M.CLASS_COUNTS] = [sum(c) for c in zip(*lockstep.gather(metrics[M.CLASS_COUNTS]))]
         metrics |= evaluate(model, val_shard.iter_torch_batches(batch_size=256, device="cpu"), num_classes, device,
                             tc.amp, rank=rank, world=world)
         for name, shard in others.items():
@@ -231,7 +237,7 @@ def train_loop_per_worker(config: dict):
         metrics |= config.get("constants", {})  # what the work before the trial measured (MVT: the MGN's quality)
         metrics |= restored  # corrupt checkpoints skipped at the restore
         if relabeler is not None:
-            metrics |= relabeler.end_epoch(world, rank)
+            metrics |= relabeler.end_epoch(lockstep, rank)
         if rank == 0:  # the line's start is ferlab.EPOCH_LINE (Ray prints each such line as it comes)
             say(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f} (epoch {epoch + 1} of {tc.epochs}), "
                 f"{metrics[M.IMAGES_PER_S]:.0f} images/s, trial {config.get('label', '')}")

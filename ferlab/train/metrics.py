@@ -13,6 +13,10 @@ import torch
 # on VAL_ACC and tabulates them) and the report (which reads trials.csv / history.csv). Written once, here.
 EPOCH = "epoch"
 STEPS = "steps"  # the epoch's optimiser steps (a schedule in steps counts them across epochs and restarts)
+RANK_STEPS = "rank_steps"  # several DDP ranks: each rank's optimiser steps of the epoch (equal: ferlab.train.lockstep)
+RANK_CHECKSUMS = "rank_param_checksums"  # each rank's parameter sum at the end of the epoch (equal)
+CLASS_COUNTS = "train_class_counts"  # the epoch's trained images per stored class, all ranks (the balance)
+LISTS = (RANK_STEPS, RANK_CHECKSUMS, CLASS_COUNTS)  # list-valued, kept in history.csv as JSON text like confusions
 VAL_ACC = "val_acc"  # accuracy on the selection split ("val", or "test" where a data set has none)
 VAL_MCA = "val_mean_class_acc"
 BEST_VAL_ACC = "best_val_acc"

@@ -123,20 +123,27 @@ class Relabeler:
 
     The loop asks it for each batch's labels (`labels`), hands it the batch's softmax after the step (`step`),
     and at the end of an epoch (`end_epoch`) the workers exchange the decisions each made in that epoch. DDP's
-    steps run in lockstep (step i of every rank ends in the same gradient all-reduce), so the epoch's decisions are
-    applied in (step, rank) order: the latest decision for a row wins, a re-relabel and a revert to the original
-    label included, and every rank ends the epoch with the table one process would hold after the same decisions.
-    (Exchanging each rank's cumulative changes instead lost both: a rank's stale relabel from an earlier epoch
-    overrode a newer decision made by a lower rank, and a revert is no change from the original.)"""
+    steps run in lockstep (ferlab.train.lockstep), so the epoch's decisions are applied in (step, rank) order: the
+    latest decision for a row wins, a re-relabel and a revert to the original label included, and every rank ends
+    the epoch with the table one process would hold after the same decisions. (Exchanging each rank's cumulative
+    changes instead lost both: a rank's stale relabel from an earlier epoch overrode a newer decision made by a
+    lower rank, and a revert is no change from the original.)
+
+    Within an epoch a row is trained by one rank only: Ray Train's streaming split gives each row of the epoch to
+    one rank, and class-balanced up-sampling repeats a row on the rank that holds it (ferlab.data.balance). Were a
+    row on two ranks in one epoch (a data set with duplicate ids), one rank would train it with a label the other
+    had already changed, which no single process does: `end_epoch` refuses that, naming the rows."""
 
     def __init__(self, f: str, delta: float, start: int, **curve):
         self.f, self.delta, self.start, self.curve = f, delta, start, curve  # curve: threshold's scale, centre, ...
         self.table = LabelTable()
         self.steps = 0  # this epoch's steps so far
         self.decisions: list[tuple] = []  # this epoch's: (step, key, label) in the order made
+        self.seen: set[int] = set()  # the keys this rank trained in this epoch
         self.merged: list[tuple] = []  # the last epoch's decisions of every rank, applied: (step, rank, key, label)
 
     def labels(self, batch, given):
+        self.seen.update(batch["key"].tolist())
         return self.table.labels(batch["key"], given, batch.get("clean_label"))
 
     def step(self, batch, probs, labels, epoch: int) -> None:
@@ -151,19 +158,40 @@ class Relabeler:
         t = self.table
         return [(s, rank, k, y, t.original[k], t.clean.get(k, -1)) for s, k, y in self.decisions]
 
-    def end_epoch(self, world_size: int, rank: int = 0) -> dict:
+    def end_epoch(self, lockstep=None, rank: int = 0) -> dict:
+        """Exchange the epoch's decisions with the other ranks (`lockstep`: ferlab.train.lockstep.Lockstep; None for
+        one process) and apply them all in (step, rank) order; returns the epoch's relabel metrics."""
         t, mine = self.table, self.sent(rank)
-        if world_size > 1:  # every worker relabels its part of the epoch; all apply every decision, in order
-            gathered = [None] * world_size
-            torch.distributed.all_gather_object(gathered, mine)
-            mine = sorted((d for ds in gathered for d in ds), key=lambda d: d[:2])  # stable: a batch keeps its order
+        if lockstep is not None and lockstep.world > 1:  # every rank relabels its part; all apply every decision
+            gathered = lockstep.gather((mine, self.seen))
+            _one_rank_per_row([seen for _, seen in gathered])
+            mine = sorted((d for ds, _ in gathered for d in ds), key=lambda d: d[:2])  # stable: a batch keeps order
             t.apply(d[2:] for d in mine)
+            # every rank must now hold the same relabels (the rows each met unchanged are its own): ints and tuples
+            # hash alike in every process
+            tables = lockstep.gather(hash(frozenset((k, y) for k, (_, y, _) in t.changed().items())))
+            if len(set(tables)) > 1:
+                raise RuntimeError(f"relabeling: the ranks' relabels differ after the epoch's merge ({tables})")
         self.merged = [d[:4] for d in mine]
         metrics = {"relabel_changed": len(mine)} | t.stats()
-        self.steps, self.decisions = 0, []
+        self.steps, self.decisions, self.seen = 0, [], set()
         return metrics
 
     def state(self) -> dict:
         """What a checkpoint keeps: the label table, and the epoch's decisions as applied (an audit trail: the
         table of epoch e is that of epoch e-1 with these applied in order)."""
         return self.table.state() | {"epoch_decisions": self.merged}
+
+
+def _one_rank_per_row(seen: list[set]) -> None:
+    """Refuse an epoch in which two ranks trained the same row (see Relabeler)."""
+    both = {}
+    for a in range(len(seen)):
+        for b in range(a + 1, len(seen)):
+            for k in seen[a] & seen[b]:
+                both.setdefault(k, (a, b))
+    if both:
+        shown = ", ".join(f"{k} (ranks {a} and {b})" for k, (a, b) in list(both.items())[:5])
+        raise RuntimeError(f"relabeling: {len(both)} rows were trained by two ranks in one epoch ({shown}); their "
+                           f"relabel decisions would be merged after a rank trained on a stale label. Are the data "
+                           f"set's ids unique?")

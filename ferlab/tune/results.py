@@ -105,13 +105,13 @@ def history_table(trials: list[dict]) -> pd.DataFrame:
         hist = t["history"]
         if hist is None or hist.empty:
             continue
-        keep = [c for c in hist.columns if c == M.CONFUSION or c.endswith("_" + M.CONFUSION)
-                or (pd.api.types.is_numeric_dtype(hist[c]) and c not in ("timestamp", "pid", "done")
-                    and not c.startswith("config/"))]  # the trial's knobs are in trials.csv
-        frame = hist[keep].copy()
-        for c in frame.columns:
-            if c == M.CONFUSION or c.endswith("_" + M.CONFUSION):  # lists from a stored history: JSON text
-                frame[c] = [v if isinstance(v, str) else json.dumps(v) for v in frame[c]]
+        lists = [c for c in hist.columns if c in M.LISTS or c == M.CONFUSION or c.endswith("_" + M.CONFUSION)]
+        keep = lists + [c for c in hist.columns if c not in lists and pd.api.types.is_numeric_dtype(hist[c])
+                        and c not in ("timestamp", "pid", "done")
+                        and not c.startswith("config/")]  # the trial's knobs are in trials.csv
+        frame = hist[[c for c in hist.columns if c in keep]].copy()
+        for c in lists:  # lists (also from a stored history): JSON text
+            frame[c] = [v if isinstance(v, str) or v is None or v != v else json.dumps(v) for v in frame[c]]
         frame.insert(0, "trial", t["trial"])
         frames.append(frame.sort_values(M.EPOCH) if M.EPOCH in frame else frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
