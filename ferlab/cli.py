@@ -56,8 +56,8 @@ def _prepare(args) -> int:
     given = {"labels": args.labels, "mode": args.mode, "num_classes": args.classes, "images": args.images,
              "layout": args.layout, "label_from_name": args.label_from_name, "group_from_name": args.group_from_name,
              "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "split_seed": args.split_seed,
-             "folds": args.folds}
-    allowed = {"ferplus": ("labels", "mode", "num_classes"), "rafdb": ("images",), "affectnet": ("num_classes",),
+             "folds": args.folds, "align": args.align}
+    allowed = {"ferplus": ("labels", "mode", "num_classes"), "rafdb": ("images",), "affectnet": ("num_classes", "align"),
                "folder": ("num_classes", "layout", "label_from_name", "group_from_name", "val_fraction",
                           "test_fraction", "split_seed", "folds")}.get(args.source, ())
     for key, value in given.items():
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     pr.add_argument("--mode", choices=LABEL_MODES, help="ferplus: label mode (default majority)")
     pr.add_argument("--classes", type=int, choices=[7, 8], help="ferplus/affectnet/folder: 7 or 8 classes")
     pr.add_argument("--images", choices=["aligned", "original"], help="rafdb: which images (default aligned)")
+    pr.add_argument("--align", choices=["landmarks", "none"], help="affectnet: align by the 68 landmarks (default) "
+                    "or crop the face box only (MVT: \"we do not perform any extra face alignment\")")
     pr.add_argument("--extra-split", action="append", default=[], metavar="NAME=FILE",
                     help="rafdb: a list of test images that becomes an evaluation split (Occlusion-/Pose-RAF-DB)")
     pr.add_argument("--class-map", action="append", default=[], metavar="NAME=CLASS",

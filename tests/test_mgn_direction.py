@@ -111,3 +111,21 @@ def test_warm_start_gives_the_discriminator_expressions_and_the_mgn_its_first_bl
     off = mgn_config("h", "mvt_tiny", 0.1, 0, 2)
     assert "warm_start" not in off and mgn_key(off) == mgn_key(mgn_config("h", "mvt_tiny", 0.1, 0, 2, warm_start=0))
     assert mgn_key(mgn_config("h", "mvt_tiny", 0.1, 0, 2, warm_start=3)) != mgn_key(off)
+    # an MGN trained on a --limit run's first rows is never a full run's (and earlier keys stay valid)
+    assert "limit" not in off and mgn_key(mgn_config("h", "mvt_tiny", 0.1, 0, 2, limit=500)) != mgn_key(off)
+
+
+def test_the_mgn_stage_is_keyed_by_the_runs_rows_and_trains_at_the_recipes_batch():
+    """MVT's hook hands the MGN stage the run's --limit (the rows it trains on) and the recipe's global batch (the
+    paper's 32 per step; batch_size alone was the CPU default)."""
+    from unittest import mock
+
+    from ferlab.studies.mvt import before_trial
+    from ferlab.tune.spec import SweepSpec
+
+    spec = SweepSpec(data="x", study="mvt", limit=500, train={"global_batch": 48, "batch_size": 8})
+    nested = spec.trial_sections({"study": {"mask_ratio": 0.1}})
+    with mock.patch("ferlab.train.mgn.ensure_mgn", return_value="mgn.pt") as ensure, \
+            mock.patch("ferlab.train.mgn.mgn_metrics", return_value={}):
+        before_trial(nested, {"spec": spec, "data_hash": "h", "datasets": {}, "gpus": 0})
+    assert ensure.call_args.kwargs["limit"] == 500 and ensure.call_args.kwargs["batch_size"] == 48

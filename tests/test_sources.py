@@ -180,3 +180,22 @@ def test_real_ferplus_evaluates_every_mode_on_the_majority_faces(ferplus_root, m
         train = [s.soft for s in listing.samples if s.split == "train"]
         assert {round(v, 6) for t in train for v in t} == {round(MULTI_TARGET_EPS, 6), 1.0}
         assert any(sum(v > 0.5 for v in t) > 1 for t in train)  # faces with more than one accepted class
+
+
+def test_affectnet_without_alignment_crops_the_box(tmp_path):
+    """MVT 4.2: "we do not perform any extra face alignment": `--align none` stores the annotated box's crop, where
+    the default aligns the same face by its landmarks; the manifest's source says which."""
+    from dataclasses import asdict
+
+    from ferlab.data.prepare import load_face
+
+    root = fx.affectnet_csv(tmp_path)
+    aligned, plain = (read_source("affectnet", root, **opts) for opts in ({}, {"align": "none"}))
+    a = {s.id: s for s in aligned.samples}["1/a.jpg"]
+    p = {s.id: s for s in plain.samples}["1/a.jpg"]
+    assert a.landmarks is not None and p.landmarks is None and p.box == a.box and not p.aligned
+    assert plain.info["alignment"].startswith("none:") and aligned.info["alignment"].startswith("landmarks:")
+    by_box = load_face(asdict(p) | {"landmarks": None}, 64)[0]
+    assert load_face(asdict(p), 64)[0] == by_box != load_face(asdict(a), 64)[0]
+    with pytest.raises(PrepareError, match="alignment 'mtcnn'"):
+        read_source("affectnet", root, align="mtcnn")

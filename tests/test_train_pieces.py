@@ -12,7 +12,7 @@ from ferlab.train.step import lr_at, to_input
 from ferlab.train.metrics import accuracy, confusion, mean_class_accuracy
 from ferlab.report.markdown import to_markdown
 from ferlab.studies import get_study
-from ferlab.tune.resources import concurrent_trials, worker_resources
+from ferlab.tune.resources import DoesNotFit, concurrent_trials, worker_resources
 from ferlab.tune.spec import SweepSpec
 
 TRANSFER = get_study("transfer")
@@ -95,9 +95,9 @@ def test_concurrent_trials():
     assert concurrent_trials(SweepSpec(data="x", gpus_per_trial=1), {"CPU": 64, "GPU": 4}) == 4
     assert concurrent_trials(SweepSpec(data="x", gpus_per_trial=0.5), {"CPU": 64, "GPU": 4}) == 8  # shared GPUs
     assert worker_resources(2.0, 0, 1) == {"CPU": 2.0}  # no GPU asked: the same command runs on CPU
-    with pytest.raises(RuntimeError, match="and 4 GPUs"):  # a DDP trial bigger than the cluster is named
+    with pytest.raises(DoesNotFit, match="and 4 GPUs; .* it has 2 GPUs"):  # a DDP trial bigger than the cluster
         concurrent_trials(SweepSpec(data="x", gpus_per_trial=4, workers_per_trial=4), {"CPU": 64, "GPU": 2})
-    with pytest.raises(RuntimeError, match="one trial needs"):
+    with pytest.raises(DoesNotFit, match="it needs 4.25 CPUs .* this Ray has 2 CPUs: --cpus-per-worker 1.5 fits"):
         concurrent_trials(SweepSpec(data="x", cpus_per_worker=4), {"CPU": 2})
     # a cluster may autoscale (clusters/gpu.yaml starts with no GPU node): --max-concurrent as given, 1 when none fits
     one_gpu = SweepSpec(data="x", gpus_per_trial=1)

@@ -5,6 +5,7 @@ A page holds a marker on a line of its own; this hook replaces it:
     <!-- ferlab:commands -->        every `ferlab` command's and every experiment file's --help, from their parsers
     <!-- ferlab:configs -->         every config dataclass's fields: type, default and the comment written beside it
     <!-- ferlab:weights -->         the weight families of ferlab.pretrained: file, normalisation, size, skipped keys
+    <!-- ferlab:recipes -->         each study's recipes per data set: every value beside the paper's sentence for it
     <!-- ferlab:benchmarks NAME --> the rows of docs/benchmarks/NAME.csv, as a table
     <!-- ferlab:changelog -->       CHANGELOG.md
 """
@@ -119,6 +120,19 @@ def weights(_=None) -> str:
     return "\n".join(rows)
 
 
+def recipes(_=None) -> str:
+    from ferlab.studies import STUDIES
+
+    rows = ["| study | recipe | data set | field | value | the paper, or why chosen |", "| --- | --- | --- | --- | --- | --- |"]
+    for study in STUDIES.values():
+        for name, per in study.recipes.items():
+            for dataset, values in per.items():
+                for field, value in values.items():
+                    note = study.recipe_notes.get(name, {}).get(dataset, {}).get(field, "")
+                    rows.append(f"| {study.name} | {name} | {dataset} | `{field}` | `{value}` | {note} |")
+    return "\n".join(rows)
+
+
 def benchmarks(name: str) -> str:
     import pandas as pd
 
@@ -149,5 +163,5 @@ def changelog(_=None) -> str:
     return text.split("\n", 1)[1] if text.startswith("# ") else text  # the page has its own title
 
 
-GENERATORS = {"commands": commands, "configs": configs, "weights": weights,
+GENERATORS = {"commands": commands, "configs": configs, "weights": weights, "recipes": recipes,
               "benchmarks": benchmarks, "changelog": changelog}

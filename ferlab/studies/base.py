@@ -108,6 +108,10 @@ class Study:
     data_augment: str = "light"  # the paper's augmentation recipe, the default on real data
     figures: tuple = ()  # study-wide figures the report draws from an ablation's trials (Curves)
     attention: Callable | None = None  # (model, x) -> (maps (B, H, W) in [0, 1], title, overlay?) or None
+    # recipe -> {data set or "default": {TrainConfig field: the paper's sentence for its value, or "chosen: why"}};
+    # --dry-run's trace prints them beside the values
+    recipe_notes: dict = field(default_factory=dict)
+    alignment: dict = field(default_factory=dict)  # data set or "default" -> what the paper did to align faces
 
     # ---- knobs and the search space
     @property
@@ -177,6 +181,14 @@ class Study:
             raise ValueError(f"recipe {name!r}: {self.name} has {', '.join(['cpu', *self.recipes])}")
         r = self.recipes[name]
         return dict(r["default"]) | dict(by_dataset(r, dataset, {}))
+
+    def recipe_note(self, name: str, dataset: str | None, field_name: str) -> str:
+        """The paper's sentence (or "chosen: ...") behind a recipe's value of a TrainConfig field; "" if none."""
+        notes = self.recipe_notes.get(name, {})
+        return by_dataset(notes, dataset, {}).get(field_name) or notes.get("default", {}).get(field_name, "")
+
+    def alignment_note(self, dataset: str | None) -> str:
+        return by_dataset(self.alignment, dataset, self.alignment.get("default", ""))
 
     # ---- tables
     def table(self, key: str) -> Table:

@@ -198,15 +198,17 @@ MGN_VERSION = 3  # 3: removed patches black in pixels (mask_fill), the key hashi
 
 def mgn_config(data_hash: str | None, preset: str, m: float, seed: int, epochs: int, fold: int | None = None, *,
                model: dict | None = None, lr: float = 1e-3, batch_size: int = 32, augment: str = "none",
-               pretrained: dict | None = None, warm_start: int = 0) -> dict:
-    """Everything that changes a trained MGN, resolved: its data, architecture (preset and overrides), m, seed,
-    epochs, optimiser settings, augmentation, held-out fold, the DeiT weight file's checksum (a path names a file,
-    not its content), the warm start's epochs and the stage's code version. Stored as mgn_config.json beside the MGN it describes."""
+               pretrained: dict | None = None, warm_start: int = 0, limit: int = 0) -> dict:
+    """Everything that changes a trained MGN, resolved: its data (the shards' content, the held-out fold and
+    --limit's first rows: the rows it trains on), architecture (preset and overrides), m, seed, epochs, optimiser
+    settings, augmentation, the DeiT weight file's checksum (a path names a file, not its content), the warm start's
+    epochs and the stage's code version. Stored as mgn_config.json beside the MGN it describes."""
     deit = (pretrained or {}).get("deit")
     return {"version": MGN_VERSION, "data": data_hash, "preset": preset, "model": dict(sorted((model or {}).items())),
             "mask_ratio": m, "seed": seed, "epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment,
             "fold": fold, "deit_sha256": _sha256(deit) if deit else None} | (
-                {"warm_start": warm_start} if warm_start else {})  # absent when off: earlier keys stay valid
+                {"warm_start": warm_start} if warm_start else {}) | (  # absent when off: earlier keys stay valid
+                {"limit": limit} if limit else {})  # an MGN of a --limit run's rows is never a full run's
 
 
 def mgn_key(config: dict) -> str:
@@ -245,7 +247,7 @@ def mgn_metrics(path: str) -> dict:
 def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m: float, seed: int, epochs: int,
                lr: float, batch_size: int, data_hash: str | None, cpus_per_worker: float, gpus: float,
                augment: str = "none", pretrained: dict | None = None, fold: int | None = None,
-               warm_start: int = 0, verbose: bool = False) -> str:
+               warm_start: int = 0, limit: int = 0, verbose: bool = False) -> str:
     """The path (or URI) of the trained MGN for these settings: trained now (one Ray Train run) if no earlier trial
     did it. Concurrent callers with the same key, on any node, wait on the storage's lock and then reuse the file.
     `datasets` holds "train" and, for the per-epoch mask quality, a "val" split decoded with its `nuisance` masks
@@ -257,7 +259,7 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
     from ferlab.data.pipeline import data_config, training_datasets
 
     config = mgn_config(data_hash, preset, m, seed, epochs, fold, model=model, lr=lr, batch_size=batch_size,
-                        augment=augment, pretrained=pretrained, warm_start=warm_start)
+                        augment=augment, pretrained=pretrained, warm_start=warm_start, limit=limit)
     key = mgn_key(config)
     folder = storage.join(storage.normalize(storage_path), "mgn", key)
     path = storage.join(folder, MGN_FILE)

@@ -7,6 +7,8 @@ row's trials by their knobs (Study.row_settings), not by a label.
 
 from __future__ import annotations
 
+import sys
+
 from ferlab.studies import get_study
 
 
@@ -24,7 +26,7 @@ def table_keys(study_name: str, wanted: str = "all", splits: list[str] | None = 
         raise ValueError(f"--table {','.join(missing)} needs the split(s) "
                          f"{', '.join(study.table(k).needs for k in missing)}; the data has {splits}")
     for k in missing:
-        print(f"ablation {study_name}: {k} left out: the data has no {study.table(k).needs} split", flush=True)
+        print(f"ablation {study_name}: {k} left out: the data has no {study.table(k).needs} split", file=sys.stderr, flush=True)
     return [k for k in chosen if k not in missing]
 
 

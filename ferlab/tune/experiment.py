@@ -51,6 +51,9 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
                    "(each report, checkpoint paths, execution plans); they are always in the Ray session's log files")
     p.add_argument("--smoke", action="store_true", help="the experiment's smoke(): the smallest run that exercises "
                                                         "every piece")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved configuration (run.json's spec, the "
+                   "train config and the run options) as JSON on standard output and the recipe's trace on standard "
+                   "error, then exit: no Ray, no data prepared")
 
 
 def add_study_args(p, study_name: str, fix_knobs: bool = True) -> None:
@@ -116,35 +119,58 @@ def eval_data(args) -> dict:
     return out
 
 
+# Where a train field's value comes from, strongest first ("paper point": a single run's knob at the paper's value)
+PRECEDENCE = ("explicit", "recipe", "experiment file", "paper point", "default")
+
+
 def sections_from_args(args, study_name: str, dataset: str | None, train: dict | None = None,
                        settings: dict | None = None, explicit: dict | None = None) -> dict:
-    """{"model", "train", "study"} fixed settings from the options, in order of precedence: the experiment's own
-    CPU defaults (`train`, `settings`), the recipe, the knob flags and explicit options (`explicit`: the
-    experiment's own train options that were given), then --set; and "pretrained", the weight files given."""
+    """{"model", "train", "study"} fixed settings from the options, in order of precedence (PRECEDENCE): explicit
+    options (the shared flags, `explicit`: the experiment's own train options that were given, the knob flags, then
+    --set) over the recipe's value for the data set over the experiment file's (`train`, `settings`) over the
+    defaults; "pretrained", the weight files given; and "sources", where each train field's value came from."""
     from ferlab.config import parse_field
 
     study = get_study(study_name)
-    out = {"model": {}, "train": dict(train or {}), "study": dict(settings or {}), "pretrained": {}}
-    recipe = study.recipe(args.recipe, dataset)
-    out["train"] |= {k: v for k, v in recipe.items() if k != "epochs"}
+    out = {"model": {}, "train": {}, "study": dict(settings or {}), "pretrained": {}}
+    recipe = {k: v for k, v in study.recipe(args.recipe, dataset).items() if k != "epochs"}
     given = {"batch_size": args.batch_size, "lr": args.lr, "augment": args.augment, "balance": args.balance}
-    out["train"] |= {k: v for k, v in (given | (explicit or {})).items() if v is not None}
-    if "augment" not in out["train"]:
-        out["train"]["augment"] = study.data_augment if dataset else "light"  # no data set: SynthFER drawn later
-    for k in study.knobs:
-        if getattr(args, k.name, None) is not None:
-            out[k.section][k.name] = getattr(args, k.name)
-    for key in study.weight_files:
-        path = getattr(args, f"{key}_weights", None)
-        if path:
-            out["pretrained"][key] = storage.normalize(path)  # a local file every node has, or a URI
+    sets = {}
     for item in args.set:
         (key, value), = parse_field(item).items()
         section, _, field = key.rpartition(".")
         section = section or "model"
         if section not in SECTIONS:
             raise ValueError(f"--set {item!r}: the section must be one of {', '.join(SECTIONS)}")
-        out[section][field] = value
+        sets[(section, field)] = value
+    explicit_train = {k: v for k, v in (given | (explicit or {})).items() if v is not None}
+    explicit_train |= {k.name: getattr(args, k.name) for k in study.knobs
+                       if k.section == "train" and getattr(args, k.name, None) is not None}
+    explicit_train |= {f: v for (sec, f), v in sets.items() if sec == "train"}
+    if "batch_size" in explicit_train and recipe.get("global_batch"):
+        if "global_batch" in explicit_train:
+            raise ValueError(f"--batch-size {explicit_train['batch_size']} (per worker) and train.global_batch="
+                             f"{explicit_train['global_batch']}: give one of them")
+        # an explicit per-worker batch wins over the recipe's global batch, which would otherwise replace it
+        explicit_train["global_batch"] = 0
+    sources = {}
+    for layer, values in (("experiment file", train or {}), ("recipe", recipe), ("explicit", explicit_train)):
+        out["train"] |= values
+        sources |= dict.fromkeys(values, layer)
+    if "augment" not in out["train"]:
+        out["train"]["augment"] = study.data_augment if dataset else "light"  # no data set: SynthFER drawn later
+        sources["augment"] = "default"
+    for k in study.knobs:
+        if k.section != "train" and getattr(args, k.name, None) is not None:
+            out[k.section][k.name] = getattr(args, k.name)
+    for key in study.weight_files:
+        path = getattr(args, f"{key}_weights", None)
+        if path:
+            out["pretrained"][key] = storage.normalize(path)  # a local file every node has, or a URI
+    for (section, field), value in sets.items():
+        if section != "train":
+            out[section][field] = value
+    out["sources"] = sources
     return out
 
 
@@ -168,7 +194,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
     from ferlab.data.synth import cached_synthfer
     from ferlab.models import model_config
     from ferlab.tune.lock import FolderLock, Locked
-    from ferlab.tune.resources import check_address, init_ray
+    from ferlab.tune.resources import DoesNotFit, check_address, concurrent_trials, init_ray
     from ferlab.tune.tracking import check
 
     t0 = time.perf_counter()
@@ -181,6 +207,8 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
         storage.check(spec.storage, "--storage")
         storage.check(run.results_dir, "--results-dir")
         check_address(run.address)
+        if not (run.address or os.environ.get("RAY_ADDRESS")):  # a local Ray: a trial must fit it, said before it starts
+            concurrent_trials(spec, {"CPU": run.num_cpus or os.cpu_count()}, cluster=False)
         if run.resume:
             _check_resumable(spec)
         with FolderLock(storage.join(spec.storage, spec.name), "sweep"), FolderLock(run.results_dir, "sweep"):
@@ -202,7 +230,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
                 prepare(source, root, spec.data, size=size)
                 spec = spec.fit(open_shards(spec.data))
             return _run_locked(spec, run, grid, tables, t0, experiment)
-    except (Locked, ConnectionError, storage.StorageError) as e:
+    except (Locked, ConnectionError, storage.StorageError, DoesNotFit) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

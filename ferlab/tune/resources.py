@@ -36,13 +36,29 @@ def concurrent_trials(spec, resources: dict, cluster: bool | None = None) -> int
     if spec.max_concurrent:
         n = min(n, spec.max_concurrent)
     if n < 1 and not cluster:
-        raise RuntimeError(f"one trial needs {cpus_needed} CPUs + {DATA_CPUS} for data and "
-                           f"{spec.gpus_per_trial} GPUs; the cluster has {resources}")
+        raise DoesNotFit(_does_not_fit(spec, resources))
     if n < 1:
         print(f"the cluster holds no trial now (one needs {cpus_needed} CPUs and {spec.gpus_per_trial} GPUs; it has "
               f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs): running 1 trial at a time, for "
               f"which an autoscaling cluster adds a node; --max-concurrent N runs N at once", flush=True)
     return max(n, 1)
+
+
+class DoesNotFit(ValueError):
+    """A trial bigger than the local Ray: said in one line, before Ray starts where it can be."""
+
+
+def _does_not_fit(spec, resources: dict) -> str:
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    need = DRIVER_CPUS + spec.workers_per_trial * spec.cpus_per_worker
+    fits = int((cpus - DATA_CPUS - DRIVER_CPUS) / spec.workers_per_trial * 20) / 20  # in steps of 0.05 CPU
+    way = (f"--cpus-per-worker {fits:g} fits" if fits > 0 else "fewer --workers-per-trial fit") + \
+        " (or a larger --num-cpus)"
+    if spec.gpus_per_trial > gpus:
+        way = f"it has {gpus:g} GPUs: --gpus-per-trial {gpus:g} or less"
+    return (f"one trial does not fit: it needs {need:g} CPUs ({spec.workers_per_trial} workers x "
+            f"{spec.cpus_per_worker:g} + {DRIVER_CPUS} for its driver) + {DATA_CPUS} for data and "
+            f"{spec.gpus_per_trial:g} GPUs; this Ray has {cpus:g} CPUs: {way}")
 
 
 def worker_resources(cpus_per_worker: float, gpus_per_trial: float, workers_per_trial: int) -> dict:

@@ -32,7 +32,7 @@ class ExperimentConfig:
     # cell trained alike; "single": one training of the paper's point for the data set (every knob fixed)
     kind: str = "search"
     samples: int = 8  # search: trials
-    epochs: int | None = None  # per trial; None: the recipe's (--recipe paper: 40), else 6
+    epochs: int | None = None  # per trial; --epochs, else the recipe's (--recipe paper: 40), else this, else 6
     grace_period: int = 2  # search: ASHA's epochs before a trial may be stopped
     tables: str = "all"  # ablation: which of the study's tables (comma-separated) or all
     seeds: int = 1  # ablation: trainings per cell
@@ -133,17 +133,22 @@ def build(config: ExperimentConfig, args):
     shards = open_shards(data) if data and not prepare else None  # a malformed folder fails here, naming it
     dataset = shards.dataset if shards else (config.prepare or None)
     study = get_study(config.paper)
-    epochs = _given(args.epochs, config.epochs or study.recipe(args.recipe, dataset).get("epochs") or 6)
+    # PRECEDENCE (ferlab.tune.experiment): explicit > the recipe's for the data set > the experiment file > default
+    epochs, sources = next((v, layer) for v, layer in (
+        (args.epochs, "explicit"), (study.recipe(args.recipe, dataset).get("epochs"), "recipe"),
+        (config.epochs, "experiment file"), (6, "default")) if v is not None)
     explicit = {section: {k: getattr(args, f"{section}__{k}") for k in getattr(config, section)
                           if getattr(args, f"{section}__{k}", None) is not None} for section in ("train", "study")}
     sections = sections_from_args(args, config.paper, dataset, train=config.train, settings=config.study,
                                   explicit=explicit["train"])
+    sources = sections.pop("sources") | {"epochs": sources}
     sections["study"] |= explicit["study"]
     model = dict(config.model) | sections["model"]
     if config.kind == "single":  # the paper's point for this data set, every knob fixed
         point = study.nest(study.paper_point(dataset or "synthfer"))
         model = point["model"] | model
         sections["study"] = point["study"] | sections["study"]
+        sources = dict.fromkeys(point["train"], "paper point") | sources
         sections["train"] = point["train"] | sections["train"]
     spec = SweepSpec(
         data=data or "", study=config.paper, preset=args.preset, epochs=epochs,
@@ -169,7 +174,8 @@ def build(config: ExperimentConfig, args):
                      confirm=getattr(args, "confirm", 0), confirm_seeds=getattr(args, "confirm_seeds", 3),
                      verbose=args.verbose,
                      prepare=prepare)
-    return spec, grid, keys, run
+    return spec, grid, keys, run, {"dataset": dataset, "sources": sources,
+                                   "alignment": (shards.manifest.get("source", {}).get("alignment") if shards else None)}
 
 
 def _given(value, default):
@@ -220,10 +226,14 @@ def main(module, argv=None) -> int:
     module = load(module) if isinstance(module, str) else module
     config, args, synth = parse(module, argv)
     try:
-        spec, grid, keys, run = build(config, args)
+        spec, grid, keys, run, facts = build(config, args)
     except (ValueError, OSError) as e:
         print(f"{_prog(module)}: error: {e}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from ferlab.tune.plan import dry_run
+
+        return dry_run(spec, run, grid, keys, facts, experiment=dataclasses.asdict(config))
     if grid is not None:
         seeds, folds = _given(args.seeds, config.seeds), spec.folds
         per = f"{seeds} seeds" + (f" x {folds} folds" if folds else "")

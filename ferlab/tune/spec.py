@@ -54,7 +54,10 @@ class SweepSpec:
             from ferlab.models import create_model
 
             create_model(self.preset, pretrained=self.pretrained, **self.model)
-        build(TrainConfig, self.train_config(), "train")
+        tc = build(TrainConfig, self.train_config(), "train")
+        if tc.global_batch % self.workers_per_trial:  # the recipe's global batch must be what the trial trains
+            raise ValueError(f"train.global_batch={tc.global_batch} does not divide over {self.workers_per_trial} "
+                             f"workers per trial: choose a divisor of it, or --batch-size per worker")
         study.check_study_section(self.settings)
         if self.samples < 1 or self.epochs < 1 or self.workers_per_trial < 1:
             raise ValueError("samples, epochs and workers_per_trial must be >= 1")

@@ -29,18 +29,32 @@ CSV_SPLITS = {"training.csv": "train", "validation.csv": "test"}
 NPY_SPLITS = {"train_set": "train", "val_set": "test"}
 
 
-def read(root, num_classes: int = 7, strict: bool = False) -> Listing:
+ALIGN = {  # how faces become the stored square (`ferlab prepare affectnet --align`)
+    "landmarks": "5-point similarity transform from the 68 annotated landmarks (the box where they are absent)",
+    # MVT section 4.2: "we do not perform any extra face alignment on all FER in the wild datasets"
+    "none": "no alignment: the annotated face box cropped (the later release's images as distributed)",
+}
+
+
+def read(root, num_classes: int = 7, strict: bool = False, align: str = "landmarks") -> Listing:
     root = str(root)
     if num_classes not in (7, 8):
         raise PrepareError(f"AffectNet has 7 or 8 classes; got {num_classes}")
+    if align not in ALIGN:
+        raise PrepareError(f"AffectNet alignment {align!r}: expected one of {', '.join(ALIGN)}")
     listing = Listing("affectnet", BASIC8 if num_classes == 8 else BASIC7, strict=strict, eval_split="test",
-                      info={"num_classes": num_classes, "headline_metric": "mean class accuracy"})
+                      info={"num_classes": num_classes, "headline_metric": "mean class accuracy",
+                            "alignment": f"{align}: {ALIGN[align]}"})
     if any(os.path.isfile(os.path.join(root, f)) for f in CSV_SPLITS):
         _read_csv(root, listing, num_classes)
     elif any(os.path.isdir(os.path.join(root, d)) for d in NPY_SPLITS):
         _read_npy(root, listing, num_classes)
     else:
         raise PrepareError(f"{root}: neither training.csv/validation.csv nor train_set/val_set (AffectNet layouts)")
+    if align == "none":
+        for sample in listing.samples:
+            sample.landmarks = None
+            sample.aligned = sample.box is None  # a box is cropped; an image without one is used as it is
     return listing
 
 

@@ -86,7 +86,10 @@ def read(root, labels: str = "label.csv", mode: str = "majority", num_classes: i
         raise PrepareError(f"FERPlus has 8 classes, or 7 without contempt; got {num_classes}")
     classes = BASIC8 if num_classes == 8 else BASIC7
     listing = Listing("ferplus", classes, strict=strict, eval_split="val",
-                      info={"labels": labels, "label_mode": mode, "num_classes": num_classes})
+                      info={"labels": labels, "label_mode": mode, "num_classes": num_classes,
+                            # TransFER 4.2: "For FERPlus dataset, the MTCNN is used to detect and align faces": not
+                            # done (no MTCNN weights here); FER2013's faces are already registered crops
+                            "alignment": "none: FER2013's 48x48 face crops as distributed"})
     if labels == "label.csv":
         rows = _label_csv_rows(root, listing)
     elif labels == "fer2013new.csv":
