@@ -172,7 +172,8 @@ def main(argv=None) -> int:
     pr.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     pr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all cores)")
     pr.set_defaults(fn=_prepare)
-    sub.add_parser("run", help="run an experiment file: ferlab run experiments/FILE.py [options] (see its --help)")
+    sub.add_parser("run", help="run an experiment file: ferlab run experiments/FILE.py [options] (`ferlab run "
+                   "--help` lists the files, `ferlab run FILE.py --help` a file's options)")
     sub.add_parser("sweep", help="a study's search: ferlab sweep [transfer|mvt] [options] (see --help)")
     rp = sub.add_parser("report", help="paper-shaped tables, figures and an HTML page from a results folder")
     rp.add_argument("results_dir", help="the folder an experiment wrote (trials.csv, history.csv, run.json)")

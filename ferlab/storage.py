@@ -18,6 +18,7 @@ import io
 import json
 import os
 import posixpath
+import threading
 import uuid
 from urllib.parse import urlparse
 
@@ -212,13 +213,42 @@ def upload(local: str, uri) -> None:
     pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
 
 
+CHECK_S = 15.0  # the longest a storage check waits for an answer
+
+
+def within(seconds: float, fn, *args):
+    """fn(*args), or TimeoutError when it has not returned in `seconds` (a client retrying an endpoint that never
+    answers: pyarrow's GCS client waited minutes for Google's metadata server). The call goes on in a daemon thread:
+    nothing of it is used."""
+    box = {}
+
+    def call():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001: handed back to the caller as it was
+            box["error"] = e
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise TimeoutError(f"no answer within {seconds:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def check(uri, what: str, *, must_exist: bool = False) -> str:
     """Validate a storage or data URI before Ray starts; returns it normalised. One line naming the URI and what
-    failed: an unknown scheme, an unreachable endpoint, a missing bucket, credentials that are refused, or (with
-    `must_exist`) nothing there."""
+    failed: an unknown scheme, an endpoint that does not answer within CHECK_S, a missing bucket, credentials that
+    are refused, or (with `must_exist`) nothing there."""
     uri = normalize(uri)
     try:
-        t = _type(uri)
+        t = within(CHECK_S, _type, uri)
+    except TimeoutError as e:
+        where = os.environ.get("AWS_ENDPOINT_URL") if urlparse(uri).scheme == "s3" else None
+        raise StorageError(f"{what} {uri}: {e} from {where or 'its store'} (is it reachable from here, with "
+                           f"credentials?)") from None
     except StorageError as e:
         raise StorageError(f"{what} {e}") from None
     except OSError as e:  # unreachable endpoint, missing bucket, access denied: pyarrow says which
@@ -226,8 +256,8 @@ def check(uri, what: str, *, must_exist: bool = False) -> str:
     if is_remote(uri) and t == pafs.FileType.NotFound:
         bucket = urlparse(uri).netloc
         try:
-            bucket_type = _type(f"{urlparse(uri).scheme}://{bucket}")
-        except OSError as e:
+            bucket_type = within(CHECK_S, _type, f"{urlparse(uri).scheme}://{bucket}")
+        except (OSError, TimeoutError) as e:
             raise StorageError(f"{what} {uri}: {_first_line(e)}") from None
         if bucket_type == pafs.FileType.NotFound:
             raise StorageError(f"{what} {uri}: no bucket {bucket!r} at this endpoint "

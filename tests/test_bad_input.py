@@ -141,3 +141,38 @@ def test_ferlab_run_refuses_in_one_line(argv, match, capsys):
             code = e.code
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and re.search(match, lines[0]), (code, lines)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--name", "../../etc/x"], r"--name '../../etc/x': a plain name .* no '/' or '..'"),
+    (["--name", "a/b"], "--name 'a/b': a plain name"),
+    (["--name", ".."], "--name '..': a plain name"),
+    (["--storage", "gs://ferlab-no-such-bucket/x"], r"--storage gs://ferlab-no-such-bucket/x: (no answer within 1 s|.)"),
+    (["--track", "mlflow", "--track-uri", "://junk"], r"--track-uri ://junk: MLflow cannot use it"),
+])
+def test_names_stores_and_tracking_uris_are_checked_in_one_line(args, match, tmp_path, capsys, monkeypatch):
+    """A sweep name stays one folder under --storage (it once wrote to DIR/../../etc/x); a store that does not
+    answer is said within CHECK_S (gs:// on a machine with no route to Google printed nothing for 180 s); a tracking
+    URI MLflow cannot use is one line, not a 46-line traceback."""
+    import re
+    import time
+
+    from conftest import run_experiment_main
+
+    from ferlab import storage
+
+    monkeypatch.setattr(storage, "CHECK_S", 1.0)
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    code, err = run_experiment_main("sweep_transfer.py", ["--smoke", "--storage", str(tmp_path / "s"), *args], capsys)
+    assert code == 2 and len(err) == 1 and re.search(match, err[0]), err
+    assert time.perf_counter() - t0 < 30
+
+
+def test_ferlab_run_help_lists_the_experiment_files(capsys):
+    from ferlab import cli
+
+    assert cli.main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ferlab run EXPERIMENT_FILE.py")
+    assert "experiments/sweep_transfer.py: Search TransFER's knobs" in out and out.count("sweep_mvt.py") == 1

@@ -244,12 +244,27 @@ def main(module, argv=None) -> int:
     return run_experiment(spec, run, synth=synth, grid=grid, tables=keys, experiment=dataclasses.asdict(config))
 
 
+USAGE = "usage: ferlab run EXPERIMENT_FILE.py [its options]   (ferlab run FILE.py --help: the file's options)"
+
+
 def run_file(argv=None) -> int:
-    """`ferlab run experiments/FILE.py [flags]`."""
+    """`ferlab run experiments/FILE.py [flags]`; `ferlab run --help` lists the experiment files there are."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        import glob
+
+        here = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "experiments")
+        files = sorted({os.path.realpath(f) for f in glob.glob("experiments/*.py") + glob.glob(os.path.join(here,
+                                                                                                          "*.py"))})
+        print(USAGE + "\n\nRun an experiment file (a get_config() and a smoke()) with its options; the files here:")
+        for path in files:
+            doc = (load(path).__doc__ or "").strip().splitlines()
+            print(f"  {os.path.relpath(path)}: {doc[0] if doc else ''}")
+        return 0
     if not argv or argv[0].startswith("-"):
-        print("ferlab run: error: give an experiment file first: ferlab run experiments/FILE.py [flags]",
-              file=sys.stderr)
+        print("ferlab run: error: give an experiment file first: ferlab run EXPERIMENT_FILE.py [its options] "
+              "(`ferlab run --help` lists them)", file=sys.stderr)
         return 2
     try:
         module = load(argv[0])

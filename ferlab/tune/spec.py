@@ -8,12 +8,16 @@ level: unpickling a spec must not load timm and the models into a process that o
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 from ferlab import storage
 from ferlab.config import TrainConfig, build
 from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
+
+
+NAME = re.compile(r"[A-Za-z0-9._-]+")  # a sweep's name: one folder under the storage
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ class SweepSpec:
         from ferlab.models import model_config
 
         object.__setattr__(self, "storage", _expand(self.storage))  # frozen: normalised once, here
+        if not NAME.fullmatch(self.name) or ".." in self.name:  # a folder under the storage, never beside it
+            raise ValueError(f"--name {self.name!r}: a plain name (letters, digits, '.', '_', '-'; no '/' or '..'): "
+                             f"the sweep's folder under {self.storage}")
         study = get_study(self.study)
         object.__setattr__(self, "preset", self.preset or study.presets[0])
         # Fail before Ray starts: every section must build, and every knob must be known.

@@ -26,6 +26,19 @@ def check(track: list[str], uri: str | None) -> None:
             raise ValueError(f"--track {name}: {name} is not installed (pip install \"ferlab[{name}]\")") from None
     if uri and "mlflow" not in track:
         raise ValueError("--track-uri is MLflow's tracking URI: give it with --track mlflow")
+    if uri:  # a URI MLflow cannot use, or a server that does not answer: one line now, not a traceback later
+        from ferlab.storage import CHECK_S, within
+
+        def ask():
+            import mlflow
+
+            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+        try:
+            within(CHECK_S, ask)
+        except Exception as e:  # noqa: BLE001: MLflow raises its own, pyarrow's and requests' errors
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ValueError(f"--track-uri {uri}: MLflow cannot use it ({first})") from None
 
 
 def default_uri() -> str:
