@@ -57,7 +57,8 @@ def _prepare(args) -> int:
              "layout": args.layout, "label_from_name": args.label_from_name, "group_from_name": args.group_from_name,
              "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "split_seed": args.split_seed,
              "folds": args.folds, "align": args.align}
-    allowed = {"ferplus": ("labels", "mode", "num_classes"), "rafdb": ("images",), "affectnet": ("num_classes", "align"),
+    allowed = {"ferplus": ("labels", "mode", "num_classes"), "rafdb": ("images",),
+               "affectnet": ("num_classes", "align"),
                "folder": ("num_classes", "layout", "label_from_name", "group_from_name", "val_fraction",
                           "test_fraction", "split_seed", "folds")}.get(args.source, ())
     for key, value in given.items():

@@ -181,18 +181,24 @@ class S3Server:
     extra) holding `bucket`; `env` holds the standard variables (AWS_ENDPOINT_URL, keys, region) that point every
     client at it, Ray's workers included when their nodes get them. Raises when the server does not start."""
 
-    def __init__(self, bucket: str = "ferlab-test", log: str | None = None):
-        self.bucket, self.log = bucket, log or os.devnull
+    def __init__(self, bucket: str = "ferlab-test", log: str | None = None, moto_path: str | None = None):
+        self.bucket, self.log, self.moto_path = bucket, log or os.devnull, moto_path
         self.uri = f"s3://{bucket}"
 
     def __enter__(self) -> dict:
-        server = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
-        if server is None:
-            raise RuntimeError("moto_server not found: install ferlab's dev extra (moto[server])")
         port = free_port()
+        env = None
+        if self.moto_path:  # another moto release, installed with `pip install --target` (LEGACY_MOTO)
+            cmd = [sys.executable, "-m", "moto.server"]
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([self.moto_path, os.environ.get("PYTHONPATH", "")]))
+        else:
+            server = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
+            if server is None:
+                raise RuntimeError("moto_server not found: install ferlab's dev extra (moto[server])")
+            cmd = [server]
         self._log = open(self.log, "w")
-        self.proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env)
         self.env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "ferlab",
                     "AWS_SECRET_ACCESS_KEY": "ferlab-secret", "AWS_DEFAULT_REGION": "us-east-1"}
         import boto3
@@ -215,6 +221,20 @@ class S3Server:
         self.proc.wait(timeout=30)
         self._log.close()
         return False
+
+
+# An S3-compatible server that ignores conditional writes (If-None-Match, If-Match): moto before 5.0.12 accepts every
+# PUT, as MinIO did before August 2024. The lock tests start it beside the current one.
+LEGACY_MOTO = "moto==5.0.11"
+
+
+def legacy_moto(folder: str) -> str:
+    """LEGACY_MOTO installed into `folder` (pip --target, its dependencies being the current moto's), once."""
+    target = os.path.join(folder, LEGACY_MOTO.replace("==", "-"))
+    if not os.path.isdir(os.path.join(target, "moto")):
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", target,
+                        LEGACY_MOTO], check=True)
+    return target
 
 
 class Prometheus:

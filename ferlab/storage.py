@@ -169,38 +169,8 @@ def makedirs(uri) -> None:
         os.makedirs(normalize(uri), exist_ok=True)
 
 
-def create_exclusive(uri, data: bytes) -> bool:
-    """Create the file only if it does not exist, atomically; True when this call created it. Locally (and on NFS)
-    an O_EXCL create; on S3 a conditional PUT (`If-None-Match: *`, supported by AWS S3, MinIO and other S3-compatible
-    stores). pyarrow.fs has no conditional write, so S3's is made with boto3, the AWS client pyarrow's own S3 support
-    stands beside."""
-    if not is_remote(uri):
-        path = normalize(uri)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return True
-    parsed = urlparse(str(uri))
-    if parsed.scheme != "s3":
-        raise StorageError(f"{uri}: no atomic create on {parsed.scheme}:// storage (ferlab's locks need one: use a "
-                           f"local or NFS folder, or s3://)")
-    import botocore.exceptions
-
-    try:
-        _s3().put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=data, IfNoneMatch="*")
-    except botocore.exceptions.ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-            return False
-        raise
-    return True
-
-
 @functools.lru_cache(maxsize=1)
-def _s3():
+def s3_client():
     import boto3
 
     return boto3.client("s3")  # the standard variables (AWS_ENDPOINT_URL, keys, region) or an instance role

@@ -1,5 +1,5 @@
 """Checkpoints as the record of a run (ferlab.train.checkpoints) and the one-sweep-per-folder lock
-(ferlab.tune.lock): checksums, the newest intact checkpoint, corrupt ones skipped, stale locks taken over."""
+(ferlab.lock): checksums, the newest intact checkpoint, corrupt ones skipped, stale locks taken over."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ferlab.train import checkpoints as C
-from ferlab.tune.lock import LOCK_FILE, FolderLock, Locked
+from ferlab.lock import LOCK_FILE, FolderLock, Locked
 
 
 def _write(run, name, epoch):
@@ -90,7 +90,7 @@ def test_a_checkpoint_whose_record_cannot_be_read_counts_as_corrupt(tmp_path):
 def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_holder(tmp_path):
     with FolderLock(str(tmp_path), "sweep"):
         holder = subprocess.run(
-            [sys.executable, "-c", f"from ferlab.tune.lock import FolderLock\nwith FolderLock({str(tmp_path)!r}, "
+            [sys.executable, "-c", f"from ferlab.lock import FolderLock\nwith FolderLock({str(tmp_path)!r}, "
                                    f"'sweep'): pass"], capture_output=True, text=True)
         assert holder.returncode != 0 and f"PID {os.getpid()}" in holder.stderr and "in use" in holder.stderr
     assert not os.path.exists(tmp_path / LOCK_FILE)  # released
@@ -104,7 +104,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
                                                   "started": "earlier", "command": "killed"}))
     with FolderLock(str(tmp_path), "sweep"):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
-    assert "taking over the stale lock" in capsys.readouterr().out
+    assert "took over the stale lock" in capsys.readouterr().out
 
 
 def test_the_same_process_may_lock_one_folder_twice(tmp_path):

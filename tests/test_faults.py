@@ -176,7 +176,7 @@ def test_a_truncated_checkpoint_is_named_and_the_tables_keep_every_epoch(referen
 
 
 def test_a_second_sweep_on_the_same_name_is_refused_before_ray(tiny_synth, tmp_path):
-    from ferlab.tune.lock import FolderLock
+    from ferlab.lock import FolderLock
 
     with FolderLock(str(tmp_path / "storage" / "busy"), "sweep"):
         t0 = time.time()

@@ -12,7 +12,7 @@ import torch
 
 from ferlab import storage
 from ferlab.train import checkpoints as C
-from ferlab.tune import lock as L
+from ferlab import lock as L
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -31,8 +31,8 @@ def test_files_folders_and_the_atomic_create(root):
     assert storage.is_dir(storage.join(root, "a")) and storage.is_file(storage.join(root, "b.bin"))
     with pytest.raises(FileNotFoundError, match="nope: no such file"):
         storage.read_bytes(storage.join(root, "nope"))
-    assert storage.create_exclusive(storage.join(root, "lock"), b"me")
-    assert not storage.create_exclusive(storage.join(root, "lock"), b"you")  # exactly one creator
+    assert L.create_exclusive(storage.join(root, "lock"), b"me")
+    assert not L.create_exclusive(storage.join(root, "lock"), b"you")  # exactly one creator
     assert storage.read_bytes(storage.join(root, "lock")) == b"me"
     storage.rmtree(storage.join(root, "a"))
     assert storage.listdir(root) == [("b.bin", False), ("lock", False)] and storage.listdir(storage.join(root, "a")) == []
@@ -88,7 +88,7 @@ def test_one_holder_of_a_lock_and_a_silent_holder_is_taken_over(root, monkeypatc
     with L.FolderLock(folder, "sweep"):
         assert storage.read_json(storage.join(folder, L.LOCK_FILE))["pid"] == os.getpid()
     out = capsys.readouterr().out
-    assert "taking over the stale lock" in out and "no heartbeat for" in out
+    assert "took over the stale lock" in out and "no heartbeat for" in out
     storage.write_json(storage.join(folder, L.LOCK_FILE), {"host": "busy-node", "pid": 7, "started": "now",
                                                            "heartbeat": time.time()})
     with pytest.raises(L.Locked, match="busy-node"):  # a live holder elsewhere is never taken over

@@ -53,7 +53,8 @@ def before_trial(config: dict, ctx: dict) -> tuple[dict, dict]:
                       batch_size=tc.per_worker_batch(1),  # one worker: the recipe's global batch, else batch_size
                       data_hash=ctx["data_hash"], cpus_per_worker=spec.cpus_per_worker, gpus=ctx["gpus"],
                       augment=tc.augment, pretrained=config["pretrained"], fold=ctx.get("fold"),
-                      warm_start=study.mgn_warm_start, limit=spec.limit, verbose=ctx.get("verbose", False))
+                      warm_start=study.mgn_warm_start, limit=spec.limit, lock_dir=spec.lock_dir,
+                      verbose=ctx.get("verbose", False))
     return config | {"model": model, "pretrained": config["pretrained"] | {"mgn": path}}, mgn_metrics(path)
 
 

@@ -10,7 +10,7 @@ x * (1 - Mp). Why this direction is the paper's: ferlab/models/mvt.py and README
 
 The stage runs as its own Ray Train job and writes one `mgn.pt` per (data set, preset, m, seed, epochs) under the
 sweep's storage path (a local or shared folder, or a bucket: ferlab.storage). `ensure_mgn` trains it only when it
-is not there yet, under the storage's lock (ferlab.tune.lock), so a sweep never trains the same MGN twice, also
+is not there yet, under the storage's lock (ferlab.lock), so a sweep never trains the same MGN twice, also
 when trials run at the same time on different nodes; every trial reads it from the storage.
 """
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ferlab import storage
 from ferlab.train.mask_quality import mask_quality
-from ferlab.tune.lock import FolderLock
+from ferlab.lock import FolderLock
 
 MGN_FILE = "mgn.pt"
 MGN_METRICS = "mgn.json"  # the stage's per-epoch metrics, beside the file they describe
@@ -247,7 +247,7 @@ def mgn_metrics(path: str) -> dict:
 def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m: float, seed: int, epochs: int,
                lr: float, batch_size: int, data_hash: str | None, cpus_per_worker: float, gpus: float,
                augment: str = "none", pretrained: dict | None = None, fold: int | None = None,
-               warm_start: int = 0, limit: int = 0, verbose: bool = False) -> str:
+               warm_start: int = 0, limit: int = 0, lock_dir: str = "", verbose: bool = False) -> str:
     """The path (or URI) of the trained MGN for these settings: trained now (one Ray Train run) if no earlier trial
     did it. Concurrent callers with the same key, on any node, wait on the storage's lock and then reuse the file.
     `datasets` holds "train" and, for the per-epoch mask quality, a "val" split decoded with its `nuisance` masks
@@ -263,7 +263,7 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
     key = mgn_key(config)
     folder = storage.join(storage.normalize(storage_path), "mgn", key)
     path = storage.join(folder, MGN_FILE)
-    with FolderLock(folder, f"MGN stage {key}", wait=True):  # released also when this process dies (taken over)
+    with FolderLock(folder, f"MGN stage {key}", wait=True, lock_dir=lock_dir):  # taken over when its holder dies
         if storage.is_file(path):
             print(f"MGN {key}: reusing {path}", flush=True)
             return path

@@ -26,7 +26,8 @@ def table_keys(study_name: str, wanted: str = "all", splits: list[str] | None = 
         raise ValueError(f"--table {','.join(missing)} needs the split(s) "
                          f"{', '.join(study.table(k).needs for k in missing)}; the data has {splits}")
     for k in missing:
-        print(f"ablation {study_name}: {k} left out: the data has no {study.table(k).needs} split", file=sys.stderr, flush=True)
+        print(f"ablation {study_name}: {k} left out: the data has no {study.table(k).needs} split", file=sys.stderr,
+              flush=True)
     return [k for k in chosen if k not in missing]
 
 

@@ -32,6 +32,8 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
     from ferlab.tune.spec import SweepSpec
 
     p.add_argument("--storage", default=SweepSpec.storage, help="Ray Tune storage path (folder or s3://...)")
+    p.add_argument("--lock-dir", default="", help="a local or NFS folder every node sees, to hold the locks (one "
+                   "sweep per --name, one MGN stage per key) when the --storage bucket ignores conditional writes")
     p.add_argument("--name", default=None, help=f"experiment name under storage (default: {name}[_smoke])")
     p.add_argument("--results-dir", default=None, help="where trials.csv, history.csv, run.json and the report go "
                                                        "(default: results/<name>)")
@@ -193,7 +195,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
 
     from ferlab.data.synth import cached_synthfer
     from ferlab.models import model_config
-    from ferlab.tune.lock import FolderLock, Locked
+    from ferlab.lock import FolderLock, Locked
     from ferlab.tune.resources import DoesNotFit, check_address, concurrent_trials, init_ray
     from ferlab.tune.tracking import check
 
@@ -206,12 +208,15 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
     try:  # the storage reachable; one sweep per experiment and per results folder at a time; before Ray starts
         storage.check(spec.storage, "--storage")
         storage.check(run.results_dir, "--results-dir")
+        if spec.lock_dir:
+            storage.check(spec.lock_dir, "--lock-dir")
         check_address(run.address)
         if not (run.address or os.environ.get("RAY_ADDRESS")):  # a local Ray: a trial must fit it, said before it starts
             concurrent_trials(spec, {"CPU": run.num_cpus or os.cpu_count()}, cluster=False)
         if run.resume:
             _check_resumable(spec)
-        with FolderLock(storage.join(spec.storage, spec.name), "sweep"), FolderLock(run.results_dir, "sweep"):
+        with FolderLock(storage.join(spec.storage, spec.name), "sweep", lock_dir=spec.lock_dir), \
+                FolderLock(run.results_dir, "sweep"):
             if not spec.data:
                 from ferlab.data.shards import open_shards
 

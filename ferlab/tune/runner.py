@@ -159,7 +159,8 @@ def build(config: ExperimentConfig, args):
         storage=args.storage, name=name, seed=args.seed,
         model=model, train=sections["train"], settings=sections["study"], pretrained=sections["pretrained"],
         max_concurrent=args.max_concurrent, limit=args.limit, eval_data=eval_data(args),
-        folds=getattr(args, "folds", 0), evaluate_paper_point=config.kind == "search")
+        folds=getattr(args, "folds", 0), evaluate_paper_point=config.kind == "search",
+        lock_dir=storage.normalize(args.lock_dir) if args.lock_dir else "")
     if shards:
         spec = spec.fit(shards)
     grid = keys = None

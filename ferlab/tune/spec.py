@@ -45,11 +45,16 @@ class SweepSpec:
     evaluate_paper_point: bool = True  # try the paper's setting first
     folds: int = 0  # k-fold protocol (an ablation's cells once per fold, from shards prepared with --folds); 0 = off
     eval_data: dict = field(default_factory=dict)  # name -> shard folder: other data sets every trial is tested on
+    # A local or NFS folder that holds the sweep's and the MGN stage's locks instead of the storage: for a store
+    # that ignores conditional writes (ferlab.lock); every node must see the same folder. "" = on the storage.
+    lock_dir: str = ""
 
     def __post_init__(self):
         from ferlab.models import model_config
 
         object.__setattr__(self, "storage", _expand(self.storage))  # frozen: normalised once, here
+        if storage.is_remote(self.lock_dir):
+            raise ValueError(f"--lock-dir {self.lock_dir}: a local or NFS folder (it holds the locks a bucket cannot)")
         if not NAME.fullmatch(self.name) or ".." in self.name:  # a folder under the storage, never beside it
             raise ValueError(f"--name {self.name!r}: a plain name (letters, digits, '.', '_', '-'; no '/' or '..'): "
                              f"the sweep's folder under {self.storage}")
