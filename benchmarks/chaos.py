@@ -48,19 +48,23 @@ import rows  # noqa: E402
 sys.path.insert(0, REPO)
 SCRIPT = os.path.join(REPO, "experiments", "sweep_transfer.py")
 SAME = ["trial", "epoch", "val_acc", "val_loss", "train_loss"]  # what a fault must not change
-REPORT = re.compile(r"RayTrainWorker pid=(\d+).*Reporting training result.*/train_runs/([0-9a-f]+)/checkpoint_")
 
 
-def run(args: list[str], chaos: bool, delay: float, rng: random.Random, cluster=None, env=None) -> dict:
+def run(args: list[str], chaos: bool, delay: float, rng: random.Random, cluster=None, env=None,
+        runs: str = "") -> dict:
     """One sweep in its own process group; with `chaos`, each trial's worker is killed once, or with `cluster`
-    (ferlab.emulation.LocalCluster) its whole node, replaced by a fresh one. Returns its wall time, exit code, the
-    (pid, trial) of every kill and the epoch lines per (worker pid, epoch)."""
+    (ferlab.emulation.LocalCluster) its whole node, replaced by a fresh one. The trigger is the trial's first
+    checkpoint appearing in the storage (`runs`: the sweep's train_runs folder), whose history names the worker's
+    pid and node (ferlab.train.metrics.WORKER_PID, NODE): nothing depends on what the console prints (a trigger on
+    a console line once stopped firing when the line left the console, and the benchmark reported success without
+    a fault). Returns its wall time, exit code, the (pid, trial) of every kill and the epoch lines per (worker pid,
+    epoch)."""
     from ferlab import EPOCH_LINE
 
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=REPO, start_new_session=True, env=env)
-    kills, timers, epochs, trial_of = [], [], [], {}
+    kills, timers, epochs, trial_of, done = [], [], [], {}, threading.Event()
     epoch_line = re.compile(r"RayTrainWorker pid=(\d+)\).*?\b" + EPOCH_LINE.lstrip("^") + "val_acc")
 
     def kill(pid: int, trial: str):
@@ -78,28 +82,60 @@ def run(args: list[str], chaos: bool, delay: float, rng: random.Random, cluster=
         except ProcessLookupError:
             pass
 
-    killed_trials = set()
+    def watch():  # a trial's first checkpoint in the storage -> its worker (or node) killed once
+        killed = set()
+        while not done.wait(0.5):
+            for trial, pid in first_checkpoints(runs, env):
+                trial_of[pid] = trial
+                if trial not in killed:
+                    killed.add(trial)
+                    timer = threading.Timer(rng.uniform(0, delay), kill, (pid, trial))
+                    timer.start()
+                    timers.append(timer)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    if chaos:
+        watcher.start()
     for line in proc.stdout:
         e = epoch_line.search(line)
         if e:
             epochs.append((int(e.group(1)), int(e.group(2))))
-        m = REPORT.search(line)
-        if m:
-            trial_of[int(m.group(1))] = m.group(2)
-        m = m if chaos else None
-        if m and m.group(2) not in killed_trials:
-            killed_trials.add(m.group(2))
-            timer = threading.Timer(rng.uniform(0, delay), kill, (int(m.group(1)), m.group(2)))
-            timer.start()
-            timers.append(timer)
         if "Trial status:" in line or "epoch " in line and "val_acc" in line:
             print("  " + line.rstrip()[-150:], flush=True)
     code = proc.wait()
+    done.set()
     for timer in timers:
         timer.cancel()
     trained = [(trial_of.get(pid, f"worker {pid}"), epoch) for pid, epoch in epochs]
     return {"wall_s": time.perf_counter() - t0, "code": code, "kills": kills,
             "twice": len(trained) - len(set(trained))}
+
+
+def first_checkpoints(runs: str, env: dict | None) -> list[tuple[str, int]]:
+    """(trial, rank 0's worker pid) of every trial with a checkpoint in the sweep's train_runs folder (local or a
+    bucket), read from the checkpoint's history."""
+    from ferlab import storage
+    from ferlab.train import checkpoints as C
+    from ferlab.train import metrics as M
+
+    if env:
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    out = []
+    try:
+        trials = [n for n, is_dir in storage.listdir(runs) if is_dir]
+    except (OSError, storage.StorageError):
+        return out
+    for trial in trials:
+        folders = sorted(n for n, is_dir in storage.listdir(storage.join(runs, trial))
+                         if is_dir and n.startswith("checkpoint_"))
+        for folder in folders[:1]:
+            try:
+                history = storage.read_json(storage.join(runs, trial, folder, C.HISTORY_FILE))["history"]
+            except (OSError, ValueError, KeyError):
+                continue  # being written
+            if history and M.WORKER_PID in history[-1]:
+                out.append((trial, int(history[-1][M.WORKER_PID])))
+    return out
 
 
 def normalised(trials: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
@@ -125,6 +161,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--csv", default=os.path.join(rows.DOCS, "chaos.csv"), help="results CSV ('' for none)")
     args = p.parse_args()
+    from ferlab import storage
+
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         common = ["--samples", str(args.samples), "--epochs", str(args.epochs), "--grace-period", str(args.epochs),
@@ -138,7 +176,8 @@ def main():
         for name in ("undisturbed", "chaos"):
             print(f"{name} run:", flush=True)
             runs[name] = run(common + ["--name", name, "--results-dir", os.path.join(tmp, name)], name == "chaos",
-                             args.delay, rng, cluster if name == "chaos" else None, env)
+                             args.delay, rng, cluster if name == "chaos" else None, env,
+                             runs=storage.join(storage.normalize(store), name, "train_runs"))
             trials = pd.read_csv(os.path.join(tmp, name, "trials.csv"))
             hist = pd.read_csv(os.path.join(tmp, name, "history.csv"))
             tables[name] = trials, hist
@@ -155,12 +194,17 @@ def main():
           f"metric equal to the undisturbed run's: {same}; time the faults cost: "
           f"{runs['chaos']['wall_s'] - runs['undisturbed']['wall_s']:+.0f} s "
           f"({runs['chaos']['wall_s'] / runs['undisturbed']['wall_s'] - 1:+.0%})")
+    if kills < args.samples:  # a run that injected fewer faults than asked measured nothing: no row
+        print(f"FAILED: {kills} {args.kill}s killed of the {args.samples} asked (one per trial); no row written",
+              file=sys.stderr)
+        return 1
     if args.csv:
         rows.append(args.csv, [{"kill": args.kill, "trials": args.samples, "epochs": args.epochs, "kills": kills,
                                 "epochs_lost": len(lost), "reported_twice": twice,
                                 "trained_twice": runs["chaos"]["twice"], "metrics_equal": same,
                                 "undisturbed_s": runs["undisturbed"]["wall_s"], "chaos_s": runs["chaos"]["wall_s"]}],
                     cmd=rows.command(__file__, None))
+    return 0
 
 
 def emulated_cluster(stack, args, tmp: str):
@@ -188,4 +232,4 @@ def emulated_cluster(stack, args, tmp: str):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,6 +8,7 @@ and wrap the model in DistributedDataParallel when there is more than one worker
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -233,7 +234,8 @@ def train_loop_per_worker(config: dict):
         best = max(best, metrics[M.VAL_ACC])
         metrics |= {M.EPOCH: epoch + 1, M.BEST_VAL_ACC: best, M.EPOCH_TIME: time.perf_counter() - t0,
                     M.EPOCH_END: time.time(),
-                    M.NODE: ray.get_runtime_context().get_node_id()}  # where rank 0 ran (which cluster node)
+                    M.NODE: ray.get_runtime_context().get_node_id(),  # where rank 0 ran (which cluster node)
+                    M.WORKER_PID: os.getpid()}
         metrics |= config.get("constants", {})  # what the work before the trial measured (MVT: the MGN's quality)
         metrics |= restored  # corrupt checkpoints skipped at the restore
         if relabeler is not None:

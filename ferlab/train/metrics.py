@@ -30,6 +30,7 @@ EPOCH_END = "epoch_end"  # when that ended (Unix time): the report's timeline
 TRIAL_START = "trial_start"  # when the trial's driver started (Unix time), before the study's hook (MVT's MGN stage)
 CHECKPOINT = "checkpoint_path"  # added by Tune's TuneReportCallback
 NODE = "node_id"
+WORKER_PID = "worker_pid"  # rank 0's process: with NODE, where the trial trains (benchmarks/chaos.py kills it)
 CONFUSION = "confusion"  # the selection split's; other splits: <split>_confusion
 RELABEL = ("relabeled", "relabel_precision", "relabel_recall")  # the label table at the end of an epoch
 MGN_QUALITY = ("mgn_nuisance_precision", "mgn_nuisance_chance")  # MVT's mask network on SynthFER

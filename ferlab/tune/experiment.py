@@ -14,6 +14,7 @@ from ferlab import storage
 from ferlab.pretrained import FAMILIES
 from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
+from ferlab.tune.signals import exit_code, stop_on_termination
 
 
 def add_run_args(p, name: str, smoke_note: str = "") -> None:
@@ -226,6 +227,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
                     label_noise=synth.get("label_noise", 0.0)))
                 spec = spec.fit(open_shards(spec.data))
             init_ray(run.address, run.num_cpus, run.object_store_mb, verbose=run.verbose)
+            stop_on_termination()  # SIGTERM as Ctrl-C (ferlab.tune.signals)
             if run.prepare:  # the data set the experiment prepares, not cached yet: needs Ray (Ray Data)
                 from ferlab.data.prepare import prepare
                 from ferlab.data.shards import open_shards
@@ -238,6 +240,9 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
     except (Locked, ConnectionError, storage.StorageError, DoesNotFit) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the sweep started (Tune handles it during the sweep): nothing was trained
+        print("interrupted before the sweep started: nothing trained, nothing to resume", file=sys.stderr)
+        return exit_code()
 
 
 def _check_resumable(spec) -> None:
@@ -299,7 +304,7 @@ def _run_locked(spec, run, grid, tables, t0: float, experiment: dict | None = No
     if interrupted:
         print(f"interrupted: these tables are partial ({table.attrs.get('unfinished', 0)} trials unfinished); "
               f"resume with --resume (the same --name and --storage)", file=sys.stderr)
-        return 130  # as a shell reports a process ended by SIGINT
+        return exit_code()  # 130 after Ctrl-C, 143 after SIGTERM: as a shell reports them
     return 0 if (table["status"] == "ok").all() else 1
 
 
