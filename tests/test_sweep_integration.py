@@ -303,6 +303,11 @@ def _check_transfer_sweep(tmp_path, r, again, store, vit):
     rep = subprocess.run([sys.executable, "-m", "ferlab.cli", "report", str(results), "--no-plots"],
                          capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0 and "Cross-data-set evaluation" in rep.stdout and "other acc %" in rep.stdout
+    # the optimisation history of this real sweep (Tune's hex ids) follows the order its trials started
+    started = pd.read_csv(results / "history.csv").groupby("trial")["trial_start"].min().sort_values()
+    opt = pd.read_csv(results / "report" / "optimisation_history.csv")
+    assert list(opt["trial"]) == [t for t in started.index if t in set(opt["trial"])]
+    assert list(opt["order_started"]) == list(range(1, len(opt) + 1))
     # --resume, run above on the same cluster: the same trials and numbers
     assert "Restoring the run" in again.stdout + again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "trials.csv").sort_values("trial", ignore_index=True),

@@ -32,9 +32,12 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
                          "more_html": html.table_html(t.more) if t.more is not None else ""})
 
     figures, skipped = [], []
+    hist_path = os.path.join(results_dir, "history.csv")
+    history = pd.read_csv(hist_path) if os.path.isfile(hist_path) else pd.DataFrame()
+    if not run.get("ablation") and "best_val_acc" in trials and trials["best_val_acc"].notna().any():
+        # the optimisation history's data, in the order the trials started (with or without the figures)
+        C.history_data(trials, history).to_csv(os.path.join(out, "optimisation_history.csv"), index=False)
     if plots:
-        hist_path = os.path.join(results_dir, "history.csv")
-        history = pd.read_csv(hist_path) if os.path.isfile(hist_path) else pd.DataFrame()
         label = "measured acc % (" + DATASET_NAMES.get(run.get("dataset"), str(run.get("dataset"))) + ")"
 
         def draw(caption, fn, *args):
@@ -53,7 +56,7 @@ def build_report(results_dir: str, out_dir: str | None = None, plots: bool = Tru
             draw("Learning curves (x: ASHA stopped the trial there)", C.learning_curves, trials, history, epochs, pdir)
             draw("Optimisation history", C.optimisation_history, trials, history, pdir)
             draw("Parallel coordinates of the searched knobs", C.parallel_coordinates, trials, knobs, pdir)
-            draw("Accuracy against each searched knob", C.knob_slices, trials, knobs, pdir)
+            draw("Accuracy against each searched knob", C.knob_slices, trials, knobs, history, pdir)
             draw("Distribution of the trials' results", T.result_distribution, trials, pdir)
         draw("Where the sweep's time went: each trial's start-up (grey) and epochs on the wall clock (x: stopped by "
              "ASHA)", T.timeline, trials, history, epochs, pdir)

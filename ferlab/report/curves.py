@@ -14,10 +14,14 @@ from ferlab.report.plots import MEASURED, plt, save
 from ferlab.train import metrics as M
 
 
-def trial_order(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials in the order Tune created them (its ids end in a counter: ..._00003), not trials.csv's best-first."""
-    index = pd.to_numeric(trials["trial"].astype(str).str.rsplit("_", n=1).str[-1], errors="coerce")
-    return trials.assign(_order=index.fillna(pd.Series(range(len(trials)), index=trials.index))).sort_values("_order")
+def trial_order(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Trials in the order they started (history.csv's trial_start: when each trial's driver started), not
+    trials.csv's best-first order. Tune's trial ids carry no order (8 hex digits; "1279e760" even parses as a
+    number), so without start times the order is unknown and trials.csv's is kept."""
+    if M.TRIAL_START not in history or "trial" not in history:
+        return trials
+    started = trials["trial"].map(history.groupby("trial")[M.TRIAL_START].min())
+    return trials.assign(_started=started).sort_values("_started", kind="stable").drop(columns="_started")
 
 
 def stopped_early(trials: pd.DataFrame, max_epochs: int) -> pd.Series:
@@ -61,11 +65,12 @@ def learning_curves(trials: pd.DataFrame, history: pd.DataFrame, max_epochs: int
     return save(fig, out_dir, "learning_curves")
 
 
-def history_data(trials: pd.DataFrame) -> pd.DataFrame:
-    """Finished trials in creation order with trials started, epochs spent and the best accuracy so far."""
-    t = trial_order(trials.dropna(subset=[M.BEST_VAL_ACC]))
+def history_data(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Finished trials in the order they started, with that order, the epochs spent up to each and the best
+    accuracy so far: the optimisation history's data (written as report/optimisation_history.csv)."""
+    t = trial_order(trials.dropna(subset=[M.BEST_VAL_ACC]), history)
     epochs = t["epochs"] if "epochs" in t else pd.Series(1, index=t.index)
-    return pd.DataFrame({"trial": t["trial"].to_numpy(), "trials": np.arange(1, len(t) + 1),
+    return pd.DataFrame({"trial": t["trial"].to_numpy(), "order_started": np.arange(1, len(t) + 1),
                          "epochs_spent": epochs.cumsum().to_numpy(), M.BEST_VAL_ACC: t[M.BEST_VAL_ACC].to_numpy(),
                          "best_so_far": t[M.BEST_VAL_ACC].cummax().to_numpy()})
 
@@ -75,9 +80,10 @@ def optimisation_history(trials: pd.DataFrame, history: pd.DataFrame, out_dir: s
     each trial's epochs counted when it ends, as a sequential search would spend them)."""
     if M.BEST_VAL_ACC not in trials or trials[M.BEST_VAL_ACC].notna().sum() < 2:
         return []
-    h = history_data(trials)
+    h = history_data(trials, history)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for ax, x, label in ((axes[0], h["trials"], "trials"), (axes[1], h["epochs_spent"], "epochs spent")):
+    for ax, x, label in ((axes[0], h["order_started"], "trials, in the order started"),
+                         (axes[1], h["epochs_spent"], "epochs spent")):
         ax.scatter(x, h[M.BEST_VAL_ACC], color="0.55", s=18, label="trial")
         ax.step(x, h["best_so_far"], where="post", color=MEASURED, lw=2, label="best so far")
         ax.set_xlabel(label)
@@ -138,9 +144,10 @@ def parallel_coordinates(trials: pd.DataFrame, knobs: list[str], out_dir: str) -
     return save(fig, out_dir, "parallel_coordinates")
 
 
-def knob_slices(trials: pd.DataFrame, knobs: list[str], out_dir: str) -> list[str]:
+def knob_slices(trials: pd.DataFrame, knobs: list[str], history: pd.DataFrame, out_dir: str) -> list[str]:
     """Best validation accuracy against each searched knob, one panel per knob, shaded by when the trial started."""
-    t = trial_order(trials.dropna(subset=[M.BEST_VAL_ACC])) if M.BEST_VAL_ACC in trials else trials.iloc[0:0]
+    t = trial_order(trials.dropna(subset=[M.BEST_VAL_ACC]), history) if M.BEST_VAL_ACC in trials \
+        else trials.iloc[0:0]
     shown = searched_knobs(t, knobs)
     if len(t) < 2 or not shown:
         return []
