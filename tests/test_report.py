@@ -175,7 +175,7 @@ def test_latex_and_markdown_escape():
     rt = build_table(TRANSFER, "table3", trials, {"dataset": "synthfer", "eval_split": "val"})
     tex = rt.latex()
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "±" not in tex and r"acc \%" in tex
-    assert rt.markdown().count("\n| p1 = ") == 9
+    assert rt.markdown().split("Seeds a paper-scale")[0].count("\n| p1 = ") == 9
 
 
 @pytest.mark.skipif(not os.path.isdir(PAPERS), reason=f"{PAPERS} is not beside the checkout")
@@ -210,3 +210,43 @@ def test_affectnet_7_and_8_have_their_own_published_numbers():
     mgn = MVT.table("table3").rows[1]
     assert published_for("affectnet8", mgn) == ("affectnet8", 61.40)
     assert published_for("affectnet7", mgn) == ("affectnet7", 64.57)
+
+
+def test_power_against_known_values():
+    """Textbook values of the two-sample t-test (equal spreads and counts: Welch's df is Student's): d = 1.3249 at 10
+    per group (alpha 0.05, power 0.8), 17 per group for d = 1, 64 for d = 0.5; and for unequal spreads a simulation
+    of Welch's test at the difference said to be resolvable finds it 80% of the time."""
+    from scipy.stats import ttest_ind
+
+    from ferlab.report.power import resolvable, seeds_needed, welch_power
+
+    assert resolvable(1, 10, 1, 10) == pytest.approx(1.3249, abs=1e-3)
+    assert seeds_needed(1.0, 1, 1) == 17 and seeds_needed(0.5, 1, 1) == 64 and seeds_needed(0.0, 1, 1) is None
+    assert welch_power(0.0, 1, 5, 2, 5) == pytest.approx(0.05, abs=0.005)  # no difference: the test's alpha
+    d = resolvable(0.5, 4, 1.5, 6)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 0.5, (20000, 4)), rng.normal(d, 1.5, (20000, 6))
+    assert (ttest_ind(a, b, axis=1, equal_var=False).pvalue < 0.05).mean() == pytest.approx(0.8, abs=0.015)
+
+
+def test_report_prints_the_seeds_a_paper_scale_run_needs(tmp_path):
+    """TransFER Table 1 with three seeds per row, each row's accuracies 1 point apart (std 1 point): at that spread
+    3 seeds resolve 3.07 points, and the paper's 0.98 between the baseline and + MSAD needs 18 seeds per cell."""
+    from ferlab.report.power import resolvable, seeds_needed
+
+    trials = fake_trials("transfer", ["table1"], seeds=3)
+    seed_of = trials.groupby([c for c in trials if c not in ("trial", "seed", "best_val_acc", "test_acc_at_best",
+                                                              "best_epoch", "last_val_acc", "status",
+                                                              "best_val_mean_class_acc", "test_acc_last",
+                                                              "test_acc_max", "test_mean_class_acc_at_best")],
+                             dropna=False).cumcount()
+    trials["test_acc_at_best"] = 0.5 + 0.01 * seed_of  # 50, 51, 52 %: std 1 point in every row
+    table = next(t for t in build_tables(write_results(tmp_path / "r", trials, "transfer"))
+                 if t.key == "transfer_table1")
+    power = table.power.set_index("row")
+    msad = power.loc["+ MSAD (TransFER)"]
+    assert msad["resolvable difference"] == pytest.approx(resolvable(1, 3, 1, 3), abs=0.005)
+    assert resolvable(1, 3, 1, 3) == pytest.approx(3.07, abs=0.01)
+    assert msad["paper difference"] == pytest.approx(90.91 - 89.93)
+    assert msad["seeds per cell for it"] == seeds_needed(0.98, 1, 1) == 18
+    assert "Seeds a paper-scale run needs" in table.markdown() and "| + MSAD (TransFER) |" in table.markdown()

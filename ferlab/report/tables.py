@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ferlab.report.markdown import to_markdown
+from ferlab.report.power import ALPHA as POWER_ALPHA, POWER, gpu_hours_per_training, power_table
 from ferlab.studies import get_study
 from ferlab.train import metrics as M
 from ferlab.studies.base import Row, Study, Table, published_for
@@ -45,9 +46,15 @@ class ReportTable:
     table: Table | None = None  # the paper table it fills (None: a sweep's trial table)
     row_trials: list = field(default_factory=list)  # (row label, its trials) per paper row, for per-row curves
     more: pd.DataFrame | None = None  # every column, behind the page's toggle (a sweep's 19-column trial table)
+    power: pd.DataFrame | None = None  # rows of 2+ seeds against the baseline: what resolves (ferlab.report.power)
 
     def markdown(self) -> str:
-        return "\n".join([f"### {self.title}", "", to_markdown(self.df)] + [f"\n{n}" for n in self.notes])
+        lines = [f"### {self.title}", "", to_markdown(self.df)] + [f"\n{n}" for n in self.notes]
+        if self.power is not None:
+            lines += ["", f"Seeds a paper-scale run needs (two-sided Welch, alpha {POWER_ALPHA}, power {POWER}; the "
+                          f"measured spread stands in until a paper-scale run measures its own; differences in "
+                          f"points):", "", to_markdown(self.power)]
+        return "\n".join(lines)
 
     def latex(self) -> str:
         cols = list(self.df.columns)
@@ -210,9 +217,11 @@ def build_table(study: Study, table: Table, trials: pd.DataFrame, run: dict) -> 
     if dataset not in {d for row in table.rows for d in row.published}:
         notes.append("The paper column is the paper's number on its data set, for orientation; it is not the same "
                      "benchmark as the measured one.")
+    values = pd.DataFrame(values)
+    power = power_table(values, table.baseline, gpu_hours_per_training(study.presets[-1]))
     return ReportTable(key=f"{study.name}_{table.key}", title=f"{study.title}, {table.title}",
-                       df=pd.DataFrame(records), notes=notes, values=pd.DataFrame(values), table=table,
-                       row_trials=row_trials)
+                       df=pd.DataFrame(records), notes=notes, values=values, table=table,
+                       row_trials=row_trials, power=power)
 
 
 def build_tables(results_dir: str) -> list[ReportTable]:
