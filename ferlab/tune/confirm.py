@@ -8,6 +8,9 @@ used (seed + 1, ...), run every epoch (no early stopping), and are ranked by the
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pandas as pd
 
 from ferlab.report.tables import matching_trials
@@ -63,3 +66,31 @@ def describe(summary: pd.DataFrame, knobs: tuple) -> str:
 def _plain(v):
     """numpy scalars as Python values: they go into Tune configs and JSON."""
     return v.item() if hasattr(v, "item") else v
+
+
+def run_confirmation(spec, run, search, results_dir: str, track: list) -> bool:
+    """Re-train the search's best settings with fresh seeds (a grid run of its own, `<name>_confirm`, resumable like
+    the search); writes confirm.csv (mean +/- std per setting) and confirm/ (its trials and history). Returns whether
+    it was interrupted."""
+    import dataclasses
+
+    from ferlab.tune.results import write_results
+    from ferlab.tune.sweep import run_sweep
+
+    from ferlab.studies import get_study
+
+    study = get_study(spec.study)
+    settings = top_settings(search, study, run.confirm)
+    if not settings:
+        print("confirmation skipped: no finished trial", file=sys.stderr)
+        return False
+    grid = confirm_grid(settings, study, spec.seed, run.confirm_seeds)
+    cspec = dataclasses.replace(spec, name=f"{spec.name}_confirm", samples=len(grid))
+    print(f"\nconfirming the top {len(settings)} settings with {run.confirm_seeds} fresh seeds each "
+          f"({len(grid)} trials, every epoch)", flush=True)
+    runs, history = run_sweep(cspec, resume=run.resume, grid=grid, callbacks=track, ray_logs=run.verbose)
+    write_results(runs, cspec, os.path.join(results_dir, "confirm"), history=history)
+    summary = confirm_table(runs, settings, search)
+    summary.to_csv(os.path.join(results_dir, "confirm.csv"), index=False)
+    print(describe(summary, study.knob_names))
+    return bool(runs.attrs.get("interrupted"))

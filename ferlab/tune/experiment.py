@@ -198,6 +198,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
     from ferlab.models import model_config
     from ferlab.lock import FolderLock, Locked
     from ferlab.tune.resources import DoesNotFit, check_address, concurrent_trials, init_ray
+    from ferlab.tune.resume import check_resumable
     from ferlab.tune.tracking import check
 
     t0 = time.perf_counter()
@@ -215,7 +216,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
         if not (run.address or os.environ.get("RAY_ADDRESS")):  # a local Ray: a trial must fit it, said before it starts
             concurrent_trials(spec, {"CPU": run.num_cpus or os.cpu_count()}, cluster=False)
         if run.resume:
-            _check_resumable(spec)
+            check_resumable(spec)
         with FolderLock(storage.join(spec.storage, spec.name), "sweep", lock_dir=spec.lock_dir), \
                 FolderLock(run.results_dir, "sweep"):
             if not spec.data:
@@ -245,19 +246,6 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
         return exit_code()
 
 
-def _check_resumable(spec) -> None:
-    """--resume of a sweep that was never stored under --storage/--name: one line naming what is there (a typo in
-    --name would otherwise start a new sweep and leave the one meant untouched)."""
-    from ray import tune
-
-    if tune.Tuner.can_restore(storage.join(spec.storage, spec.name)):
-        return
-    stored = [n for n, is_dir in storage.listdir(spec.storage)
-              if is_dir and tune.Tuner.can_restore(storage.join(spec.storage, n))]
-    raise storage.StorageError(f"--resume: nothing stored under {storage.join(spec.storage, spec.name)} to resume; "
-                               f"the sweeps stored there are: {', '.join(stored) or 'none'}")
-
-
 def _run_locked(spec, run, grid, tables, t0: float, experiment: dict | None = None) -> int:
     import dataclasses
 
@@ -266,6 +254,7 @@ def _run_locked(spec, run, grid, tables, t0: float, experiment: dict | None = No
     from ferlab.tune.results import write_results
     from ferlab.tune.sweep import run_sweep
 
+    from ferlab.tune.confirm import run_confirmation
     from ferlab.tune.tracking import callbacks, log_results
 
     results_dir = run.results_dir
@@ -295,7 +284,8 @@ def _run_locked(spec, run, grid, tables, t0: float, experiment: dict | None = No
                               for k in get_study(spec.study).knob_names if k in best)
             print(f"\nbest: {knobs}: val_acc {best['best_val_acc']:.4f} (epoch {best[M.BEST_EPOCH]})")
     if grid is None and run.confirm and not interrupted:
-        interrupted = _confirm(spec, run, table, results_dir, callbacks(run.track, run.track_uri, spec.name))
+        interrupted = run_confirmation(spec, run, table, results_dir,
+                                       callbacks(run.track, run.track_uri, spec.name))
         elapsed = time.perf_counter() - t0
     log_results(run.track, run.track_uri, spec.name, results_dir)
     print(f"{len(table)} trials in {elapsed / 60:.1f} min; results in {os.path.abspath(results_dir)} "
@@ -306,30 +296,3 @@ def _run_locked(spec, run, grid, tables, t0: float, experiment: dict | None = No
               f"resume with --resume (the same --name and --storage)", file=sys.stderr)
         return exit_code()  # 130 after Ctrl-C, 143 after SIGTERM: as a shell reports them
     return 0 if (table["status"] == "ok").all() else 1
-
-
-def _confirm(spec, run, search, results_dir: str, track: list) -> bool:
-    """Re-train the search's best settings with fresh seeds (a grid run of its own, `<name>_confirm`, resumable like
-    the search); writes confirm.csv (mean +/- std per setting) and confirm/ (its trials and history). Returns whether
-    it was interrupted."""
-    import dataclasses
-
-    from ferlab.tune.confirm import confirm_grid, confirm_table, describe, top_settings
-    from ferlab.tune.results import write_results
-    from ferlab.tune.sweep import run_sweep
-
-    study = get_study(spec.study)
-    settings = top_settings(search, study, run.confirm)
-    if not settings:
-        print("confirmation skipped: no finished trial", file=sys.stderr)
-        return False
-    grid = confirm_grid(settings, study, spec.seed, run.confirm_seeds)
-    cspec = dataclasses.replace(spec, name=f"{spec.name}_confirm", samples=len(grid))
-    print(f"\nconfirming the top {len(settings)} settings with {run.confirm_seeds} fresh seeds each "
-          f"({len(grid)} trials, every epoch)", flush=True)
-    runs, history = run_sweep(cspec, resume=run.resume, grid=grid, callbacks=track, ray_logs=run.verbose)
-    write_results(runs, cspec, os.path.join(results_dir, "confirm"), history=history)
-    summary = confirm_table(runs, settings, search)
-    summary.to_csv(os.path.join(results_dir, "confirm.csv"), index=False)
-    print(describe(summary, study.knob_names))
-    return bool(runs.attrs.get("interrupted"))

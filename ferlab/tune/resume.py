@@ -76,3 +76,16 @@ def replay_rungs(scheduler, histories: dict[str, list[dict]], metric: str, mode:
         for row in sorted(history, key=lambda r: r.get(time_attr, 0)):
             if row.get(time_attr) is not None and row.get(metric) is not None:
                 bracket.on_result(trial, row[time_attr], sign * row[metric])
+
+
+def check_resumable(spec) -> None:
+    """--resume of a sweep that was never stored under --storage/--name: one line naming what is there (a typo in
+    --name would otherwise start a new sweep and leave the one meant untouched)."""
+    from ray import tune
+
+    if tune.Tuner.can_restore(storage.join(spec.storage, spec.name)):
+        return
+    stored = [n for n, is_dir in storage.listdir(spec.storage)
+              if is_dir and tune.Tuner.can_restore(storage.join(spec.storage, n))]
+    raise storage.StorageError(f"--resume: nothing stored under {storage.join(spec.storage, spec.name)} to resume; "
+                               f"the sweeps stored there are: {', '.join(stored) or 'none'}")
