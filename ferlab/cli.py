@@ -9,20 +9,12 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 from ferlab.config import LABEL_MODES
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with its errors as one line and a pointer to --help, instead of the whole usage (22 lines for a
-    wrong --recipe); the exit code stays 2. Every ferlab command and experiment file parses with it."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+from ferlab.console import Parser
 
 
 def _synth(args) -> int:

@@ -1,4 +1,5 @@
-"""Progress bars for ferlab's long steps (`ferlab prepare`, MVT's MGN stage): tqdm, with its count, rate and ETA.
+"""What ferlab says on the console: its argument parser (errors in one line) and progress bars for its long steps
+(`ferlab prepare`, MVT's MGN stage): tqdm, with its count, rate and ETA.
 
 Off a terminal (a log file, a pipe, a Ray worker whose lines Ray forwards to the driver) tqdm's redraws would pile
 up on one line of carriage returns: there each redraw is a line of its own, at most every 30 s, and a step shorter
@@ -6,6 +7,8 @@ than that prints no bar (its start and end lines say enough).
 """
 
 from __future__ import annotations
+
+import argparse
 
 import sys
 
@@ -28,6 +31,14 @@ class _Lines:
     def flush(self) -> None:
         self.stream.flush()
 
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line and a pointer to --help, instead of the whole usage (22 lines for a
+    wrong --recipe); the exit code stays 2. Every ferlab command and experiment file parses with it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 def progress_bar(total: int | None, desc: str, unit: str, disable: bool = False) -> tqdm:
     """A bar on stderr: live on a terminal; elsewhere a line every QUIET_S seconds and one at the end. `total`

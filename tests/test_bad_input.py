@@ -37,7 +37,7 @@ def _module(script: str):
 
 def _parser(main) -> argparse.ArgumentParser:
     """The parser an entry point builds, caught as it parses."""
-    from ferlab.cli import Parser
+    from ferlab.console import Parser
 
     seen = []
 

@@ -86,7 +86,7 @@ def load(path: str):
 
 
 def parser(config: ExperimentConfig, doc: str, prog: str):
-    from ferlab.cli import Parser
+    from ferlab.console import Parser
     from ferlab.tune.experiment import add_confirm_args, add_run_args, add_study_args
 
     p = Parser(prog=prog, description=(doc or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
