@@ -115,3 +115,38 @@ def test_ranks_take_the_same_steps_and_keep_the_same_parameters(name):
         assert total == case["max_steps"] - case["start_step"]
     else:
         assert total > 0
+
+
+def _apart(rank: int, port: int, out):
+    import torch.distributed as dist
+
+    from ferlab.train.lockstep import Lockstep
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        model = Tiny()
+        torch.nn.init.constant_(model.head.weight, 0.1 * (1 + rank))  # the replicas differ: trained apart
+        Lockstep(WORLD).check(model, steps=5, epoch=0)
+        out.put((rank, "no error"))
+    except RuntimeError as e:
+        out.put((rank, str(e)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_whose_parameters_differ_are_stopped():
+    """The epoch's check itself: replicas that differ stop the trial on every rank, naming both checksums (seen
+    passing with the raise removed: fails)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_apart, args=(r, port, out), daemon=True) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=45) for _ in range(WORLD))
+    for p in procs:
+        p.join(timeout=10)
+    assert all("epoch 1: the DDP ranks fell out of step: optimiser steps [5, 5], parameter checksums" in v
+               for v in results.values()), results

@@ -302,3 +302,17 @@ def test_relabeling_starts_at_its_epoch():
     r.step(batch, probs, y, epoch=2)  # the 3rd epoch (start=3, counted from 1 as SCN's "from epoch 10")
     assert r.labels(batch, torch.tensor([0])).tolist() == [1]
     assert r.end_epoch()["relabel_changed"] == 1
+
+
+def test_ranks_whose_relabels_differ_after_the_merge_are_stopped():
+    """The merge's own check: a rank whose relabels differ from another's after the epoch stops the trial (broken
+    once, the check removed: passes no more)."""
+    from ferlab.train.relabel import Relabeler
+
+    class Disagreeing(_Gathered):
+        def gather(self, value):
+            return self.objects if isinstance(value, tuple) else [value, value + 1]
+
+    r = Relabeler("constant", 0.2, start=1)
+    with pytest.raises(RuntimeError, match="the ranks' relabels differ after the epoch's merge"):
+        r.end_epoch(Disagreeing([([], set()), ([], set())]), rank=0)
