@@ -1,5 +1,5 @@
 """What a Parquet read costs with Ray Data's 32 footer-reader actors against ferlab's one per 64 files
-(ferlab.tune.internals.parquet_footer_readers), both in one process on one local Ray and the same shards,
+(ferlab.internals.parquet_footer_readers), both in one process on one local Ray and the same shards,
 alternated: wall seconds and the whole machine's CPU-seconds per `read_parquet(...).materialize()`.
 
     python benchmarks/parquet_listing.py [--reps 3] [--n 3000]
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
 
     from ferlab.data.shards import open_shards
     from ferlab.data.synth import cached_synthfer
-    from ferlab.tune.internals import parquet_footer_readers
+    from ferlab.internals import parquet_footer_readers
 
     files = open_shards(cached_synthfer(n=args.n, size=64)).files("train")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)

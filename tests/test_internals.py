@@ -1,4 +1,4 @@
-"""Every private attribute of Ray and Optuna that ferlab reads (ferlab.tune.internals), checked against the installed
+"""Every private attribute of Ray and Optuna that ferlab reads (ferlab.internals), checked against the installed
 versions without starting Ray: an upgrade that removes or renames one fails here, naming the version, instead of in
 the middle of a resumed sweep. What each one means is tested where it is used (tests/test_resume_repair.py,
 tests/test_train_loop.py, tests/test_faults.py)."""
@@ -6,12 +6,13 @@ tests/test_train_loop.py, tests/test_faults.py)."""
 import inspect
 import logging
 import os
+import re
 
 import optuna
 import pytest
 import ray
 
-from ferlab.tune import internals
+from ferlab import internals
 
 WHERE = f"Ray {ray.__version__}, Optuna {optuna.__version__}"
 
@@ -154,13 +155,45 @@ def test_optuna_trials_and_studies_carry_their_storage_ids():
     assert isinstance(internals.optuna_storage_of(study), optuna.storages.BaseStorage), WHERE
 
 
-@pytest.mark.parametrize("module", ["ferlab.tune.sweep", "ferlab.tune.results", "ferlab.tune.resume",
-                                    "ferlab.data.pipeline"])
-def test_no_private_ray_or_optuna_attribute_outside_internals(module):
-    import importlib
-    import re
+def test_the_saved_searcher_state_holds_the_study_and_its_trials():
+    """searcher_study reads what OptunaSearch.save pickles (its __dict__)."""
+    from ray.tune.search.optuna import OptunaSearch
 
-    source = inspect.getsource(importlib.import_module(module))
-    found = re.findall(r"\.(_local_tuner|_tune_config|_brackets|_time_attr|_experiment_analysis|_execution_idx|"
-                       r"_logical_plan|_storage|_trial_id)\b", source)
-    assert not found, f"{module} reads {found}: move it to ferlab.tune.internals"
+    searcher = OptunaSearch(space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="m", mode="max")
+    searcher.suggest("t1")
+    study, proposed = internals.searcher_study(searcher.__dict__)
+    assert isinstance(study, optuna.Study) and list(proposed) == ["t1"], WHERE
+    assert internals.searcher_study(None) == (None, {})
+
+
+def test_the_mlflow_callback_the_dataset_copy_and_the_data_context_are_where_ferlab_reads_them():
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.data import Dataset, DataContext
+
+    assert "self._trial_runs[trial]" in inspect.getsource(MLflowLoggerCallback.log_trial_result), WHERE
+    assert "_deep_copy" in inspect.signature(Dataset.copy).parameters, WHERE
+    context = DataContext.get_current()
+    before = context.target_max_block_size, context.use_datasource_v2
+    with internals.data_context(1234):
+        assert (context.target_max_block_size, context.use_datasource_v2) == (1234, False), WHERE
+    assert (context.target_max_block_size, context.use_datasource_v2) == before
+
+
+PRIVATE = re.compile(r"\.(_local_tuner|_tune_config|_brackets|_time_attr|_experiment_analysis|_execution_idx|"
+                     r"_logical_plan|_storage|_trial_id|_trial_runs|_context)\b|_deep_copy|\"_ot_|use_datasource_v2")
+
+
+def _ferlab_modules():
+    import pathlib
+
+    root = pathlib.Path(internals.__file__).parent
+    return sorted(str(p.relative_to(root.parent)) for p in root.rglob("*.py") if p.name != "internals.py")
+
+
+@pytest.mark.parametrize("path", _ferlab_modules())
+def test_no_private_ray_or_optuna_attribute_outside_internals(path):
+    import pathlib
+
+    source = (pathlib.Path(internals.__file__).parent.parent / path).read_text()
+    found = PRIVATE.findall(source)
+    assert not found, f"{path} reads {found}: move it to ferlab/internals.py"

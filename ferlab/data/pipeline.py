@@ -89,7 +89,7 @@ def quiet_progress(verbose: bool | None = None):
     import ray.data
     from ray.util.debug import log_once
 
-    from ferlab.tune.internals import PROGRESS_NOTICE, ray_data_console_handlers, train_report_logger
+    from ferlab.internals import PROGRESS_NOTICE, ray_data_console_handlers, train_report_logger
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -125,7 +125,7 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
     """
     import ray.data
 
-    from ferlab.tune.internals import parquet_footer_readers
+    from ferlab.internals import parquet_footer_readers
 
     quiet_progress()
     # Decoded blocks in input order, so that a seed fixes the epochs' order and augmentation (see augment.py).
@@ -179,7 +179,6 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
     return out
 
 
-@contextlib.contextmanager
 def _stream_context(block_bytes: int):
     """Settings sealed into the streamed datasets made inside (Ray Data copies the current DataContext into each):
     - blocks of at most `block_bytes`: Ray Data would otherwise coalesce decoded rows into blocks of up to 128 MiB,
@@ -187,15 +186,9 @@ def _stream_context(block_bytes: int):
     - the first Parquet datasource, whose read tasks reserve DATA_CPUS: the second one adds a file-listing task per
       epoch that reserves a whole CPU, which a trial whose worker holds all but a quarter of the CPUs never gets
       (Ray Data: "Cluster resources are not enough to run any task"; the sweep hung)."""
-    import ray.data
+    from ferlab.internals import data_context
 
-    context = ray.data.DataContext.get_current()
-    saved = context.target_max_block_size, context.use_datasource_v2
-    context.target_max_block_size, context.use_datasource_v2 = block_bytes, False
-    try:
-        yield
-    finally:
-        context.target_max_block_size, context.use_datasource_v2 = saved
+    return data_context(block_bytes)
 
 
 def streams(decoded_bytes: int, stream: bool | None = None) -> tuple[bool, int]:
@@ -214,10 +207,10 @@ def training_datasets(decoded: dict, seed: int = 0, first_epoch: int = 0) -> dic
     (ferlab.data.augment) the rows of the blocks it receives. A streamed train split (see `decoded_splits`) keeps its
     per-epoch file order instead and is decoded by Ray Data tasks every epoch. A trial restored at epoch k passes
     `first_epoch=k`: its next epoch gets epoch k's block (or file) order, as in the run it continues."""
-    from ray.data import Dataset, RandomSeedConfig
+    from ray.data import RandomSeedConfig
     from ray.data.dataset import MaterializedDataset
 
-    from ferlab.tune.internals import start_epochs_at
+    from ferlab.internals import deep_copy_dataset, start_epochs_at
 
     quiet_progress()  # this runs in the trial driver, whose DataContext travels with the datasets to the workers
     out = dict(decoded)
@@ -225,7 +218,7 @@ def training_datasets(decoded: dict, seed: int = 0, first_epoch: int = 0) -> dic
     if isinstance(train, MaterializedDataset):
         train = train.randomize_block_order(seed=RandomSeedConfig(seed, reseed_after_execution=True))
     else:
-        train = Dataset.copy(train, _deep_copy=True)  # its own plan and context, changed below
+        train = deep_copy_dataset(train)  # its own plan and context, changed below
     # whatever else ran on `decoded` would shift this pipeline's epoch numbers, and so its seeds
     out["train"] = start_epochs_at(train, first_epoch)
     return out

@@ -90,7 +90,7 @@ def _ray_data_logging_file() -> str:
     import yaml
 
     from ferlab.data.synth import default_cache
-    from ferlab.tune.internals import ray_data_logging_config
+    from ferlab.internals import ray_data_logging_config
 
     text = yaml.safe_dump(ray_data_logging_config("WARNING"))
     path = os.path.join(default_cache(), f"ray_data_logging-{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml")

@@ -16,7 +16,7 @@ import pickle
 from ray.tune.search.searcher import Searcher
 
 from ferlab import storage
-from ferlab.tune.internals import asha_bracket, optuna_storage_of, optuna_trial_id
+from ferlab.internals import asha_bracket, optuna_storage_of, optuna_trial_id, searcher_study
 
 
 def fail_orphan_proposals(experiment_dir: str) -> list[int]:
@@ -31,10 +31,10 @@ def fail_orphan_proposals(experiment_dir: str) -> list[int]:
         return []
     with open(max(saved), "rb") as f:
         state = pickle.load(f)
-    study = state.get("_ot_study") if isinstance(state, dict) else None
+    study, proposed = searcher_study(state)
     if study is None or isinstance(optuna_storage_of(study), optuna.storages.InMemoryStorage):
         return []  # an in-memory study died with the driver: nothing is left RUNNING anywhere
-    known = {optuna_trial_id(t) for t in state.get("_ot_trials", {}).values()}
+    known = {optuna_trial_id(t) for t in proposed.values()}
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if optuna_trial_id(t) not in known:

@@ -13,7 +13,7 @@ from ferlab.config import TrainConfig
 from ferlab.models import model_config
 from ferlab.studies import get_study, search_space
 from ferlab.train import metrics as M
-from ferlab.tune.internals import (TUNE_LOGGER, StopSignal, cancel_train_resource_requests, restored_scheduler,
+from ferlab.internals import (TUNE_LOGGER, StopSignal, cancel_train_resource_requests, restored_scheduler,
                                    tune_console)
 from ferlab.tune.resources import DRIVER_CPUS, concurrent_trials
 from ferlab.tune.results import OPTUNA_DB, history_table, results_table, trial_histories

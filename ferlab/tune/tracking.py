@@ -78,13 +78,15 @@ def _ensure_experiment(uri: str, name: str) -> None:
 def _mlflow_callback():
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+    from ferlab.internals import mlflow_run_of
+
     class EpochMLflowLoggerCallback(MLflowLoggerCallback):
         """Ray's callback steps metrics by `training_iteration`, which restarts at 1 when a trial is resumed; a
         ferlab trial reports its epoch, so the curves stay right across resumes."""
 
         def log_trial_result(self, iteration, trial, result):
             step = int(result.get(M.EPOCH) or result["training_iteration"])
-            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=result, step=step)
+            self.mlflow_util.log_metrics(run_id=mlflow_run_of(self, trial), metrics_to_log=result, step=step)
 
     return EpochMLflowLoggerCallback
 

@@ -168,6 +168,43 @@ def tune_console(verbose: bool):
             os.environ.pop(AIR_NEW_OUTPUT, None)
 
 
+def searcher_study(state) -> tuple:
+    """(the Optuna study, the Optuna trials it proposed) from OptunaSearch's saved state (`Searcher.save` pickles
+    its __dict__); (None, {}) when the state is not one."""
+    if not isinstance(state, dict):
+        return None, {}
+    return state.get("_ot_study"), state.get("_ot_trials", {})
+
+
+def mlflow_run_of(callback, trial) -> str:
+    """The MLflow run id MLflowLoggerCallback opened for a Tune trial (it keeps them in a private map)."""
+    return callback._trial_runs[trial]
+
+
+def deep_copy_dataset(ds):
+    """A Dataset with its own logical plan and DataContext (Dataset.copy's `_deep_copy`), so that changing the
+    copy's context (`start_epochs_at`) leaves the original's alone."""
+    from ray.data import Dataset
+
+    return Dataset.copy(ds, _deep_copy=True)
+
+
+@contextlib.contextmanager
+def data_context(block_bytes: int):
+    """Ray Data's current context with blocks of at most `block_bytes` and the first Parquet datasource
+    (`use_datasource_v2`, undocumented: the second adds a file-listing task per epoch that reserves a whole CPU);
+    both restored after. ferlab.data.pipeline._stream_context says why each is needed."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    saved = context.target_max_block_size, context.use_datasource_v2
+    context.target_max_block_size, context.use_datasource_v2 = block_bytes, False
+    try:
+        yield
+    finally:
+        context.target_max_block_size, context.use_datasource_v2 = saved
+
+
 def optuna_storage_of(study):
     """An Optuna study's storage (Tune's OptunaSearch keeps the study, not its storage URL)."""
     return study._storage
