@@ -3,7 +3,7 @@
     python benchmarks/mechanisms.py                  # all three; rows appended to docs/benchmarks/mechanisms_*.csv
     python benchmarks/mechanisms.py --only mgn       # one of: mgn, relabel, lanet
 
-- mgn: MVT's mask generation network, trained with the stage's own step (ferlab.train.mgn.mgn_step) for m in
+- mgn: MVT's mask generation network, trained with the stage's own step (ferlab.studies.mvt_mgn.mgn_step) for m in
   {0.1, 0.2, 0.3}, cold (from scratch) and warm (the stage's warm start, mgn_warm_start: the discriminator trained
   on the full images first, a CPU stand-in for the paper's DeiT-S weights); per epoch, the share of the round(m N)
   patches with the highest Mp (what the classifier removes) that lie on background or occluder pixels, against the
@@ -68,8 +68,8 @@ def mgn_quality(train, val, args) -> tuple[list[dict], dict]:
     import copy
 
     from ferlab.models.mvt import MaskGenerator, discriminator
-    from ferlab.train.mask_quality import mask_quality
-    from ferlab.train.mgn import mgn_step, warm_start
+    from ferlab.studies.mvt_mask_quality import mask_quality
+    from ferlab.studies.mvt_mgn import mgn_step, warm_start
 
     cfg = model_config(args.mgn_preset)
     val_batches = [{k: torch.from_numpy(v[i:i + 256]) for k, v in val.items() if k in ("image", "nuisance")}

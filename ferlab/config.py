@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ferlab.data.labels import LABEL_MODES
 
-LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target")
+# TrainConfig.relabel: "none", or the threshold function f of MVT's Eq. 6 (each curve is in ferlab.train.relabel)
+RELABEL_CHOICES = ("none", "constant", "linear", "quadratic", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,11 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr} must be > 0")
         from ferlab.data.augment import RECIPES
         from ferlab.data.balance import BALANCE
-        from ferlab.train.relabel import FUNCTIONS as RELABEL_FUNCTIONS
 
-        choices = {"augment": RECIPES, "balance": BALANCE, "label_mode": LABEL_MODES,
-                   "relabel": ("none",) + RELABEL_FUNCTIONS}
+        choices = {"augment": RECIPES, "balance": BALANCE, "label_mode": LABEL_MODES, "relabel": RELABEL_CHOICES}
         for knob, allowed in choices.items():
             if getattr(self, knob) not in allowed:
-                raise ValueError(f"{knob}={getattr(self, knob)!r}: expected one of {allowed}")
+                raise ValueError(f"{knob}={getattr(self, knob)!r}: expected one of {tuple(allowed)}")
         if self.relabel_delta < 0:
             raise ValueError(f"relabel_delta={self.relabel_delta} is outside its range: >= 0")
         if self.relabel_scale < 0 or self.relabel_steepness <= 0 or not 0 <= self.relabel_centre <= 1:

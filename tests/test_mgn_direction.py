@@ -9,8 +9,8 @@ import torch
 
 from ferlab.models.mvt import MaskGenerator, MVTConfig, discriminator
 from ferlab.pretrained import normalisation
-from ferlab.train.mask_quality import nuisance_hits, patch_share
-from ferlab.train.mgn import mgn_step
+from ferlab.studies.mvt_mask_quality import nuisance_hits, patch_share
+from ferlab.studies.mvt_mgn import mgn_step
 
 INFORMATIVE = [5, 10]  # of the 4 x 4 patch grid: the only patches that carry the label
 _I = torch.arange(8)
@@ -91,7 +91,7 @@ def test_warm_start_gives_the_discriminator_expressions_and_the_mgn_its_first_bl
     toy's classes apart before the GAN stage, and the MGN starts from its patch embedding, position embedding
     (patches) and first block. Off, a stored MGN's key is what it was before the option existed.
     Broken once locally to see this fail: the copy into the MGN left out (the MGN's first block stays random)."""
-    from ferlab.train.mgn import mgn_config, mgn_key, warm_start
+    from ferlab.studies.mvt_mgn import mgn_config, mgn_key, warm_start
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -125,7 +125,7 @@ def test_the_mgn_stage_is_keyed_by_the_runs_rows_and_trains_at_the_recipes_batch
 
     spec = SweepSpec(data="x", study="mvt", limit=500, train={"global_batch": 48, "batch_size": 8})
     nested = spec.trial_sections({"study": {"mask_ratio": 0.1}})
-    with mock.patch("ferlab.train.mgn.ensure_mgn", return_value="mgn.pt") as ensure, \
-            mock.patch("ferlab.train.mgn.mgn_metrics", return_value={}):
+    with mock.patch("ferlab.studies.mvt_mgn.ensure_mgn", return_value="mgn.pt") as ensure, \
+            mock.patch("ferlab.studies.mvt_mgn.mgn_metrics", return_value={}):
         before_trial(nested, {"spec": spec, "data_hash": "h", "datasets": {}, "gpus": 0})
     assert ensure.call_args.kwargs["limit"] == 500 and ensure.call_args.kwargs["batch_size"] == 48

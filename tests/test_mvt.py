@@ -11,7 +11,7 @@ from ferlab.models import create_model, model_config
 from ferlab.models.mvt import MaskGenerator, discriminator, random_patch_mask
 from ferlab.models.weights import WeightsError
 from ferlab.pretrained import normalisation
-from ferlab.train.mgn import discriminator_loss, generator_loss
+from ferlab.studies.mvt_mgn import discriminator_loss, generator_loss
 from ferlab.train.relabel import LabelTable, relabel, threshold
 
 

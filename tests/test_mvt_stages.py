@@ -39,7 +39,7 @@ def test_unknown_relabel_function_is_refused(capsys):
 def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys):
     from ferlab.data.pipeline import decoded_splits
     from ferlab.data.shards import open_shards
-    from ferlab.train.mgn import ensure_mgn, mgn_key, mgn_metrics
+    from ferlab.studies.mvt_mgn import ensure_mgn, mgn_key, mgn_metrics
 
     shards = open_shards(tiny_synth)
     decoded = decoded_splits(shards, 64, splits=("train", "val"), masks=True)
@@ -54,7 +54,7 @@ def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys)
     assert out.count(": training (") == 1 and out.count(": reusing ") == 1
     # stored under its settings key: another m, fold, learning rate, batch, augmentation, architecture or DeiT weight
     # file is another MGN (a CPU run's MGN is never reused by a --recipe paper run with weights); none trained here
-    from ferlab.train.mgn import MGN_CONFIG, mgn_config
+    from ferlab.studies.mvt_mgn import MGN_CONFIG, mgn_config
 
     settings = dict(model={}, lr=1e-3, batch_size=16, augment="none")
     cfg = functools.partial(mgn_config, shards.manifest["content_hash"], "mvt_tiny", seed=0, epochs=1)

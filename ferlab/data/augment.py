@@ -26,7 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-RECIPES = ("none", "light", "transfer", "mvt")
+# Each recipe is its list of operations, applied in this order (the order is the draw order of the generator, so it
+# is part of what a seed reproduces). The studies name theirs (Study.data_augment).
+RECIPES = {
+    "none": (),
+    "light": ("flip", "shift"),
+    "transfer": ("rotate_crop", "flip", "erase"),
+    "mvt": ("erase", "flip", "jitter"),
+}
 ROTATION_DEG = 10.0  # TransFER "random rotate": +- this many degrees
 CROP_MIN = 0.875  # TransFER "crop": a square window of 87.5-100% of the side, resized back
 SHIFT = 4  # "light": shift by up to this many pixels, reflecting at the border
@@ -51,16 +58,12 @@ def batch_generator(seed: int, epoch: int, rank: int, step: int, device) -> torc
 def augment_batch(images: torch.Tensor, recipe: str, gen: torch.Generator | None = None) -> torch.Tensor:
     """(N, S, S, 3) uint8 -> the same, transformed by `recipe`, on the device `images` is on."""
     if recipe not in RECIPES:
-        raise ValueError(f"augment={recipe!r}: expected one of {RECIPES}")
-    if recipe == "none" or len(images) == 0:
+        raise ValueError(f"augment={recipe!r}: expected one of {tuple(RECIPES)}")
+    if not RECIPES[recipe] or len(images) == 0:
         return images
     x = images.permute(0, 3, 1, 2).float()  # (N, 3, S, S) in [0, 255]
-    if recipe == "light":
-        x = _shift(_flip(x, gen), gen)
-    elif recipe == "transfer":
-        x = _erase(_flip(_rotate_crop(x, gen), gen), gen)
-    else:
-        x = _jitter(_flip(_erase(x, gen), gen), gen)
+    for op in RECIPES[recipe]:
+        x = OPS[op](x, gen)
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
@@ -127,3 +130,6 @@ def _jitter(x, gen):
     g = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]  # (N, 1, S, S)
     m = g.mean((2, 3), keepdim=True)
     return (s * c * b * x + (1 - s) * c * b * g + (1 - c) * b * m).clamp(0, 255)
+
+
+OPS = {"flip": _flip, "shift": _shift, "rotate_crop": _rotate_crop, "erase": _erase, "jitter": _jitter}

@@ -7,3 +7,7 @@ expression in every shard set.
 
 BASIC7 = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
 BASIC8 = BASIC7 + ("contempt",)
+
+# FERPlus's four training modes (Barsoum et al. 2016), which `ferlab prepare ferplus --mode` writes into the shards'
+# manifest and TrainConfig.label_mode trains with.
+LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target")

@@ -5,7 +5,7 @@ the paper alone (it has no public code). Section references are to `papers/mvt-2
           -> mask = 1 - Mp, spread over each patch's P x P x C pixels -> masked image (section 3.1)
           -> DeiT-S classifier (section 3.1)
 
-The MGN is trained beforehand like a GAN against a ViT discriminator (`ferlab/train/mgn.py`); the classifier trains
+The MGN is trained beforehand like a GAN against a ViT discriminator (`ferlab/studies/mvt_mgn.py`); the classifier trains
 with it frozen, optionally with dynamic relabeling (`ferlab/train/relabel.py`).
 
 Direction of the mask (the paper never writes the MGN stage's multiplier down; README, "Paper vs code"): Mp is high

@@ -6,6 +6,7 @@ from ferlab.studies import mvt, transfer
 from ferlab.studies.base import Study
 
 STUDIES: dict[str, Study] = {s.name: s for s in (transfer.STUDY, mvt.STUDY)}
+DEFAULT = transfer.STUDY.name  # the study of `ferlab sweep` and of a SweepSpec that names none
 
 
 def get_study(name: str) -> Study:

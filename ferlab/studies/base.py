@@ -112,6 +112,7 @@ class Study:
     # --dry-run's trace prints them beside the values
     recipe_notes: dict = field(default_factory=dict)
     alignment: dict = field(default_factory=dict)  # data set or "default" -> what the paper did to align faces
+    final_metrics: tuple = ()  # metrics of its own stage a trials row keeps from the last epoch (MVT: mask quality)
 
     # ---- knobs and the search space
     @property

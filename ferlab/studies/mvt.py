@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ferlab.studies.base import DATASET, Curves, Knob, Row, Study, Table
-from ferlab.train.relabel import FUNCTIONS
+from ferlab.studies.mvt_mask_quality import QUALITY
+from ferlab.train.relabel import CHOICES
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class MVTStudyConfig:
     mask_ratio: float = 0.15  # m of Eq. 2: the mean of Mp the MGN is held at; 0 = no MGN (Table 3's first column)
     mgn_epochs: int = 2  # epochs of the MGN stage (one stored MGN per data set, preset, m, seed and epochs)
     # Not in the paper: epochs of the MGN stage's discriminator trained as a classifier on the full images before
-    # the GAN stage, its first blocks then copied into the MGN (ferlab.train.mgn.warm_start). The CPU stand-in for
+    # the GAN stage, its first blocks then copied into the MGN (ferlab.studies.mvt_mgn.warm_start). The CPU stand-in for
     # section 4.2's ImageNet DeiT-S start of both; 0 = from scratch (or from --deit-weights, as the paper).
     mgn_warm_start: int = 0
 
@@ -39,7 +40,7 @@ def before_trial(config: dict, ctx: dict) -> tuple[dict, dict]:
     without MGN. Returns the config with the MGN's file and the MGN stage's quality metrics, reported with every
     epoch of the trial (SynthFER: the background/occluder share of its top-m patches against chance)."""
     from ferlab.config import TrainConfig
-    from ferlab.train.mgn import ensure_mgn, mgn_metrics
+    from ferlab.studies.mvt_mgn import ensure_mgn, mgn_metrics
 
     study = MVTStudyConfig(**config["study"])
     m = study.mask_ratio
@@ -65,7 +66,7 @@ def _attention(model, x):
     return model.mgn.spread(1.0 - model.mgn.patch_values(x))[:, 0], "MGN mask 1 - Mp (black = removed)", False
 
 
-RELABEL = ("none",) + FUNCTIONS
+RELABEL = CHOICES
 
 # What MVT's CPU experiments set beyond the defaults (ExperimentConfig fields; the paper recipe replaces train's)
 CPU_EXPERIMENT = dict(
@@ -149,6 +150,7 @@ ALIGNMENT = {"default": 'the paper: "we do not perform any extra face alignment 
 
 STUDY = Study(name="mvt", title="MVT (Li et al., 2021)", knobs=KNOBS, tables=TABLES, presets=("mvt_tiny", "mvt_paper"),
               recipes=RECIPES, study_config=MVTStudyConfig, before_trial=before_trial, masks=True,
+              final_metrics=QUALITY,
               figures=(Curves("mvt_relabel_curves", "MVT: convergence per relabel function f (no MGN)", "relabel",
                               {"mask_ratio": 0.0}),), attention=_attention, data_augment="mvt",
               weight_files=("deit",), recipe_notes=RECIPE_NOTES, alignment=ALIGNMENT)

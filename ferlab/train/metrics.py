@@ -33,7 +33,6 @@ NODE = "node_id"
 WORKER_PID = "worker_pid"  # rank 0's process: with NODE, where the trial trains (benchmarks/chaos.py kills it)
 CONFUSION = "confusion"  # the selection split's; other splits: <split>_confusion
 RELABEL = ("relabeled", "relabel_precision", "relabel_recall")  # the label table at the end of an epoch
-MGN_QUALITY = ("mgn_nuisance_precision", "mgn_nuisance_chance")  # MVT's mask network on SynthFER
 MODE = "max"  # VAL_ACC is maximised
 
 

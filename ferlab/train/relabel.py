@@ -24,11 +24,15 @@ import math
 
 import torch
 
-FUNCTIONS = ("constant", "linear", "quadratic", "sigmoid")
+from ferlab.config import RELABEL_CHOICES as CHOICES  # TrainConfig.relabel's: "none", then the curves below
+from ferlab.config import TrainConfig
+
+FUNCTIONS = CHOICES[1:]
 
 
-def threshold(p_gt: torch.Tensor, f: str, delta: float, scale: float = 1.0, centre: float = 0.25,
-              steepness: float = 12.0) -> torch.Tensor:
+def threshold(p_gt: torch.Tensor, f: str, delta: float, scale: float = TrainConfig.relabel_scale,
+              centre: float = TrainConfig.relabel_centre,
+              steepness: float = TrainConfig.relabel_steepness) -> torch.Tensor:
     """f(P_gt) + delta of Eq. 6 (the defaults are TrainConfig's: see the module's docstring for why)."""
     if f == "constant":
         extra = torch.zeros_like(p_gt)

@@ -38,7 +38,7 @@ def trial_histories(results, experiment: str, keep: int | None = None) -> list[d
     the storage (<storage>/<name>; Tune's own `experiment_path` drops a bucket's scheme). `keep`: also remove each
     trial's intact checkpoint folders beyond its newest `keep`, and its unfinished ones (ferlab.train.checkpoints.prune)."""
     from ferlab.train.checkpoints import prune, scan
-    from ferlab.tune.internals import result_trials
+    from ferlab.internals import result_trials
 
     out = []
     # ResultGrid builds its Results from these Trials, in this order; the Trial carries the id and the status.
@@ -83,7 +83,7 @@ def results_table(trials: list[dict], study) -> pd.DataFrame:
                     row[f"{col}_at_best"] = hist.loc[best_i, col]  # at the epoch chosen on validation
                     row[f"{col}_last"] = hist[col].iloc[-1]
                     row[f"{col}_max"] = hist[col].max()  # the best epoch on this split itself
-            for col in M.RELABEL + M.MGN_QUALITY:  # MVT: the relabeling at the end, the MGN's mask quality
+            for col in M.RELABEL + study.final_metrics:  # the relabeling at the end; the study's own (MVT's MGN)
                 if col in hist:
                     row[col] = hist[col].iloc[-1]
             for col in (M.CHECKPOINT, M.NODE):  # the last checkpoint; rank 0's Ray node

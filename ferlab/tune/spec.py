@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ferlab import storage
 from ferlab.config import TrainConfig, build
-from ferlab.studies import get_study
+from ferlab.studies import DEFAULT, get_study
 from ferlab.studies.base import SECTIONS
 
 
@@ -23,16 +23,16 @@ NAME = re.compile(r"[A-Za-z0-9._-]+")  # a sweep's name: one folder under the st
 @dataclass(frozen=True)
 class SweepSpec:
     data: str  # shard folder (local path or URI)
-    study: str = "transfer"  # which paper's knobs are searched (ferlab.studies)
+    study: str = DEFAULT  # which paper's knobs are searched (ferlab.studies)
     preset: str = ""  # model registry name; "" = the study's CPU preset
     samples: int = 8  # Tune trials
-    epochs: int = 6  # max epochs per trial (ASHA may stop a trial earlier)
+    epochs: int = TrainConfig.epochs  # max epochs per trial (ASHA may stop a trial earlier)
     grace_period: int = 2  # ASHA: epochs every trial gets before it can be stopped
     workers_per_trial: int = 1  # Ray Train workers (DDP ranks) per trial
     gpus_per_trial: float = 0.0  # GPUs per trial, split evenly over its workers; 0 = CPU only
     cpus_per_worker: float = 1.0  # logical CPUs per training worker (also its torch threads)
     storage: str = "~/ferlab_results"  # Ray Tune storage path (a local folder or a remote URI such as s3://)
-    name: str = "sweep_transfer"  # experiment name under storage; resume finds it by this name
+    name: str = ""  # experiment name under storage; resume finds it by this name ("" = sweep_<study>)
     seed: int = 0  # TPE sampler seed and training seed
     # The trials' fixed settings, one dict per section of the nested trial config; a study knob given here is
     # fixed, not searched.
@@ -53,6 +53,7 @@ class SweepSpec:
         from ferlab.models import model_config
 
         object.__setattr__(self, "storage", _expand(self.storage))  # frozen: normalised once, here
+        object.__setattr__(self, "name", self.name or f"sweep_{self.study}")
         if storage.is_remote(self.lock_dir):
             raise ValueError(f"--lock-dir {self.lock_dir}: a local or NFS folder (it holds the locks a bucket cannot)")
         if not NAME.fullmatch(self.name) or ".." in self.name:  # a folder under the storage, never beside it

@@ -24,13 +24,12 @@ import csv
 import os
 import sys
 
-from ferlab.config import LABEL_MODES
-from ferlab.data.labels import BASIC7, BASIC8
+from ferlab.data.labels import BASIC7, BASIC8, LABEL_MODES
 from ferlab.data.sources import Listing, PrepareError, Sample
 
 FOLDERS = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
 USAGE = {"Training": "FER2013Train", "PublicTest": "FER2013Valid", "PrivateTest": "FER2013Test"}
-MODES = LABEL_MODES  # Barsoum et al.'s four training modes (ferlab.config: written once)
+MODES = LABEL_MODES  # Barsoum et al.'s four training modes (ferlab.data.labels: written once)
 N_VOTES = 10  # 8 expressions + unknown + NF
 MULTI_TARGET_EPS = 0.001  # FERPlus's "small epsilon in order to avoid ill-conditioned computation"
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+QUALITY = ("mgn_nuisance_precision", "mgn_nuisance_chance")  # what mask_quality reports (a trials row keeps both)
+
 
 def patch_share(mask: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, H, W) {0, 1} pixel mask -> (B, N): the share of each P x P patch that the mask covers."""
@@ -39,4 +41,4 @@ def mask_quality(mgn, batches, m: float, device) -> dict:
         mp = mgn.patch_values(to_input(batch["image"].to(device), mgn.cfg))
         h, c, b = nuisance_hits(mp, patch_share(batch["nuisance"].to(device), mgn.cfg.patch), m)
         hit, chance, n = hit + h, chance + c, n + b
-    return {"mgn_nuisance_precision": hit / n, "mgn_nuisance_chance": chance / n} if n else {}
+    return dict(zip(QUALITY, (hit / n, chance / n))) if n else {}

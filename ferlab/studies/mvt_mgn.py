@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ferlab import storage
-from ferlab.train.mask_quality import mask_quality
+from ferlab.studies.mvt_mask_quality import mask_quality
 from ferlab.lock import FolderLock
 
 MGN_FILE = "mgn.pt"
