@@ -13,7 +13,8 @@ import os
 import sys
 import time
 
-from ferlab.config import LABEL_MODES
+from ferlab.data.labels import LABEL_MODES
+from ferlab.data.synth import SYNTH_N
 from ferlab.console import Parser
 
 
@@ -111,21 +112,25 @@ def main(argv=None) -> int:
 
         return run_file(argv[1:])
     if argv[:1] == ["sweep"]:
-        from ferlab.studies import STUDIES
-        from ferlab.tune.runner import run_file
+        from ferlab.studies import DEFAULT, STUDIES
+        from ferlab.tune.runner import load, main as run
 
-        study = argv[1] if len(argv) > 1 and argv[1] in STUDIES else "transfer"
+        study = argv[1] if len(argv) > 1 and argv[1] in STUDIES else DEFAULT
         rest = argv[2:] if len(argv) > 1 and argv[1] in STUDIES else argv[1:]
         experiments = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
-        return run_file([os.path.join(experiments, f"sweep_{study}.py"), *rest])
+        module = load(os.path.join(experiments, f"sweep_{study}.py"))
+        module.PROG = f"ferlab sweep {study}"  # what --help's usage line and the errors name
+        return run(module, rest)
     p = Parser(prog="ferlab", description="FER ablation studies on Ray")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="draw SynthFER into a shard folder")
-    s.add_argument("--out", required=True)
-    s.add_argument("--n", type=int, default=3000)
-    s.add_argument("--size", type=int, default=112)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--label-noise", type=float, default=0.0)
+    s.add_argument("--out", required=True, help="shard folder to write (a local path or a URI)")
+    s.add_argument("--n", type=int, default=SYNTH_N, help="faces to draw, split 80/10/10 (default %(default)s)")
+    s.add_argument("--size", type=int, default=112, help="face side in pixels (default %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="the drawing's seed: the same seed draws the same faces")
+    s.add_argument("--label-noise", type=float, default=0.0,
+                   help="chance that a face's stored label is replaced by another class; its clean label is kept beside it "
+                        "(default 0)")
     s.set_defaults(fn=_synth)
     pr = sub.add_parser("prepare", help="a data set on disk -> aligned faces -> shards",
                         description="Read a data set in its own layout, align the faces, write shards + manifest.")

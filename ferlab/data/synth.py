@@ -190,7 +190,10 @@ def _split_of(index: int, n: int, fractions: tuple[float, float, float]) -> str:
     return "train" if index < train_end else "val" if index < val_end else "test"
 
 
-def make_synthfer(out, n: int = 3000, spec: SynthSpec = SynthSpec(), seed: int = 0,
+SYNTH_N = 3000  # faces drawn when no size is given (`ferlab synth`, an experiment without --data)
+
+
+def make_synthfer(out, n: int = SYNTH_N, spec: SynthSpec = SynthSpec(), seed: int = 0,
                   fractions=(0.8, 0.1, 0.1), progress: bool = True, rows_per_file: int = 2000):
     """Write n SynthFER faces as shards in `out`; returns the manifest. Splits are contiguous index ranges."""
     from ferlab.data.shards import ShardWriter
@@ -222,7 +225,7 @@ def default_cache() -> str:
     return os.environ.get("FERLAB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ferlab"))
 
 
-def cached_synthfer(n: int = 3000, size: int = 64, seed: int = 0, label_noise: float = 0.0,
+def cached_synthfer(n: int = SYNTH_N, size: int = 64, seed: int = 0, label_noise: float = 0.0,
                     cache_dir: str | None = None) -> str:
     """The path of a SynthFER shard folder for these settings, drawn on first use and reused afterwards."""
     import os

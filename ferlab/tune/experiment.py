@@ -11,6 +11,7 @@ import sys
 import time
 
 from ferlab import storage
+from ferlab.config import TrainConfig
 from ferlab.pretrained import FAMILIES
 from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
@@ -71,7 +72,7 @@ def add_study_args(p, study_name: str, fix_knobs: bool = True) -> None:
     p.add_argument("--recipe", default="cpu", choices=("cpu", *study.recipes),
                    help="training recipe: cpu (the laptop defaults) or paper (the paper's optimiser, schedule, "
                         "batch, epochs and augmentation, per data set); explicit options win over it")
-    p.add_argument("--batch-size", type=int, help="per-worker batch size (default 32)")
+    p.add_argument("--batch-size", type=int, help=f"per-worker batch size (default {TrainConfig.batch_size})")
     p.add_argument("--lr", type=float, help="learning rate (default: the recipe's, else TrainConfig's)")
     p.add_argument("--augment", choices=RECIPES, help="training augmentation (default: the recipe's; on the "
                                                       "cpu recipe, the paper's with --data, light on SynthFER)")
@@ -89,13 +90,13 @@ def add_study_args(p, study_name: str, fix_knobs: bool = True) -> None:
                         "--set model.msad=reference --set train.label_smoothing=0.1 (repeatable)")
 
 
-def add_confirm_args(p) -> None:
-    """A search's noise-aware last step (ferlab.tune.confirm)."""
-    p.add_argument("--confirm", type=_at_least(0), default=0, metavar="K",
+def add_confirm_args(p, defaults) -> None:
+    """A search's noise-aware last step (ferlab.tune.confirm); `defaults`: RunOptions, which holds them."""
+    p.add_argument("--confirm", type=_at_least(0), default=defaults.confirm, metavar="K",
                    help="after the search, re-train its K best settings with fresh seeds and report mean +/- std "
-                        "(default 0: off)")
-    p.add_argument("--confirm-seeds", type=_at_least(1), default=3, metavar="S",
-                   help="fresh seeds per confirmed setting (default 3)")
+                        "(default %(default)s: off)")
+    p.add_argument("--confirm-seeds", type=_at_least(1), default=defaults.confirm_seeds, metavar="S",
+                   help="fresh seeds per confirmed setting (default %(default)s)")
 
 
 def _at_least(low: int):
@@ -194,7 +195,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
     config as run (saved whole in run.json with the run options, beside the resolved spec)."""
     import dataclasses
 
-    from ferlab.data.synth import cached_synthfer
+    from ferlab.data.synth import SYNTH_N, cached_synthfer
     from ferlab.models import model_config
     from ferlab.lock import FolderLock, Locked
     from ferlab.tune.resources import DoesNotFit, check_address, concurrent_trials, init_ray
@@ -224,7 +225,7 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
 
                 synth = synth or {}
                 spec = dataclasses.replace(spec, data=cached_synthfer(
-                    n=synth.get("n", 3000), size=model_config(spec.preset).input_size, seed=spec.seed,
+                    n=synth.get("n", SYNTH_N), size=model_config(spec.preset).input_size, seed=spec.seed,
                     label_noise=synth.get("label_noise", 0.0)))
                 spec = spec.fit(open_shards(spec.data))
             init_ray(run.address, run.num_cpus, run.object_store_mb, verbose=run.verbose)

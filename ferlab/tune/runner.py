@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass, field
 
 from ferlab import storage
+from ferlab.config import TrainConfig
+from ferlab.data.synth import SYNTH_N
 
 KINDS = ("search", "ablation", "single")
 
@@ -32,11 +34,11 @@ class ExperimentConfig:
     # cell trained alike; "single": one training of the paper's point for the data set (every knob fixed)
     kind: str = "search"
     samples: int = 8  # search: trials
-    epochs: int | None = None  # per trial; --epochs, else the recipe's (--recipe paper: 40), else this, else 6
+    epochs: int | None = None  # per trial; --epochs, else the recipe's (--recipe paper: 40), else this, else TrainConfig's
     grace_period: int = 2  # search: ASHA's epochs before a trial may be stopped
     tables: str = "all"  # ablation: which of the study's tables (comma-separated) or all
     seeds: int = 1  # ablation: trainings per cell
-    synth_n: int = 3000  # SynthFER faces when no --data is given
+    synth_n: int = SYNTH_N  # SynthFER faces when no --data is given
     label_noise: float = 0.0  # SynthFER's share of wrong training labels (MVT's relabeling needs some)
     cpus_per_worker: float | None = None  # None: all but the data share on a local Ray, 1 on a cluster or with GPUs
     train: dict = field(default_factory=dict)  # TrainConfig fields that differ (each gets a flag)
@@ -90,7 +92,7 @@ def parser(config: ExperimentConfig, doc: str, prog: str):
     from ferlab.tune.experiment import add_confirm_args, add_run_args, add_study_args
 
     p = Parser(prog=prog, description=(doc or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_epochs = config.epochs or "the recipe's, else 6"
+    default_epochs = config.epochs or f"the recipe's, else {TrainConfig.epochs}"
     p.add_argument("--epochs", type=int, help=f"epochs per trial (default {default_epochs})")
     if config.kind == "search":
         p.add_argument("--samples", type=int, help=f"trials (default {config.samples})")
@@ -112,10 +114,11 @@ def parser(config: ExperimentConfig, doc: str, prog: str):
         for key, value in getattr(config, section).items():
             if key not in own:
                 p.add_argument(f"--{key.replace('_', '-')}", dest=f"{section}__{key}", type=type(value),
+                               metavar=key.upper(),
                                help=f"{section}.{key} (default {value})")
     add_study_args(p, config.paper, fix_knobs=config.kind == "search")
     if config.kind == "search":
-        add_confirm_args(p)
+        add_confirm_args(p, RunOptions)
     add_run_args(p, config.name, f" (default {config.synth_n})")
     return p
 
@@ -136,7 +139,7 @@ def build(config: ExperimentConfig, args):
     # PRECEDENCE (ferlab.tune.experiment): explicit > the recipe's for the data set > the experiment file > default
     epochs, sources = next((v, layer) for v, layer in (
         (args.epochs, "explicit"), (study.recipe(args.recipe, dataset).get("epochs"), "recipe"),
-        (config.epochs, "experiment file"), (6, "default")) if v is not None)
+        (config.epochs, "experiment file"), (TrainConfig.epochs, "default")) if v is not None)
     explicit = {section: {k: getattr(args, f"{section}__{k}") for k in getattr(config, section)
                           if getattr(args, f"{section}__{k}", None) is not None} for section in ("train", "study")}
     sections = sections_from_args(args, config.paper, dataset, train=config.train, settings=config.study,
@@ -172,7 +175,8 @@ def build(config: ExperimentConfig, args):
     run = RunOptions(results_dir=args.results_dir or os.path.join("results", name), resume=args.resume,
                      address=args.address, num_cpus=args.num_cpus, object_store_mb=args.object_store_mb,
                      track=tuple(args.track), track_uri=args.track_uri, recipe=args.recipe,
-                     confirm=getattr(args, "confirm", 0), confirm_seeds=getattr(args, "confirm_seeds", 3),
+                     confirm=getattr(args, "confirm", RunOptions.confirm),
+                     confirm_seeds=getattr(args, "confirm_seeds", RunOptions.confirm_seeds),
                      verbose=args.verbose,
                      prepare=prepare)
     return spec, grid, keys, run, {"dataset": dataset, "sources": sources,
@@ -218,7 +222,8 @@ def parse(module, argv=None):
 
 
 def _prog(module) -> str:
-    return os.path.basename(getattr(module, "__file__", "experiment.py"))[:-3]
+    """The name --help and errors give: the module's PROG (`ferlab sweep mvt`), else its file's name."""
+    return getattr(module, "PROG", None) or os.path.basename(getattr(module, "__file__", "experiment.py"))[:-3]
 
 
 def main(module, argv=None) -> int:
