@@ -1,4 +1,5 @@
-"""TransFER's ablations (Xue et al., ICCV 2021): Tables 1-4 and Figure 3, measured, next to the published numbers.
+"""TransFER's ablations (Xue et al., ICCV 2021): Tables 1-4, Table 3's corners and Figure 3, measured, next to the
+published numbers.
 
     python experiments/ablation_transfer.py --smoke              # every table, smallest sizes (tests run this)
     python experiments/ablation_transfer.py                      # laptop: SynthFER, transfer_tiny, 1 seed
@@ -11,9 +12,9 @@
 Every distinct setting of (B, p1, p2, stem stage, dropper, drop rate) the chosen tables need, once per seed, all for
 the same epochs (a grid, no early stopping: cells of a table are trained alike); the paper's default fills a row of
 every table but is trained once. Table 4's alternatives each try drop rates 0.1 / 0.3 / 0.6 and report their best on
-validation. All tables: 31 settings per seed.
+validation. All tables: 32 settings per seed.
 
-Expected: --smoke trains the 31 settings for 1 epoch on 420 SynthFER faces, near chance (1/7): it shows the
+Expected: --smoke trains the 32 settings for 1 epoch on 420 SynthFER faces, near chance (1/7): it shows the
 pipeline filling every table, not what the paper found.
 """
 

@@ -1,7 +1,7 @@
 """Ablation experiments end to end through a real local Ray (subprocesses: one Ray at a time), then `ferlab report`
 on their folder: the paper tables with their paper column, the figures, and the page in a real browser.
 
-The full `--smoke` (every table: 31 TransFER settings, 8 MVT settings) takes many minutes on 2 cores, most of it
+The full `--smoke` (every table: 32 TransFER settings, 8 MVT settings) takes many minutes on 2 cores, most of it
 Ray's fixed cost per trial; the tests run one table per paper (TransFER Table 2 with two folds of a FERPlus-
 derived folder: plain rows, the stage axis plot, the attention figure from a checkpoint; MVT Table 3 with `--smoke`:
 the MGN stage and relabeling) to keep CI within its budget. A grid row picked on validation (Table 4) is covered on fabricated results in test_report.py.

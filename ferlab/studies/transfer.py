@@ -58,6 +58,15 @@ TABLES = (
         for p1, p2, acc in ((0.4, 0.3, 89.28), (0.5, 0.3, 89.24), (0.6, 0.3, 90.91), (0.7, 0.3, 89.89),
                             (0.8, 0.3, 89.89), (0.6, 0.1, 89.80), (0.6, 0.2, 89.83), (0.6, 0.4, 89.93),
                             (0.6, 0.5, 89.24))), baseline=2, slices=(("p1", {"p2": 0.3}), ("p2", {"p1": 0.6}))),
+    # Table 3 varies one rate around the paper's point and never sets either to 0; its corners, each rate off or at
+    # the paper's value, separate MAD's and MSAD's effects in one 2 x 2 (three of them are Table 1's rows).
+    Table("table3_corners", "Table 3's corners: p1 (MAD) and p2 (MSAD) off or at the paper's value", (
+        Row("p1 = 0, p2 = 0", {"p1": 0.0, "p2": 0.0}, {"rafdb": 90.03, "affectnet7": 65.74}),
+        Row("p1 = 0.6, p2 = 0", {"p2": 0.0}, {"rafdb": 90.35, "affectnet7": 65.94}),
+        Row("p1 = 0, p2 = 0.3", {"p1": 0.0}),
+        Row("p1 = 0.6, p2 = 0.3 (TransFER)", {}, {"rafdb": 90.91, "affectnet7": 66.23}),
+    ), note="The published values are Table 1's rows (+ local CNNs, + MAD, + MSAD); p1 = 0 with MSAD on is not in "
+            "the paper. The rates are the data set's (AffectNet: p1 = 0.2, p2 = 0.6)."),
     # "We replace our MAD with these methods and perform a grid search to find the best hyper-parameters." The
     # grids hold the paper's own best points (section 4.3): Dropout at rate 0 (RAF-DB) and 0.1 (AffectNet),
     # Spatial Dropout at 0.2, DropBlock at rate 0.3 with block size 7 or 9.
