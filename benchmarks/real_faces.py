@@ -9,7 +9,7 @@ epoch is chosen on validation and the test accuracy read at that epoch (ferlab's
 papers' setting (ImageNet/MS-Celeb weights, 224 or 112 px, 40 epochs, the whole training split): the numbers say
 what the mechanisms do at this scale, and how noisy a cell is between seeds.
 
-    python benchmarks/real_faces.py                          # both studies, 3 seeds (about 70 minutes, 2 cores)
+    python benchmarks/real_faces.py                          # both studies, 3 seeds (about 75 minutes on 2 cores)
     python benchmarks/real_faces.py --only transfer --seeds 2 --epochs 2 --limit 500   # a quick look
     ferlab report results/real_faces_transfer                # the tables, power lines, plots
 """

@@ -7,6 +7,7 @@ A page holds a marker on a line of its own; this hook replaces it:
     <!-- ferlab:weights -->         the weight families of ferlab.pretrained: file, normalisation, size, skipped keys
     <!-- ferlab:recipes -->         each study's recipes per data set: every value beside the paper's sentence for it
     <!-- ferlab:benchmarks NAME --> the rows of docs/benchmarks/NAME.csv, as a table
+    <!-- ferlab:real_faces -->      the real-faces benchmark: a figure of every cell's seeds and a Welch table
     <!-- ferlab:changelog -->       CHANGELOG.md
 """
 
@@ -19,6 +20,10 @@ import inspect
 import io
 import os
 import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import figures  # noqa: E402  (beside this hook: the figures drawn from the benchmarks' CSV files)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = re.compile(r"^<!-- ferlab:(\w+)(?: ([\w-]+))? -->$", re.M)
@@ -164,4 +169,4 @@ def changelog(_=None) -> str:
 
 
 GENERATORS = {"commands": commands, "configs": configs, "weights": weights, "recipes": recipes,
-              "benchmarks": benchmarks, "changelog": changelog}
+              "benchmarks": benchmarks, "changelog": changelog, "real_faces": figures.real_faces}
