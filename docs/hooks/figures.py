@@ -1,0 +1,119 @@
+"""Figures the Benchmarks page draws from its CSV files when the site is built (matplotlib, inlined as SVG so that the
+page needs no generated file beside it). Imported by ferlab_docs.py."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pandas as pd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def svg(fig) -> str:
+    """A matplotlib figure as an inline <svg> element (its XML prologue dropped), in a centred block."""
+    import matplotlib.pyplot as plt
+
+    out = io.StringIO()
+    fig.savefig(out, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = out.getvalue()
+    return '<div class="ferlab-figure" markdown="0">' + text[text.index("<svg"):].replace("\n", " ") + "</div>"
+
+
+def newest_run(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each study's newest command (its latest date and commit): earlier runs stay in the CSV."""
+    keep = []
+    for _, rows in df.groupby("study", sort=False):
+        last = rows.iloc[-1]
+        keep.append(rows[(rows["date"] == last["date"]) & (rows["commit"] == last["commit"])
+                         & (rows["command"] == last["command"])])
+    return pd.concat(keep)
+
+
+def _published(study_name: str, table_key: str, cell: str) -> tuple[str, float | None]:
+    """(data set, value) the paper publishes for a table's row: FERPlus when it does, else RAF-DB's."""
+    from ferlab.studies import get_study
+    from ferlab.studies.base import published_for
+
+    row = next(r for r in get_study(study_name).table(table_key).rows if r.label == cell)
+    return published_for("ferplus", row)
+
+
+def real_faces_figure(df: pd.DataFrame) -> str:
+    """Per study, each cell's seeds as points and their mean +/- std (test accuracy at the epoch chosen on
+    validation); beside it, on an axis of its own, the paper's published value for that row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    studies = list(dict.fromkeys(df["study"]))
+    cells = {s: list(dict.fromkeys(zip(df[df["study"] == s]["table"], df[df["study"] == s]["cell"])))
+             for s in studies}
+    fig, axes = plt.subplots(len(studies), 2, figsize=(11, 0.42 * sum(map(len, cells.values())) + 1.4 * len(studies)),
+                             gridspec_kw={"width_ratios": (3, 1), "height_ratios": [len(cells[s]) for s in studies]},
+                             squeeze=False)
+    for (ax, pub), study in zip(axes, studies):
+        labels = []
+        for y, (table, cell) in enumerate(cells[study]):
+            acc = 100 * df[(df["study"] == study) & (df["table"] == table) & (df["cell"] == cell)]["test_acc"]
+            ax.scatter(acc, np.full(len(acc), y) + np.linspace(-0.12, 0.12, len(acc)), s=14, color="0.55", zorder=2)
+            ax.errorbar(acc.mean(), y, xerr=acc.std(ddof=1) if len(acc) > 1 else None, fmt="o", color="C0",
+                        capsize=3, zorder=3)
+            source, value = _published(study, table, cell)
+            if value is not None:
+                pub.plot(value, y, "D", color="C3" if source == "ferplus" else "C1")
+            labels.append(f"{table}: {cell}")
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{study}: test accuracy % (laptop, epoch chosen on validation)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        pub.set_ylim(ax.get_ylim())
+        pub.set_yticks([])
+        pub.set_xlabel("published % (red: FERPlus, orange: RAF-DB)", fontsize=8)
+        pub.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return svg(fig)
+
+
+def real_faces_table(df: pd.DataFrame) -> str:
+    """Each cell's mean +/- std, and Welch's test against its table's baseline row."""
+    from ferlab.report.tables import welch
+    from ferlab.studies import get_study
+
+    lines = ["| study | table | cell | seeds | test acc % | val acc % | mean class acc % | vs baseline (Welch) | "
+             "published % |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (study, table), rows in df.groupby(["study", "table"], sort=False):
+        t = get_study(study).table(table)
+        base = rows[rows["cell"] == t.rows[t.baseline].label]["test_acc"].to_numpy(float)
+        for cell, c in rows.groupby("cell", sort=False):
+            acc = c["test_acc"].to_numpy(float)
+            p = welch(acc, base) if cell != t.rows[t.baseline].label else None
+            mark = "baseline" if cell == t.rows[t.baseline].label else (
+                "-" if p is None else f"{100 * (acc.mean() - base.mean()):+.2f} pt, p = {p:.2f}")
+            source, value = _published(study, table, cell)
+            pub = "-" if value is None else f"{value:.2f} ({'FERPlus' if source == 'ferplus' else 'RAF-DB'})"
+            lines.append(f"| {study} | {table} | {cell} | {len(acc)} | {_ms(acc)} | {_ms(c['val_acc'])} | "
+                         f"{_ms(c['test_mca'])} | {mark} | {pub} |")
+    return "\n".join(lines)
+
+
+def _ms(values) -> str:
+    v = 100 * np.asarray(values, float)
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
+
+
+def real_faces(_=None) -> str:
+    path = os.path.join(ROOT, "docs", "benchmarks", "real_faces.csv")
+    if not os.path.exists(path):
+        return "*`python benchmarks/real_faces.py` writes this section's first rows.*"
+    df = newest_run(pd.read_csv(path))
+    first = df.iloc[0]
+    where = (f"Measured {first['date']} at {first['commit']} on {first['cores']} cores ({first['cpu']}), "
+             f"{first['epochs']} epochs, `--limit {first['limit']}`, with `{first['command']}`; "
+             f"{df['seconds'].sum() / 60:.0f} minutes of training in all.")
+    return "\n\n".join([where, real_faces_figure(df), real_faces_table(df),
+                        "[real_faces.csv](benchmarks/real_faces.csv): one row per cell and seed."])
