@@ -121,6 +121,16 @@ def main(argv=None) -> int:
         module = load(os.path.join(experiments, f"sweep_{study}.py"))
         module.PROG = f"ferlab sweep {study}"  # what --help's usage line and the errors name
         return run(module, rest)
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, OSError) as e:  # ConnectionError (an --address where nothing answers) is an OSError
+        print(f"ferlab {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def parser() -> Parser:
+    """The `ferlab` command line (run and sweep hand their options to the experiment file's own parser)."""
     p = Parser(prog="ferlab", description="FER ablation studies on Ray")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="draw SynthFER into a shard folder")
@@ -134,7 +144,8 @@ def main(argv=None) -> int:
     s.set_defaults(fn=_synth)
     pr = sub.add_parser("prepare", help="a data set on disk -> aligned faces -> shards",
                         description="Read a data set in its own layout, align the faces, write shards + manifest.")
-    pr.add_argument("source", choices=["rafdb", "ferplus", "affectnet", "folder"])
+    pr.add_argument("source", choices=["rafdb", "ferplus", "affectnet", "folder"],
+                    help="the data set's layout: rafdb, ferplus, affectnet, or folder (class folders, CK+, JAFFE, ...)")
     pr.add_argument("--root", required=True, help="the data set's folder, as downloaded")
     pr.add_argument("--out", required=True, help="shard folder to write")
     pr.add_argument("--size", type=int, default=112, help="stored face side: 112 for TransFER, 224 for MVT")
@@ -181,12 +192,7 @@ def main(argv=None) -> int:
     models = sub.add_parser("models", help="list model presets, or one preset's config fields")
     models.add_argument("name", nargs="?", help="a preset: print its config fields and values")
     models.set_defaults(fn=_models)
-    args = p.parse_args(argv)
-    try:
-        return args.fn(args)
-    except (ValueError, OSError) as e:  # ConnectionError (an --address where nothing answers) is an OSError
-        print(f"ferlab {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
+    return p
 
 
 if __name__ == "__main__":

@@ -31,11 +31,9 @@ class TrainConfig:
     weight_decay: float = 0.01  # decoupled for AdamW, L2 for SGD
     lr_milestones: tuple = ()  # epochs at which lr is divided by 10 (TransFER: 15 and 30 of 40)
     # A schedule in optimiser steps, as the papers state some ("we train 20K iterations ... decayed by a factor of 10
-    # at 9.6K and 19.2K iterations", TransFER on AffectNet): max_steps ends training after that many steps (epochs is
-    # then only a ceiling; the last epoch may end early), lr_milestone_steps divides lr by 10 at those steps, the rate
-    # then set every step. 0 / () = off.
-    max_steps: int = 0
-    lr_milestone_steps: tuple = ()
+    # at 9.6K and 19.2K iterations", TransFER on AffectNet). 0 / () = off.
+    max_steps: int = 0  # end training after this many steps (epochs is then a ceiling; the last epoch may end early)
+    lr_milestone_steps: tuple = ()  # divide lr by 10 at these steps (the rate is then set every step)
     lr_decay: float = 0.0  # exponential decay: lr * lr_decay ** epoch (MVT "decreased at an exponential rate")
     # With neither milestones nor lr_decay the schedule is a cosine to zero (the CPU default).
     warmup_epochs: int = 0  # linear warm-up before the schedule
@@ -63,17 +61,14 @@ class TrainConfig:
     # distribution), "multi_target" (-log max_k t_k p_k over the accepted classes). The sweep takes it from the
     # shards' manifest (`ferlab prepare ferplus --mode ...`); the soft modes need shards with a `soft` column.
     label_mode: str = "majority"
-    # MVT's dynamic relabeling (ferlab.train.relabel): "none", or the threshold function f: "constant" (SCN),
-    # "linear", "quadratic", "sigmoid". Relabel when P_max - P_gt > f(P_gt) + relabel_delta, from epoch
-    # relabel_start on (SCN and MVT: 10 of their runs; a CPU sweep starts earlier).
-    relabel: str = "none"
-    relabel_delta: float = 0.2
-    relabel_start: int = 10
-    # The curves' parameters (ferlab/train/relabel.py says what the paper fixes and what is chosen): a scales
-    # linear, quadratic and sigmoid; the sigmoid rises around relabel_centre with relabel_steepness.
-    relabel_scale: float = 1.0
-    relabel_centre: float = 0.25
-    relabel_steepness: float = 12.0
+    # MVT's dynamic relabeling (ferlab.train.relabel): relabel a training sample when P_max - P_gt > f(P_gt) + delta
+    relabel: str = "none"  # f: "none" (off), "constant" (SCN), "linear", "quadratic" or "sigmoid"
+    relabel_delta: float = 0.2  # delta of Eq. 6, the threshold's lower limit (MVT: 0.2)
+    relabel_start: int = 10  # the epoch relabeling starts at (MVT: "in 10-th epoch"; a CPU sweep starts earlier)
+    # The curves' parameters (ferlab/train/relabel.py says what the paper fixes and what is chosen)
+    relabel_scale: float = 1.0  # a: scales the linear, quadratic and sigmoid curves
+    relabel_centre: float = 0.25  # c: where the sigmoid curve rises (in P_gt)
+    relabel_steepness: float = 12.0  # k: how steeply the sigmoid curve rises
 
     def __post_init__(self):
         checked(self, "train config")
@@ -121,6 +116,24 @@ def checked(cfg, where: str) -> None:
                if isinstance(f.default, (int, float)) and not isinstance(f.default, bool)
                and not isinstance(getattr(cfg, f.name), (int, float))]
         raise ValueError(f"{where}: wrong type: {', '.join(bad) or 'a value'}") from None
+
+
+def field_comments(cls) -> dict[str, str]:
+    """{field: the comment written beside it} of a config dataclass; a comment on lines of its own above a field is
+    its start (and a group's). The one place a field's meaning is written: --help and the Reference page read it."""
+    import inspect
+    import re
+
+    comments, above = {}, []
+    for line in inspect.getsource(cls).splitlines():
+        if re.match(r"\s+#", line):
+            above.append(line.strip()[1:].strip())
+            continue
+        m = re.match(r"\s+(\w+)\s*:\s*[^=#]+(?:=[^#]*)?(?:#\s*(.*))?$", line)
+        if m:
+            comments[m.group(1)] = " ".join(above + [m.group(2) or ""]).strip()
+        above = []
+    return comments
 
 
 def build(cls, values: dict, section: str):

@@ -1,5 +1,5 @@
 """MVT (Li et al. 2021, "MVT: Mask Vision Transformer for Facial Expression Recognition in the Wild"), written from
-the paper alone (it has no public code). Section references are to `papers/mvt-2021.txt`.
+the paper alone (it has no public code). Section numbers are the paper's own.
 
     image -> [MGN, frozen: first 6 DeiT-S blocks over the patch tokens -> Linear -> sigmoid = Mp per patch]
           -> mask = 1 - Mp, spread over each patch's P x P x C pixels -> masked image (section 3.1)
@@ -34,11 +34,11 @@ class MVTConfig:
     patch: int = 16  # P: patch side; N = (input_size / P)^2 patches
     dim: int = 384  # D: DeiT-S width
     depth: int = 12  # classifier blocks (DeiT-S)
-    heads: int = 6
-    mlp_ratio: float = 4.0
+    heads: int = 6  # attention heads per block (DeiT-S: 6 of 64 dimensions)
+    mlp_ratio: float = 4.0  # MLP hidden width / dim (DeiT-S: 4)
     qkv_bias: bool = True  # DeiT has qkv bias
     mgn_depth: int = 6  # the MGN uses the first 6 DeiT-S blocks (section 4.2)
-    num_classes: int = 7
+    num_classes: int = 7  # expression classes; a sweep sets it from the shards (FERPlus and AffectNet-8: 8)
     # What the head reads (timm's global_pool): "token" is DeiT's class token, the paper's; "avg" averages the patch
     # tokens, which learns much faster from scratch on a CPU budget (as transfer_tiny's pool="mean").
     pool: str = "token"

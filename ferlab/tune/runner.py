@@ -110,12 +110,18 @@ def parser(config: ExperimentConfig, doc: str, prog: str):
         p.add_argument("--root", default=config.root, help=f"the {config.prepare} folder `ferlab prepare` reads when "
                                                             f"no --data is given (default {config.root})")
     own = {"batch_size", "lr", "augment", "balance"}  # already flags of every experiment
+    from ferlab.config import field_comments
+    from ferlab.studies import get_study
+
+    meaning = {"train": field_comments(TrainConfig),
+               "study": field_comments(get_study(config.paper).study_config or TrainConfig)}
     for section in ("train", "study"):
         for key, value in getattr(config, section).items():
-            if key not in own:
+            if key not in own:  # the field's own comment is its help; the file's value its default
                 p.add_argument(f"--{key.replace('_', '-')}", dest=f"{section}__{key}", type=type(value),
                                metavar=key.upper(),
-                               help=f"{section}.{key} (default {value})")
+                               help=f"{meaning[section].get(key) or section + '.' + key} (default {value})"
+                               .replace("%", "%%"))
     add_study_args(p, config.paper, fix_knobs=config.kind == "search")
     if config.kind == "search":
         add_confirm_args(p, RunOptions)
