@@ -1,6 +1,5 @@
 """TransFER (Xue et al., ICCV 2021): IR-50 stem -> local CNNs (B LANets + MAD, max-aggregated) -> 1x1 projection
-to tokens -> ViT encoder with MSAD -> classification head. Section references are to
-`papers/transfer-iccv2021.txt`.
+to tokens -> ViT encoder with MSAD -> classification head. Section numbers are the paper's own.
 """
 
 from __future__ import annotations

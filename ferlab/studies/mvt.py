@@ -1,4 +1,4 @@
-"""MVT (Li et al. 2021, papers/mvt-2021.txt): its knobs, paper settings, tables, recipe and the mask-network stage
+"""MVT (Li et al. 2021): its knobs, paper settings, tables, recipe and the mask-network stage
 that runs before each trial.
 
 Knobs: the mask ratio m of Eq. 2 (section "study": it selects, and if needed trains, the stored MGN; m = 0 is the

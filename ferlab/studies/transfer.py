@@ -1,4 +1,4 @@
-"""TransFER (Xue et al., ICCV 2021, papers/transfer-iccv2021.txt): its knobs, paper settings, tables and recipe.
+"""TransFER (Xue et al., ICCV 2021): its knobs, paper settings, tables and recipe.
 
 Knobs are TransFERConfig fields (section "model"); TransFERConfig checks their validity, the ranges here are what the
 search explores. Paper values per data set: B = 2, p1 = 0.6, p2 = 0.3 on RAF-DB and FERPlus; B = 4, p1 = 0.2,
