@@ -2,22 +2,20 @@
 
 A page holds a marker on a line of its own; this hook replaces it:
 
-    <!-- ferlab:commands -->        every `ferlab` command's and every experiment file's --help, from their parsers
+    <!-- ferlab:commands -->        every `ferlab` command's and experiment file's options, as tables, from the parsers
     <!-- ferlab:configs -->         every config dataclass's fields: type, default and the comment written beside it
     <!-- ferlab:weights -->         the weight families of ferlab.pretrained: file, normalisation, size, skipped keys
     <!-- ferlab:recipes -->         each study's recipes per data set: every value beside the paper's sentence for it
     <!-- ferlab:benchmarks NAME --> the rows of docs/benchmarks/NAME.csv, as a table
     <!-- ferlab:real_faces -->      the real-faces benchmark: a figure of every cell's seeds and a Welch table
     <!-- ferlab:changelog -->       CHANGELOG.md
+    <!-- ferlab:layout -->          every module and what its docstring says it is
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import glob
-import inspect
-import io
 import os
 import re
 import sys
@@ -33,46 +31,69 @@ def on_page_markdown(markdown, page, config, files):
     return MARKER.sub(lambda m: GENERATORS[m.group(1)](m.group(2)), markdown)
 
 
-def _help(argv=None, parser=None) -> str:
-    """A parser's --help at a fixed width (the same text on every machine)."""
-    os.environ["COLUMNS"] = "110"
-    if parser is not None:
-        return parser.format_help()
-    from ferlab import cli
+def _options(parser) -> list[tuple[str, str]]:
+    """(option, its help with the default) of each option a parser has, in order (argparse's own list)."""
+    import argparse
 
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-        cli.main(argv)
-    return out.getvalue()
+    out = []
+    for a in parser._actions:
+        if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        name = ", ".join(a.option_strings) or a.dest
+        if a.option_strings and a.nargs != 0:
+            name += " " + (a.metavar or ("{" + ",".join(map(str, a.choices)) + "}" if a.choices else a.dest.upper()))
+        text = (a.help or "") % {"default": a.default} if a.help else ""
+        if a.default not in (None, False, [], "", argparse.SUPPRESS) and "default" not in text:
+            text += f" (default {a.default})"
+        out.append((name, text.strip()))
+    return out
+
+
+def _table(rows) -> list[str]:
+    cell = lambda t: t.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")  # noqa: E731
+    return ["| option | meaning |", "| --- | --- |"] + [f"| `{cell(o)}` | {cell(h)} |" for o, h in rows] + [""]
 
 
 def commands(_=None) -> str:
+    """Every command's options as tables (they wrap at the page's width); the experiment files' shared options once,
+    then each file's own."""
+    from ferlab import cli
     from ferlab.tune.runner import _prog, load, parser
 
-    parts = ["### `ferlab`", "", "```text", _help(["--help"]).rstrip(), "```", ""]
-    for cmd in ("synth", "prepare", "report", "models"):
-        parts += [f"### `ferlab {cmd}`", "", "```text", _help([cmd, "--help"]).rstrip(), "```", ""]
-    parts += ["`ferlab run FILE [options]` runs an experiment file with the options below; `ferlab sweep transfer` and "
-              "`ferlab sweep mvt` are `ferlab run experiments/sweep_transfer.py` and `sweep_mvt.py`.", ""]
+    os.environ["COLUMNS"] = "100"  # the usage lines, wrapped alike on every machine
+    top = cli.parser()
+    sub = next(a for a in top._actions if a.__class__.__name__ == "_SubParsersAction")
+    parts = ["### `ferlab`", "", "| command | what it does |", "| --- | --- |"]
+    parts += [f"| `ferlab {c.dest}` | {c.help.replace('|', chr(92) + '|')} |" for c in sub._choices_actions] + [""]
+    for name, p in sub.choices.items():
+        if name in ("run", "sweep"):
+            continue
+        parts += [f"### `ferlab {name}`", "", "```text", p.format_usage().strip(), "```", ""]
+        parts += _table(_options(p))
+    files = {}
     for path in sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py"))):
         module = load(path)
-        text = parser(module.get_config(), module.__doc__, _prog(module)).format_help()
-        parts += [f"### `experiments/{os.path.basename(path)}`", "", "```text", text.rstrip(), "```", ""]
+        p = parser(module.get_config(), module.__doc__, _prog(module))
+        stem = os.path.basename(path)[:-3]  # a default named after the file reads as <file> in the shared table
+        files[os.path.basename(path)] = (p.description, {o: h.replace(ROOT, "<checkout>").replace(stem, "<file>")
+                                                         for o, h in _options(p)})
+    shared = [o for o in next(iter(files.values()))[1] if all(o in opts for _, opts in files.values())]
+    first = next(iter(files.values()))[1]
+    parts += ["### Experiment files", "", "`ferlab run FILE [options]` or `python experiments/FILE [options]` runs an "
+              "experiment file; `ferlab sweep transfer` and `ferlab sweep mvt` are `sweep_transfer.py` and "
+              "`sweep_mvt.py`. The options every file has:", ""]
+    parts += _table([(o, first[o]) for o in shared])
+    for name, (doc, opts) in files.items():
+        own = [(o, h) for o, h in opts.items() if o not in shared]
+        parts += [f"#### `experiments/{name}`", "", doc or "", "", "Its own options:", ""] + _table(own)
     return "\n".join(parts)
 
 
 def _fields(cls) -> list[tuple[str, str, str, str]]:
     """(name, type, default, the comment written on the field's line) of a dataclass, in order."""
-    source = inspect.getsource(cls)
-    comments, above = {}, []
-    for line in source.splitlines():
-        if re.match(r"\s+#", line):  # a comment on lines of its own describes the field below it
-            above.append(line.strip()[1:].strip())
-            continue
-        m = re.match(r"\s+(\w+)\s*:\s*[^=#]+(?:=[^#]*)?(?:#\s*(.*))?$", line)
-        if m:
-            comments[m.group(1)] = " ".join(above + [m.group(2) or ""]).strip()
-        above = []
+    from ferlab.config import field_comments
+
+    comments = field_comments(cls)
     out = []
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
@@ -139,17 +160,32 @@ def recipes(_=None) -> str:
 
 
 def benchmarks(name: str) -> str:
+    """A benchmark's section body: the newest run's figure, then its rows (the machine and the command said once),
+    older runs folded away. A benchmark with no row yet says which command writes the first."""
     import pandas as pd
 
     path = os.path.join(ROOT, "docs", "benchmarks", f"{name}.csv")
     if not os.path.exists(path):
-        return f"*No rows yet: `docs/benchmarks/{name}.csv` is written by the benchmark when it runs.*"
-    df = pd.read_csv(path)
-    machine = ["date", "commit", "cores", "cpu", "gpu"]
-    if set(machine) <= set(df):  # one column for when and where, so that the figures fit the page
-        where = (df["date"].astype(str) + " " + df["commit"].astype(str) + ", " + df["cores"].astype(str) + " cores "
-                 + df["cpu"].astype(str) + ", GPU: " + df["gpu"].astype(str))
-        df = pd.concat([where.rename("measured"), df.drop(columns=machine)], axis=1)
+        return f"*No rows yet: the command above writes `docs/benchmarks/{name}.csv` when it first runs.*"
+    now, older = figures.current(name, pd.read_csv(path))
+    parts = [figures.bench_figure(name, now)]
+    for rows in figures.runs(now):  # the machine and the command once per run
+        first = rows.iloc[0]
+        shown = rows.drop(columns=figures.MACHINE)
+        parts += [f"{first['date']}, commit {first['commit']}, {first['cores']} cores {first['cpu']}, GPU: "
+                  f"{first['gpu']}: `{first['command']}`",
+                  _rows_table(shown[[c for c in figures.KEY.get(name, shown.columns) if c in shown]])]
+    if len(older):
+        table = _rows_table(older.drop(columns=["cores", "cpu", "gpu"]))
+        parts.append(f'??? note "{len(older)} older rows, superseded by the rows above"\n\n'
+                     + "\n".join("    " + line for line in table.splitlines()))
+    parts.append(f"[{name}.csv](benchmarks/{name}.csv)")
+    return "\n\n".join(p for p in parts if p)
+
+
+def _rows_table(df) -> str:
+    """A Markdown table of the rows, without the columns that are empty in all of them."""
+    df = df.dropna(axis=1, how="all")
     lines = ["| " + " | ".join(df.columns) + " |", "|" + " --- |" * len(df.columns)]
     for row in df.itertuples(index=False):
         cells = []
@@ -159,7 +195,42 @@ def benchmarks(name: str) -> str:
             else:
                 cells.append(str(v).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;"))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\n[{name}.csv](benchmarks/{name}.csv)"
+    return "\n".join(lines)
+
+
+def layout(_=None) -> str:
+    """Every module of the checkout's code folders and what its docstring says it is (its first sentence), so that the
+    page lists what is there now."""
+    import ast
+
+    def first_sentence(path: str) -> str:
+        with open(path) as f:
+            doc = ast.get_docstring(ast.parse(f.read())) or ""
+        text = " ".join(doc.split("\n\n")[0].split())
+        # the first sentence: up to a full stop before a capital, not one of "et al.", "Eq.", "e.g.", "i.e."
+        m = re.search(r"^(.+?)(?<!\bal)(?<!\bEq)(?<!e\.g)(?<!i\.e)[.?](\s+[A-Z`(]|$)", text)
+        text = m.group(1) if m else text
+        return (text if len(text) <= 170 else text[:text.rfind(" ", 0, 165)] + " ...").replace("|", "\\|")
+
+    rows = ["| file | lines | what it is |", "| --- | --- | --- |"]
+    for folder in ("ferlab", "experiments", "benchmarks", "clusters"):
+        for path in sorted(glob.glob(os.path.join(ROOT, folder, "**", "*.*"), recursive=True)):
+            rel = os.path.relpath(path, ROOT)
+            if not path.endswith((".py", ".yaml")) or "__pycache__" in rel:
+                continue
+            with open(path) as f:
+                lines = sum(1 for _ in f)
+            if path.endswith(".yaml"):
+                with open(path) as f:  # its leading comment, to the first sentence's end
+                    head = " ".join(ln[1:].strip() for ln in f.read().split("\n\n")[0].splitlines()
+                                    if ln.startswith("#"))
+                what = head.split(". ")[0].rstrip(".")
+            else:
+                what = first_sentence(path)
+            if rel.endswith("__init__.py") and not what:
+                continue
+            rows.append(f"| `{rel}` | {lines} | {what} |")
+    return "\n".join(rows)
 
 
 def changelog(_=None) -> str:
@@ -169,4 +240,4 @@ def changelog(_=None) -> str:
 
 
 GENERATORS = {"commands": commands, "configs": configs, "weights": weights, "recipes": recipes,
-              "benchmarks": benchmarks, "changelog": changelog, "real_faces": figures.real_faces}
+              "benchmarks": benchmarks, "changelog": changelog, "real_faces": figures.real_faces, "layout": layout}

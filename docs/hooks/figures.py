@@ -117,3 +117,95 @@ def real_faces(_=None) -> str:
              f"{df['seconds'].sum() / 60:.0f} minutes of training in all.")
     return "\n\n".join([where, real_faces_figure(df), real_faces_table(df),
                         "[real_faces.csv](benchmarks/real_faces.csv): one row per cell and seed."])
+
+
+# Per benchmark CSV: what its figure plots from the newest run's rows: (label columns, value columns, axis title).
+# A bar per row and value; the newest rows only, so that the figure says what the newest code measured.
+BARS = {
+    "commands": (("run",), ("wall_s",), "seconds, end to end"),
+    "chaos": (("kill",), ("undisturbed_s", "chaos_s"), "seconds: undisturbed against with the faults"),
+    "gpu_hours": (("preset",), ("gpu_hours_estimate",), "GPU-hours, estimated"),
+    "mechanisms_mgn_classifier": (("mgn", "m"), ("val_acc",), "validation accuracy"),
+    "model_table": (("preset",), ("train_img_s",), "training images/s"),
+    "paper_path": (("experiment",), ("wall_s",), "seconds"),
+    "parquet_listing": (("files",), ("ray_default_wall_s", "ferlab_wall_s"), "seconds per read"),
+    "pipeline_overhead": (("augment",), ("plain_images_s", "ray_images_s"), "training images/s"),
+    "search_efficiency": (("method",), ("epochs_to_target_median",), "share of the grid's epochs to the target"),
+}
+# Lines: (x column, y column, series columns, reference column drawn dashed, axis title)
+LINES = {"mechanisms_mgn": ("epoch", "top_m_share", ("start", "m"), "chance",
+                            "share of the top-m patches on background or occluder (dashed: chance)")}
+MACHINE = ["date", "commit", "cores", "cpu", "gpu", "command"]
+
+
+def identity(name: str, df: pd.DataFrame) -> list[str]:
+    """The columns that say what a row measured (a run, a preset, an m and epoch): a newer row with the same values
+    supersedes an older one."""
+    if name in BARS:
+        return list(BARS[name][0])
+    if name in LINES:
+        return [LINES[name][0], *LINES[name][2]]
+    return [c for c in df.columns if c not in MACHINE and df[c].dtype == object][:2]
+
+
+def current(name: str, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the newest row of each identity, the rows they superseded)."""
+    key = df[identity(name, df)].astype(str).agg(" ".join, axis=1) if identity(name, df) else df.index.astype(str)
+    newest = ~key.duplicated(keep="last")
+    return df[newest], df[~newest]
+
+
+def runs(df: pd.DataFrame) -> list[pd.DataFrame]:
+    """Rows of one run (one date, commit, machine and command), newest run first."""
+    key = df[MACHINE].astype(str).agg(" ".join, axis=1)
+    return [df[key == k] for k in reversed(list(dict.fromkeys(key)))]
+
+
+def bench_figure(name: str, rows: pd.DataFrame) -> str:
+    """The newest run's figure, or "" for a benchmark without one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if name in BARS:
+        labels, values, title = BARS[name]
+        names = rows[list(labels)].astype(str).agg(", ".join, axis=1).tolist()
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) * len(values) + 1.2))
+        height = 0.8 / len(values)
+        for i, v in enumerate(values):
+            ax.barh(np.arange(len(rows)) + i * height, pd.to_numeric(rows[v], errors="coerce"), height, label=v)
+        ax.set_yticks(np.arange(len(rows)) + height * (len(values) - 1) / 2, names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(title, fontsize=9)
+        if len(values) > 1:
+            ax.legend(fontsize=8)
+    elif name in LINES:
+        x, y, series, ref, title = LINES[name]
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        for i, (key, s) in enumerate(rows.groupby(list(series), sort=False)):
+            label = ", ".join(f"{c} {k}" for c, k in zip(series, key if isinstance(key, tuple) else (key,)))
+            ax.plot(s[x], s[y], "o-", color=f"C{i}", label=label)
+            ax.plot(s[x], s[ref], "--", color=f"C{i}", alpha=0.6)
+        ax.set_xlabel(x)
+        ax.set_ylabel(title, fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
+    else:
+        return ""
+    ax.grid(axis="x" if name in BARS else "both", alpha=0.3)
+    fig.tight_layout()
+    return svg(fig)
+
+# The columns a reader wants first, where a CSV has more than fit the page (the CSV keeps them all)
+KEY = {
+    "commands": ("run", "wall_s", "trials", "trials_all_epochs", "best_val_acc", "best_setting"),
+    "gpu_hours": ("preset", "trainings", "epochs", "gpu_model", "utilisation_assumed", "gpu_hours_estimate",
+                  "usd_estimate"),
+    "mechanisms_mgn": ("start", "m", "epoch", "top_m_share", "chance", "d_acc"),
+    "paper_path": ("experiment", "data", "epochs", "workers", "global_batch", "balance", "class_min_over_max",
+                   "as_planned", "wall_s"),
+    "pipeline_overhead": ("data", "train_images", "epochs", "augment", "plain_images_s", "ray_images_s",
+                          "ray_over_plain", "ray_over_plain_min", "ray_over_plain_max"),
+    "search_efficiency": ("method", "reached", "epochs_to_target_median", "q25", "q75", "final_ok", "confirmed_ok",
+                          "repeats"),
+}
