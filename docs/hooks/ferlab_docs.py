@@ -50,7 +50,7 @@ def _options(parser) -> list[tuple[str, str]]:
 
 
 def _table(rows) -> list[str]:
-    cell = lambda t: t.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")  # noqa: E731
+    cell = lambda t: t.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("[", "\\[")  # noqa: E731
     return ["| option | meaning |", "| --- | --- |"] + [f"| `{cell(o)}` | {cell(h)} |" for o, h in rows] + [""]
 
 
@@ -64,7 +64,8 @@ def commands(_=None) -> str:
     top = cli.parser()
     sub = next(a for a in top._actions if a.__class__.__name__ == "_SubParsersAction")
     parts = ["### `ferlab`", "", "| command | what it does |", "| --- | --- |"]
-    parts += [f"| `ferlab {c.dest}` | {c.help.replace('|', chr(92) + '|')} |" for c in sub._choices_actions] + [""]
+    parts += [f"| `ferlab {c.dest}` | {c.help.replace('|', chr(92) + '|').replace('[', chr(92) + '[')} |"
+              for c in sub._choices_actions] + [""]
     for name, p in sub.choices.items():
         if name in ("run", "sweep"):
             continue

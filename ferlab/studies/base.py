@@ -20,6 +20,10 @@ DATASET = "DATASET"  # a row's knob value meaning "the paper's setting for the d
 
 @dataclass(frozen=True)
 class Knob:
+    """One searched or fixed setting of a study: the config field it sets, the section that carries it, its search
+    range or choices and the paper's value per data set. Each knob becomes a column of trials.csv, a flag of the
+    experiment files (it fixes the knob) and a dimension of the search."""
+
     name: str  # the config field it sets, and its column in trials.csv
     section: str  # "model", "train" or "study": which part of the trial config carries it
     kind: str  # "int", "float" or "choice"
@@ -57,6 +61,9 @@ class Knob:
 
 @dataclass(frozen=True)
 class Row:
+    """One row of a paper's table: how its setting differs from the paper's point, and the accuracy the paper
+    publishes for it per data set."""
+
     label: str  # the row as the paper prints it
     knobs: dict  # how it differs from the study's paper point; DATASET as a value = the data set's own setting
     published: dict = field(default_factory=dict)  # data set -> accuracy % as printed; absent = not stated
@@ -66,6 +73,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
+    """One of a paper's tables: its rows, the row every other is tested against, and what the report draws."""
+
     key: str  # "table1", "fig3", ...: what --table picks
     title: str
     rows: tuple
@@ -92,6 +101,10 @@ class Curves:
 
 @dataclass(frozen=True)
 class Study:
+    """One paper, declared as data: its knobs, tables, model presets, recipes and hooks. Generic code (the sweep,
+    the ablation grid, the report) asks the study and never branches on its name; `ferlab.studies.register` adds one
+    (the tutorial's), `ferlab.studies.get_study` finds it."""
+
     name: str  # "transfer", "mvt": what experiments and results folders call it
     title: str  # the paper, as the report names it
     knobs: tuple  # Knob, ...: what the study varies
