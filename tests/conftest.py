@@ -1,5 +1,6 @@
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -87,3 +88,39 @@ def s3_server(tmp_path_factory):
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL server (Debian's `postgresql` package, which .ci/run installs) in a folder of its own on
+    127.0.0.1, started as the `postgres` user (the server refuses root), with a database `optuna`; yields its
+    SQLAlchemy URL. A server that does not start fails the test: no skip."""
+    import glob
+    import shutil
+    import socket
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    assert found, "PostgreSQL not found: apt-get install postgresql (.ci/run installs it)"
+    bindir = os.path.dirname(found[-1])
+    folder = tmp_path_factory.mktemp("postgres")
+    data = folder / "data"
+    os.chmod(folder, 0o777)
+    for parent in list(folder.parents)[:-1]:  # the server's user must reach its folder
+        os.chmod(parent, os.stat(parent).st_mode | 0o711)
+    shutil.chown(folder, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def as_postgres(*args):
+        r = subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"{args[0]}: {r.stdout[-1500:]}{r.stderr[-1500:]}"
+
+    as_postgres(f"{bindir}/initdb", "-D", str(data), "-U", "ferlab", "--auth=trust")
+    as_postgres(f"{bindir}/pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+                f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
+    try:
+        as_postgres(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "ferlab", "optuna")
+        yield f"postgresql+psycopg2://ferlab@127.0.0.1:{port}/optuna"
+    finally:
+        as_postgres(f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")

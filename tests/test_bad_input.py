@@ -15,7 +15,8 @@ EXPERIMENTS = ["sweep_transfer.py", "sweep_mvt.py", "ablation_transfer.py", "abl
 
 # Options whose value is a free string: a bad one per option, by what the value names. Typed options get "abc",
 # options with choices get "nope", flags have no value to get wrong, and a name (--name) is any word.
-BAD = {"data": "/nonexistent/shards", "storage": "/proc/ferlab", "results_dir": "/proc/ferlab", "lock_dir": "/proc/ferlab", "address": "127.0.0.1:9",
+BAD = {"data": "/nonexistent/shards", "storage": "/proc/ferlab", "results_dir": "/proc/ferlab", "lock_dir": "/proc/ferlab",
+       "address": "127.0.0.1:9", "optuna_storage": "postgresql+psycopg2://ferlab@127.0.0.1:1/optuna",
        "set": "nope", "eval_data": "x=/nonexistent/shards", "track": "nope", "track_uri": "nope",
        "root": "/nonexistent/root", "out": "/proc/ferlab", "shards": "/proc/ferlab/shards", "labels": "/nonexistent.csv",
        "images": "/nonexistent/images", "extra_split": "nope", "class_map": "nope", "label_from_name": "(",

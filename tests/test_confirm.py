@@ -6,6 +6,7 @@ import pytest
 from ferlab.studies import get_study
 from ferlab.tune.confirm import confirm_grid, confirm_table, describe, top_settings
 from ferlab.tune.experiment import add_confirm_args
+from ferlab.tune.runner import RunOptions
 
 STUDY = get_study("transfer")
 
@@ -57,7 +58,7 @@ def test_confirm_options_are_checked_by_argparse(capsys):
     import argparse
 
     p = argparse.ArgumentParser()
-    add_confirm_args(p)
+    add_confirm_args(p, RunOptions)
     assert p.parse_args(["--confirm", "2"]).confirm == 2
     with pytest.raises(SystemExit):
         p.parse_args(["--confirm-seeds", "0"])

@@ -36,6 +36,10 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
     p.add_argument("--storage", default=SweepSpec.storage, help="Ray Tune storage path (folder or s3://...)")
     p.add_argument("--lock-dir", default="", help="a local or NFS folder every node sees, to hold the locks (one "
                    "sweep per --name, one MGN stage per key) when the --storage bucket ignores conditional writes")
+    p.add_argument("--optuna-storage", default="", metavar="URL",
+                   help="a database URL Optuna takes (postgresql://USER@HOST/DB, ...): the search's study lives "
+                        "there, for optuna-dashboard while the sweep runs (default: SQLite beside the experiment; "
+                        "in memory with a bucket)")
     p.add_argument("--name", default=None, help=f"experiment name under storage (default: {name}[_smoke])")
     p.add_argument("--results-dir", default=None, help="where trials.csv, history.csv, run.json and the report go "
                                                        "(default: results/<name>)")
@@ -205,6 +209,9 @@ def run_experiment(spec, run, synth: dict | None = None, grid: list[dict] | None
     t0 = time.perf_counter()
     try:
         check(run.track, run.track_uri)
+        from ferlab.tune.sweep import check_optuna_storage
+
+        check_optuna_storage(spec.optuna_storage)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -86,7 +86,7 @@ def resolved(spec, run, grid, facts: dict, experiment: dict | None = None) -> di
     from ferlab.models import model_config
 
     tc = TrainConfig(**spec.train_config())
-    return {"spec": dataclasses.asdict(spec), "run_options": dataclasses.asdict(run), "experiment": experiment,
+    return {"spec": spec.saved(), "run_options": dataclasses.asdict(run), "experiment": experiment,
             "dataset": facts.get("dataset"), "train_config": dataclasses.asdict(tc),
             "model_config": model_config(spec.preset, **spec.model).to_dict(),
             "sources": facts.get("sources", {}), "epoch_lr": epoch_rates(tc),

@@ -131,7 +131,7 @@ def write_results(df: pd.DataFrame, spec, results_dir: str, extra: dict | None =
     with open(paths["md"], "w") as f:
         f.write(f"# {spec.name}: {spec.preset} on {spec.data}\n\n{to_markdown(df)}\n")
     experiment = storage.join(spec.storage, spec.name)
-    run = {"spec": asdict(spec), "study": spec.study, "study_title": get_study(spec.study).title,
+    run = {"spec": spec.saved(), "study": spec.study, "study_title": get_study(spec.study).title,
            "knobs": list(get_study(spec.study).knob_names),
            "model_config": model_config(spec.preset, **spec.model).to_dict(),
            "train_config": asdict(TrainConfig(**spec.train_config())), "git_commit": _git_commit(),
@@ -139,7 +139,9 @@ def write_results(df: pd.DataFrame, spec, results_dir: str, extra: dict | None =
            "classes": df.attrs.get("classes"),
            "eval_split": df.attrs.get("eval_split"), "tune_experiment": experiment,
            "folds": df.attrs.get("folds"), "cross_data": df.attrs.get("cross_data"),
-           "optuna_db": None if storage.is_remote(experiment) else os.path.join(experiment, OPTUNA_DB)} | (extra or {})
+           "optuna_db": None if storage.is_remote(experiment) or spec.optuna_storage
+           else os.path.join(experiment, OPTUNA_DB),
+           "optuna_storage": spec.saved()["optuna_storage"] or None} | (extra or {})
     with open(paths["run"], "w") as f:
         json.dump(run, f, indent=2, default=str)
     return paths

@@ -169,7 +169,7 @@ def build(config: ExperimentConfig, args):
         model=model, train=sections["train"], settings=sections["study"], pretrained=sections["pretrained"],
         max_concurrent=args.max_concurrent, limit=args.limit, eval_data=eval_data(args),
         folds=getattr(args, "folds", 0), evaluate_paper_point=config.kind == "search",
-        lock_dir=storage.normalize(args.lock_dir) if args.lock_dir else "")
+        lock_dir=storage.normalize(args.lock_dir) if args.lock_dir else "", optuna_storage=args.optuna_storage)
     if shards:
         spec = spec.fit(shards)
     grid = keys = None

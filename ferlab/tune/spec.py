@@ -48,6 +48,10 @@ class SweepSpec:
     # A local or NFS folder that holds the sweep's and the MGN stage's locks instead of the storage: for a store
     # that ignores conditional writes (ferlab.lock); every node must see the same folder. "" = on the storage.
     lock_dir: str = ""
+    # A database URL Optuna takes (postgresql://USER@HOST/DB, mysql+pymysql://..., sqlite:///FILE) that holds the
+    # search's study, open to optuna-dashboard while the sweep runs. "" = SQLite beside the Tune experiment on local
+    # or shared storage, and in memory (saved with Tune's state) when the storage is a bucket.
+    optuna_storage: str = ""
 
     def __post_init__(self):
         from ferlab.models import model_config
@@ -76,6 +80,10 @@ class SweepSpec:
             raise ValueError("samples, epochs and workers_per_trial must be >= 1")
         if self.gpus_per_trial < 0 or self.cpus_per_worker <= 0:
             raise ValueError("gpus_per_trial must be >= 0 and cpus_per_worker > 0")
+
+    def saved(self) -> dict:
+        """The spec as run.json and --dry-run show it: every field, the Optuna database's password hidden."""
+        return dataclasses.asdict(self) | {"optuna_storage": redacted(self.optuna_storage)}
 
     def train_config(self) -> dict:
         return self.train | {"epochs": self.epochs, "seed": self.seed}
@@ -121,6 +129,18 @@ class SweepSpec:
     def fixed_knobs(self) -> dict:
         """{knob: value} of the study's knobs that this spec fixes."""
         return get_study(self.study).flatten(self.sections())
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password (for the console, run.json and --dry-run)."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: refused before Ray starts (ferlab.tune.sweep)
+        return url
 
 
 def _expand(path: str) -> str:

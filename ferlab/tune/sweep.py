@@ -17,7 +17,7 @@ from ferlab.internals import (TUNE_LOGGER, StopSignal, cancel_train_resource_req
                                    tune_console)
 from ferlab.tune.resources import DRIVER_CPUS, concurrent_trials
 from ferlab.tune.results import OPTUNA_DB, history_table, results_table, trial_histories
-from ferlab.tune.spec import SweepSpec
+from ferlab.tune.spec import SweepSpec, redacted
 from ferlab.tune.trial import KEEP_CHECKPOINTS, DataFacts, trial_driver
 
 
@@ -183,11 +183,29 @@ def optuna_storage(spec: SweepSpec) -> dict:
     searcher, study included, with the experiment's state in the bucket, so a resume after the head node is lost
     gets the study back. Each fresh sweep is its own study; a resumed sweep keeps its study through the searcher's
     saved state."""
-    if storage.is_remote(spec.storage):
-        return {}
     import optuna
 
+    name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if spec.optuna_storage:  # a database of the user's (--optuna-storage): the study lives there, on any storage
+        print(f"optuna: study {name} in {redacted(spec.optuna_storage)} (optuna-dashboard "
+              f"{redacted(spec.optuna_storage)} shows it live)", flush=True)
+        return {"storage": optuna.storages.RDBStorage(spec.optuna_storage), "study_name": name}
+    if storage.is_remote(spec.storage):
+        return {}
     folder = os.path.join(spec.storage, spec.name)
     os.makedirs(folder, exist_ok=True)
     return {"storage": optuna.storages.RDBStorage(f"sqlite:///{os.path.join(folder, OPTUNA_DB)}"),
-            "study_name": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"}
+            "study_name": name}
+
+
+def check_optuna_storage(url: str) -> None:
+    """--optuna-storage opens, before Ray starts: one ValueError naming the URL (its password hidden) otherwise."""
+    if not url:
+        return
+    import optuna
+
+    try:
+        optuna.storages.RDBStorage(url)
+    except Exception as e:  # SQLAlchemy's and the driver's errors: a missing driver, a refused connection, ...
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--optuna-storage {redacted(url)}: Optuna cannot open it ({first})") from None
