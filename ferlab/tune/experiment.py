@@ -37,7 +37,7 @@ def add_run_args(p, name: str, smoke_note: str = "") -> None:
     p.add_argument("--lock-dir", default="", help="a local or NFS folder every node sees, to hold the locks (one "
                    "sweep per --name, one MGN stage per key) when the --storage bucket ignores conditional writes")
     p.add_argument("--optuna-storage", default="", metavar="URL",
-                   help="a database URL Optuna takes (postgresql://USER@HOST/DB, ...): the search's study lives "
+                   help="searches: a database URL Optuna takes (postgresql://USER@HOST/DB, ...): the study lives "
                         "there, for optuna-dashboard while the sweep runs (default: SQLite beside the experiment; "
                         "in memory with a bucket)")
     p.add_argument("--name", default=None, help=f"experiment name under storage (default: {name}[_smoke])")
