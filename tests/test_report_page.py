@@ -58,7 +58,7 @@ def fake_history(trials: pd.DataFrame, epochs: int = 3) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def transfer_report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("results") / "ablation"
-    trials = fake_trials("transfer", ["table1", "table2", "fig3", "table3", "table4"], seeds=2,
+    trials = fake_trials("transfer", ["table1", "table2", "fig3", "table3", "table3_corners", "table4"], seeds=2,
                          acc=lambda c: 0.4 + 0.01 * c["branches"])
     write_results(folder, trials, "transfer", history=fake_history(trials))
     return build_report(str(folder))
@@ -66,11 +66,11 @@ def transfer_report(tmp_path_factory):
 
 def test_page_renders_every_table_and_figure(transfer_report, tmp_path):
     r = transfer_report
-    assert len(r["tables"]) == 5
+    assert len(r["tables"]) == 6
     # Fig. 3 and Table 2 against their knob, Table 3 over p1 and p2, the confusion matrix; no checkpoint, so no
     # attention maps (said in the page, not drawn)
     names = sorted(os.path.basename(p) for p, _ in r["figures"])
-    curves = [f"transfer_{t}_curves.png" for t in ("fig3", "table1", "table2", "table3", "table4")]  # per row
+    curves = [f"transfer_{t}_curves.png" for t in ("fig3", "table1", "table2", "table3", "table3_corners", "table4")]
     assert names == sorted(["confusion_best.png", "transfer_fig3_branches.png", "transfer_table2_stem_stage.png",
                             "transfer_table3_p1_p2.png", *curves])
     assert any("mechanism looks at" in s for s in r["skipped"])
@@ -79,8 +79,8 @@ def test_page_renders_every_table_and_figure(transfer_report, tmp_path):
     dom = dump_dom(r["page"], tmp_path)
     c = check(dom)
     assert c.get("done") == "1", "the page's load handler did not run"
-    assert c["tables"] == "5" and dom.count('<table class="ferlab">') == 5
-    assert c["images"] == "9" and c["broken"] == ""
+    assert c["tables"] == "6" and dom.count('<table class="ferlab">') == 6
+    assert c["images"] == "10" and c["broken"] == ""
     assert int(c["width"]) <= int(c["view"]) == 1280  # no horizontal scroll at 1280 px
     for t in r["tables"]:
         assert t.title.replace("&", "&amp;") in dom
