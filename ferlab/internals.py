@@ -193,7 +193,7 @@ def deep_copy_dataset(ds):
 def data_context(block_bytes: int):
     """Ray Data's current context with blocks of at most `block_bytes` and the first Parquet datasource
     (`use_datasource_v2`, undocumented: the second adds a file-listing task per epoch that reserves a whole CPU);
-    both restored after. ferlab.data.pipeline._stream_context says why each is needed."""
+    both restored after. ferlab.data.pipeline.decoded_splits says why each is needed."""
     import ray.data
 
     context = ray.data.DataContext.get_current()

@@ -125,7 +125,7 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
     """
     import ray.data
 
-    from ferlab.internals import parquet_footer_readers
+    from ferlab.internals import data_context, parquet_footer_readers
 
     quiet_progress()
     # Decoded blocks in input order, so that a seed fixes the epochs' order and augmentation (see augment.py).
@@ -159,7 +159,11 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
         shuffle = ray.data.FileShuffleConfig(seed, reseed_after_execution=True) \
             if stream and name == "train" and not limit else None
         files = shards.files(split)
-        with _stream_context(block_rows * row_bytes) if stream else contextlib.nullcontext(), \
+        # A streamed split's settings, sealed into the datasets made inside (Ray Data copies the current context):
+        # blocks of at most block_rows faces (Ray Data would coalesce up to 128 MiB, more than a small store holds),
+        # and the first Parquet datasource (the second adds a file-listing task per epoch that reserves a whole CPU,
+        # which a trial whose worker holds all but a quarter of the CPUs never gets: the sweep hung).
+        with data_context(block_rows * row_bytes) if stream else contextlib.nullcontext(), \
                 parquet_footer_readers(len(files)):
             ds = ray.data.read_parquet(files, num_cpus=DATA_CPUS, shuffle=shuffle)
         ds = ds.select_columns(cols)
@@ -177,18 +181,6 @@ def decoded_splits(shards: Shards, input_size: int, splits=None, limit: int | No
         print(f"{'streaming' if stream else 'decoded'} {split}: {rows[name]} faces at {input_size}x{input_size}"
               + (f" (evaluation split, as {name!r})" if name != split else ""), flush=True)
     return out
-
-
-def _stream_context(block_bytes: int):
-    """Settings sealed into the streamed datasets made inside (Ray Data copies the current DataContext into each):
-    - blocks of at most `block_bytes`: Ray Data would otherwise coalesce decoded rows into blocks of up to 128 MiB,
-      more than a small object store holds;
-    - the first Parquet datasource, whose read tasks reserve DATA_CPUS: the second one adds a file-listing task per
-      epoch that reserves a whole CPU, which a trial whose worker holds all but a quarter of the CPUs never gets
-      (Ray Data: "Cluster resources are not enough to run any task"; the sweep hung)."""
-    from ferlab.internals import data_context
-
-    return data_context(block_bytes)
 
 
 def streams(decoded_bytes: int, stream: bool | None = None) -> tuple[bool, int]:

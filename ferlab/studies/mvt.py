@@ -66,8 +66,6 @@ def _attention(model, x):
     return model.mgn.spread(1.0 - model.mgn.patch_values(x))[:, 0], "MGN mask 1 - Mp (black = removed)", False
 
 
-RELABEL = CHOICES
-
 # What MVT's CPU experiments set beyond the defaults (ExperimentConfig fields; the paper recipe replaces train's)
 CPU_EXPERIMENT = dict(
     label_noise=0.2,  # SynthFER's wrong labels: what relabeling is for
@@ -80,7 +78,7 @@ KNOBS = (
     # m is a grid, not a range: every value needs its own trained MGN, which trials with the same m then share.
     Knob("mask_ratio", "study", "choice", (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
          {"default": 0.15, "ferplus": 0.2}, "m, the mask ratio of Eq. 2 (Table 1); 0 = no MGN"),
-    Knob("relabel", "train", "choice", RELABEL, {"default": "sigmoid", "ferplus": "quadratic", "affectnet": "none"},
+    Knob("relabel", "train", "choice", CHOICES, {"default": "sigmoid", "ferplus": "quadratic", "affectnet": "none"},
          "f, the relabel threshold function of Eq. 6 (Table 2); none = no relabeling"),
 )
 

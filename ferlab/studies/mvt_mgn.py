@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ferlab import storage
-from ferlab.studies.mvt_mask_quality import mask_quality
+from ferlab.studies.mvt_mask_quality import QUALITY, mask_quality
 from ferlab.lock import FolderLock
 
 MGN_FILE = "mgn.pt"
@@ -293,8 +293,9 @@ def ensure_mgn(datasets: dict, *, storage_path: str, preset: str, model: dict, m
         with result.checkpoint.as_directory() as d, open(os.path.join(d, MGN_FILE), "rb") as f:
             storage.write_bytes(path, f.read())  # complete or absent, never half-written; metrics first
         last = result.metrics
-        quality = (f", background/occluder share of the top-m patches {last['mgn_nuisance_precision']:.3f} "
-                   f"(chance {last['mgn_nuisance_chance']:.3f})" if "mgn_nuisance_precision" in last else "")
+        share, chance = QUALITY
+        quality = (f", background/occluder share of the top-m patches {last[share]:.3f} (chance {last[chance]:.3f})"
+                   if share in last else "")
         if "warm_start_acc" in last:
             quality += f"; the warm start's classifier reached {last['warm_start_acc']:.3f} training accuracy"
         print(f"MGN {key}: done, mean mask value {last['mask_mean']:.3f} (target {m}), "

@@ -16,6 +16,7 @@ from ferlab.models import model_config
 from ferlab.report.markdown import to_markdown
 from ferlab.studies import get_study
 from ferlab.train import metrics as M
+from ferlab.tune.spec import redacted
 
 OPTUNA_DB = "optuna.db"
 
@@ -141,7 +142,7 @@ def write_results(df: pd.DataFrame, spec, results_dir: str, extra: dict | None =
            "folds": df.attrs.get("folds"), "cross_data": df.attrs.get("cross_data"),
            "optuna_db": None if storage.is_remote(experiment) or spec.optuna_storage
            else os.path.join(experiment, OPTUNA_DB),
-           "optuna_storage": spec.saved()["optuna_storage"] or None} | (extra or {})
+           "optuna_storage": redacted(spec.optuna_storage) or None} | (extra or {})
     with open(paths["run"], "w") as f:
         json.dump(run, f, indent=2, default=str)
     return paths
