@@ -1,7 +1,7 @@
 """The `--recipe paper` commands the docs show, walked on this machine: each shrunk (the tiny presets, --limit, two
 epochs, the global batch and milestones scaled down) but with two DDP workers per trial, on the real FERPlus and on
 a folder data set of real faces. For each: `--dry-run` says what it will train; the run must finish, and its
-history must match that plan (ferlab.tune.plan.departures: equal steps and parameters on both ranks every epoch, the
+history must match that plan (ferlab.run.plan.departures: equal steps and parameters on both ranks every epoch, the
 global batch at every step, the planned rate at every epoch). A row per command goes to docs/benchmarks/paper_path.csv
 only when every command passed; any departure is printed and the exit is 1.
 
@@ -68,7 +68,7 @@ def _cli(*argv):
 def walk(name: str, data: dict, tmp: str) -> tuple[dict, list[str]]:
     import pandas as pd
 
-    from ferlab.tune.plan import departures
+    from ferlab.run.plan import departures
 
     script, which, own = COMMANDS[name]
     argv = [sys.executable, os.path.join(REPO, "experiments", script), "--data", data[which], *SHRINK, *own,

@@ -43,7 +43,7 @@ import torch
 
 import rows  # noqa: E402 (benchmarks/rows.py)
 from cpu_share import CpuSampler  # noqa: E402 (this folder is on sys.path as the script's)
-from ferlab.config import TrainConfig
+from ferlab.config import TrainConfig, TrialConfig
 from ferlab.data.augment import RECIPES, batch_generator
 from ferlab.data.pipeline import data_config, decode_batch, decoded_splits, training_datasets
 from ferlab.data.shards import open_shards
@@ -114,7 +114,7 @@ def ray_loop(shards, tc: TrainConfig, cpus: float, limit: int = 0, stream: bool 
     with tempfile.TemporaryDirectory() as storage:
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"preset": preset, "model": model_overrides(shards), "train": tc.__dict__},
+            train_loop_config={"trial": TrialConfig(preset, tc, model_overrides(shards))},
             scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                          resources_per_worker={"CPU": cpus} | ({"GPU": gpus} if gpus else {})),
             datasets=training_datasets(decoded, seed=tc.seed),

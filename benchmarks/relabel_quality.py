@@ -69,7 +69,7 @@ def run(f, data, val, args, size) -> dict:
             _, probs = train_step(model, opt, torch.from_numpy(b["image"][sl]), y, tc, device,
                                   gen=batch_generator(args.seed, epoch, 0, i, device))
             if f != "none" and epoch + 1 >= args.start:
-                table.update(keys, relabel(probs, y, f, args.delta))
+                table.update(keys, relabel(probs, y, tc))
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(to_input(torch.from_numpy(val["image"][i:i + 256]), model.cfg)).argmax(1)

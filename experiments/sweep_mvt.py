@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, uninstalled
 
 from ferlab.studies.mvt import CPU_EXPERIMENT  # noqa: E402
-from ferlab.tune.runner import ExperimentConfig, replace  # noqa: E402
+from ferlab.run.runner import ExperimentConfig, replace  # noqa: E402
 
 
 def get_config() -> ExperimentConfig:
@@ -36,7 +36,7 @@ def smoke(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def main(argv=None) -> int:
-    from ferlab.tune.runner import main as run
+    from ferlab.run.runner import main as run
 
     return run(__file__, argv)
 

@@ -107,13 +107,13 @@ def _report(args) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["run"]:  # the experiment file owns its options (ferlab.tune.runner builds them)
-        from ferlab.tune.runner import run_file
+    if argv[:1] == ["run"]:  # the experiment file owns its options (ferlab.run.runner builds them)
+        from ferlab.run.runner import run_file
 
         return run_file(argv[1:])
     if argv[:1] == ["sweep"]:
         from ferlab.studies import DEFAULT, STUDIES
-        from ferlab.tune.runner import load, main as run
+        from ferlab.run.runner import load, main as run
 
         study = argv[1] if len(argv) > 1 and argv[1] in STUDIES else DEFAULT
         rest = argv[2:] if len(argv) > 1 and argv[1] in STUDIES else argv[1:]

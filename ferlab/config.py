@@ -1,9 +1,10 @@
 """Training configuration: one dataclass, every field commented with why it exists.
 
 Model knobs live in the model's own config (`ferlab.models`), a study's own settings in its study
-(`ferlab.studies`); this holds what the training loop needs. A trial's config is nested,
-`{"model": {overrides}, "train": {TrainConfig fields}, "study": {...}}`: plain dicts, so Ray Tune can search any
-field, each section is validated once by its dataclass, and the resolved config is saved with every run.
+(`ferlab.studies`); this holds what the training loop needs (`TrainConfig`) and what one trial's workers get
+(`TrialConfig`). A sweep's sections are the fields the user set, `{"model": {...}, "train": {...}, "study": {...}}`
+(what run.json records and Tune searches by name); each is validated once by building its dataclass, and a trial
+gets them as config objects.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ RELABEL_CHOICES = ("none", "constant", "linear", "quadratic", "sigmoid")
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 6  # passes over the training split
-    batch_size: int = 32  # per worker; the global batch is batch_size * workers. Small batches = more steps,
-    # which is what a from-scratch model needs on a CPU budget (SynthFER, 6 epochs: 0.55 at 32 against 0.29 at 64)
+    # per worker; the global batch is batch_size * workers. Small batches = more steps, which is what a from-scratch
+    # model needs on a CPU budget (SynthFER, 6 epochs: 0.55 at 32 against 0.29 at 64)
+    batch_size: int = 32
     # The papers state the global batch (TransFER: 256 over two GPUs); when set, it is split evenly over the workers
     # and replaces batch_size (0 = use batch_size per worker).
     global_batch: int = 0
@@ -76,19 +78,22 @@ class TrainConfig:
     def per_worker_batch(self, workers: int) -> int:
         return max(1, self.global_batch // workers) if self.global_batch else self.batch_size
 
+    @staticmethod
+    def choices() -> dict:
+        """{field: the values it takes} of the fields that name a choice: the check and the command line use it."""
+        from ferlab.data.augment import RECIPES
+        from ferlab.data.balance import BALANCE
+
+        return {"optimizer": ("sgd", "adamw"), "augment": tuple(RECIPES), "balance": tuple(BALANCE),
+                "label_mode": tuple(LABEL_MODES), "relabel": RELABEL_CHOICES}
+
     def _check(self):
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer={self.optimizer!r}: expected 'sgd' or 'adamw'")
         for knob in ("epochs", "batch_size", "accumulate"):
             if getattr(self, knob) < 1:
                 raise ValueError(f"{knob}={getattr(self, knob)} must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
-        from ferlab.data.augment import RECIPES
-        from ferlab.data.balance import BALANCE
-
-        choices = {"augment": RECIPES, "balance": BALANCE, "label_mode": LABEL_MODES, "relabel": RELABEL_CHOICES}
-        for knob, allowed in choices.items():
+        for knob, allowed in self.choices().items():
             if getattr(self, knob) not in allowed:
                 raise ValueError(f"{knob}={getattr(self, knob)!r}: expected one of {tuple(allowed)}")
         if self.relabel_delta < 0:
@@ -104,6 +109,26 @@ class TrainConfig:
                              f"{self.lr_milestone_steps} positive")
         if not 0 <= self.lr_decay < 1 or self.global_batch < 0:
             raise ValueError(f"lr_decay={self.lr_decay} must be in [0, 1) and global_batch={self.global_batch} >= 0")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial as its training workers get it: built once by the trial driver (ferlab.tune.trial) from the spec
+    and the trial's cell, after the study's hook, and read by the training loop (ferlab.train.loop). Frozen: nothing
+    changes it on the way."""
+
+    preset: str  # model registry name (ferlab.models)
+    train: TrainConfig  # the trial's training settings, its seed included
+    model: dict = dataclasses.field(default_factory=dict)  # the model config's fields that differ from the preset's
+    study: object = None  # the study's own section as its config (MVT: MVTStudyConfig), None without one
+    pretrained: dict = dataclasses.field(default_factory=dict)  # weight files by the model's PRETRAINED keys
+    eval_splits: tuple = ()  # the extra splits every epoch is evaluated on (test, x_<name> of --eval-data)
+    balance_factors: tuple | None = None  # copies per class of class-balanced up-sampling, None without it
+    run_dir: str = ""  # the trial's Train run folder on the storage: its checkpoints, read from any node
+    constants: dict = dataclasses.field(default_factory=dict)  # metrics of the work before the trial, every epoch
+    label: str = ""  # the trial and its knobs, for the epoch line
+    metric_tags: dict = dataclasses.field(default_factory=dict)  # {"sweep", "trial"} of its Ray metrics
+    verbose: bool = False  # Ray Data's INFO lines on the console too
 
 
 def checked(cfg, where: str) -> None:

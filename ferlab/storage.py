@@ -240,3 +240,15 @@ def check(uri, what: str, *, must_exist: bool = False) -> str:
         except OSError as e:
             raise StorageError(f"{what} {uri}: cannot be created ({e.strerror})") from None
     return uri
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password (for the console, run.json and --dry-run)."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: refused before Ray starts (ferlab.tune.sweep)
+        return url

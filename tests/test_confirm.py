@@ -5,8 +5,6 @@ import pytest
 
 from ferlab.studies import get_study
 from ferlab.tune.confirm import confirm_grid, confirm_table, describe, top_settings
-from ferlab.tune.experiment import add_confirm_args
-from ferlab.tune.runner import RunOptions
 
 STUDY = get_study("transfer")
 
@@ -54,12 +52,11 @@ def test_confirmation_ranks_by_mean_not_by_the_lucky_seed():
     assert "0.5200 +/- 0.0200 (n = 3, seeds 1 2 3); the search saw 0.5500" in describe(summary, STUDY.knob_names)
 
 
-def test_confirm_options_are_checked_by_argparse(capsys):
-    import argparse
+def test_confirm_options_are_checked_before_ray(capsys):
+    """The flags are RunOptions' fields (generated, ferlab.run.options); RunOptions checks them."""
+    from conftest import run_experiment_main
 
-    p = argparse.ArgumentParser()
-    add_confirm_args(p, RunOptions)
-    assert p.parse_args(["--confirm", "2"]).confirm == 2
-    with pytest.raises(SystemExit):
-        p.parse_args(["--confirm-seeds", "0"])
-    assert "must be >= 1" in capsys.readouterr().err
+    code, lines = run_experiment_main("sweep_transfer.py", ["--confirm-seeds", "0"], capsys)
+    assert code == 2 and "--confirm-seeds 0: must be >= 1" in lines[-1]
+    code, lines = run_experiment_main("sweep_transfer.py", ["--confirm", "-1"], capsys)
+    assert code == 2 and "--confirm -1: must be >= 0" in lines[-1]

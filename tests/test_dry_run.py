@@ -1,4 +1,4 @@
-"""`--dry-run` and the precedence it shows (ferlab.tune.experiment.PRECEDENCE): explicit options > the recipe's value
+"""`--dry-run` and the precedence it shows (ferlab.run.options.PRECEDENCE): explicit options > the recipe's value
 for the data set > the experiment file > defaults. Each command line runs in this process with Ray forbidden; the
 JSON on standard output is what the trainer would get."""
 

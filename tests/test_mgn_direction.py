@@ -91,7 +91,8 @@ def test_warm_start_gives_the_discriminator_expressions_and_the_mgn_its_first_bl
     toy's classes apart before the GAN stage, and the MGN starts from its patch embedding, position embedding
     (patches) and first block. Off, a stored MGN's key is what it was before the option existed.
     Broken once locally to see this fail: the copy into the MGN left out (the MGN's first block stays random)."""
-    from ferlab.studies.mvt_mgn import mgn_config, mgn_key, warm_start
+    from ferlab.studies.mvt_mgn import MGNStage, warm_start
+    from ferlab.studies.mvt_mgn_store import mgn_config, mgn_key
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -108,11 +109,12 @@ def test_warm_start_gives_the_discriminator_expressions_and_the_mgn_its_first_bl
         assert torch.equal(own[k], theirs[k]), k
     assert torch.equal(own["pos_embed"], theirs["pos_embed"][:, 1:])
     assert "blocks.1.attn.qkv.weight" not in own  # mgn_depth = 1
-    off = mgn_config("h", "mvt_tiny", 0.1, 0, 2)
-    assert "warm_start" not in off and mgn_key(off) == mgn_key(mgn_config("h", "mvt_tiny", 0.1, 0, 2, warm_start=0))
-    assert mgn_key(mgn_config("h", "mvt_tiny", 0.1, 0, 2, warm_start=3)) != mgn_key(off)
+    off = mgn_config(MGNStage("h", "mvt_tiny", 0.1, 0, 2))
+    assert "warm_start" not in off and mgn_key(off) == mgn_key(mgn_config(MGNStage("h", "mvt_tiny", 0.1, 0, 2,
+                                                                                    warm_start=0)))
+    assert mgn_key(mgn_config(MGNStage("h", "mvt_tiny", 0.1, 0, 2, warm_start=3))) != mgn_key(off)
     # an MGN trained on a --limit run's first rows is never a full run's (and earlier keys stay valid)
-    assert "limit" not in off and mgn_key(mgn_config("h", "mvt_tiny", 0.1, 0, 2, limit=500)) != mgn_key(off)
+    assert "limit" not in off and mgn_key(mgn_config(MGNStage("h", "mvt_tiny", 0.1, 0, 2, limit=500))) != mgn_key(off)
 
 
 def test_the_mgn_stage_is_keyed_by_the_runs_rows_and_trains_at_the_recipes_batch():
@@ -124,8 +126,12 @@ def test_the_mgn_stage_is_keyed_by_the_runs_rows_and_trains_at_the_recipes_batch
     from ferlab.tune.spec import SweepSpec
 
     spec = SweepSpec(data="x", study="mvt", limit=500, train={"global_batch": 48, "batch_size": 8})
-    nested = spec.trial_sections({"study": {"mask_ratio": 0.1}})
-    with mock.patch("ferlab.studies.mvt_mgn.ensure_mgn", return_value="mgn.pt") as ensure, \
-            mock.patch("ferlab.studies.mvt_mgn.mgn_metrics", return_value={}):
-        before_trial(nested, {"spec": spec, "data_hash": "h", "datasets": {}, "gpus": 0})
-    assert ensure.call_args.kwargs["limit"] == 500 and ensure.call_args.kwargs["batch_size"] == 48
+    from ferlab.studies.base import TrialContext
+
+    cfg = spec.trial_config({"study": {"mask_ratio": 0.1}})
+    with mock.patch("ferlab.studies.mvt_mgn_store.ensure_mgn", return_value="mgn.pt") as ensure, \
+            mock.patch("ferlab.studies.mvt_mgn_store.mgn_metrics", return_value={}):
+        cfg, _ = before_trial(cfg, TrialContext(spec=spec, data_hash="h", datasets={}, gpus=0))
+    assert cfg.pretrained["mgn"] == "mgn.pt" and cfg.model["use_mgn"]
+    stage = ensure.call_args.args[1]
+    assert stage.limit == 500 and stage.batch_size == 48

@@ -57,7 +57,7 @@ def test_mad_is_identity_at_evaluation_and_p0():
 
 def test_local_cnns_aggregate_by_max_and_multiply():
     torch.manual_seed(0)
-    local = LocalCNNs(channels=8, branches=3, reduction=2, p1=0.0).eval()
+    local = LocalCNNs(model_config("transfer_tiny", branches=3, lanet_reduction=2, p1=0.0), channels=8).eval()
     x = torch.rand(2, 8, 4, 4)
     maps, agg = local.attention(x)
     assert maps.shape == (2, 3, 4, 4) and agg.shape == (2, 1, 4, 4)
@@ -68,7 +68,7 @@ def test_local_cnns_aggregate_by_max_and_multiply():
 
 def test_b1_drop_zeroes_the_whole_local_feature():
     torch.manual_seed(0)
-    local = LocalCNNs(channels=8, branches=1, reduction=2, p1=0.5).train()
+    local = LocalCNNs(model_config("transfer_tiny", branches=1, lanet_reduction=2, p1=0.5), channels=8).train()
     out = local(torch.rand(4000, 8, 2, 2) + 0.1)
     dropped = (out.flatten(1).abs().sum(1) == 0).float().mean()
     assert abs(dropped - 0.5) < _sd(0.5, 4000)
@@ -210,7 +210,7 @@ def test_mad_drops_a_map_before_the_max():
     other one, never an all-zero aggregate. Broken once locally: dropping the aggregated map (after the max)
     zeroes a p1 share of the samples and this fails."""
     torch.manual_seed(0)
-    local = LocalCNNs(channels=8, branches=2, reduction=2, p1=0.8).train()
+    local = LocalCNNs(model_config("transfer_tiny", branches=2, lanet_reduction=2, p1=0.8), channels=8).train()
     maps, agg = local.attention(torch.rand(2000, 8, 3, 3))
     agg = agg[:, 0]
     assert (agg.flatten(1) > 0).all()  # sigmoid maps: one map always survives

@@ -15,6 +15,11 @@ from ferlab.studies.mvt_mgn import discriminator_loss, generator_loss
 from ferlab.train.relabel import LabelTable, relabel, threshold
 
 
+def _tc(f: str, delta: float = 0.2, start: int = 10) -> TrainConfig:
+    """Eq. 6's settings as the training loop gets them: f, delta, the start epoch (the curves' defaults)."""
+    return TrainConfig(relabel=f, relabel_delta=delta, relabel_start=start)
+
+
 def test_mask_is_one_minus_mp_spread_over_each_patch():
     cfg = model_config("mvt_tiny", mask_fill="mean")  # in normalised values: the mask itself is masked / x
     mgn = MaskGenerator(cfg).eval()
@@ -135,7 +140,7 @@ def test_generator_steps_move_the_mean_mask_toward_m_and_flatten_the_discriminat
 def test_relabel_truth_table(f, p_gt, p_max, expected):
     rest = 1 - p_gt - p_max
     probs = torch.tensor([[p_gt, p_max, rest]]) if p_max > p_gt else torch.tensor([[p_gt, rest, p_max]])
-    new = relabel(probs, torch.tensor([0]), f, 0.2)
+    new = relabel(probs, torch.tensor([0]), _tc(f))
     assert (new.item() != 0) == expected
 
 
@@ -146,14 +151,13 @@ def test_the_curves_differ_where_eq6_fires_and_quadratic_is_the_lower():
     from ferlab.config import TrainConfig
 
     p = torch.linspace(0.1, 0.4, 31)
-    fires = {f: p[1 - 2 * p > threshold(p, f, 0.2)] for f in ("linear", "quadratic", "sigmoid")}
+    fires = {f: p[1 - 2 * p > threshold(p, _tc(f))] for f in ("linear", "quadratic", "sigmoid")}
     assert 0.2 < fires["sigmoid"].max() < fires["linear"].max() < fires["quadratic"].max() < 0.36
     q = fires["sigmoid"]
-    assert ((threshold(q, "sigmoid", 0.2) - threshold(q, "quadratic", 0.2)) >= 0.05).all()
-    tc = TrainConfig(relabel_centre=0.5, relabel_steepness=10.0, relabel_scale=0.5)
+    assert ((threshold(q, _tc("sigmoid")) - threshold(q, _tc("quadratic"))) >= 0.05).all()
+    tc = TrainConfig(relabel="sigmoid", relabel_centre=0.5, relabel_steepness=10.0, relabel_scale=0.5)
     at = torch.tensor([0.3])
-    assert threshold(at, "sigmoid", 0.2, scale=tc.relabel_scale, centre=tc.relabel_centre,
-                     steepness=tc.relabel_steepness).item() == pytest.approx(0.2 + 0.5 * (0.1192 - 0.0067), abs=1e-3)
+    assert threshold(at, tc).item() == pytest.approx(0.2 + 0.5 * (0.1192 - 0.0067), abs=1e-3)
     with pytest.raises(ValueError, match="relabel_steepness"):
         TrainConfig(relabel_steepness=0)
 
@@ -161,10 +165,10 @@ def test_the_curves_differ_where_eq6_fires_and_quadratic_is_the_lower():
 def test_threshold_functions_are_nonnegative_increasing_from_delta():
     p = torch.linspace(0, 1, 101)
     for f in ("constant", "linear", "quadratic", "sigmoid"):
-        t = threshold(p, f, 0.2)
+        t = threshold(p, _tc(f))
         assert t[0].item() == pytest.approx(0.2, abs=1e-3) and (t.diff() >= -1e-7).all()
-    with pytest.raises(ValueError, match="relabel function 'cubic'"):
-        threshold(p, "cubic", 0.2)
+    with pytest.raises(ValueError, match="relabel='cubic'"):
+        _tc("cubic")
 
 
 def test_relabels_persist_and_originals_are_kept():
@@ -243,8 +247,8 @@ def test_relabels_exchanged_across_ranks_equal_one_process():
     def onehot(cls):  # a confident prediction: relabels (delta 0.2, f constant) whenever it differs
         return torch.nn.functional.one_hot(torch.tensor(cls), 7).float()
 
-    ranks = [Relabeler("constant", 0.2, start=1) for _ in range(2)]
-    one = Relabeler("constant", 0.2, start=1)
+    ranks = [Relabeler(_tc("constant", start=1)) for _ in range(2)]
+    one = Relabeler(_tc("constant", start=1))
 
     def step(rank, keys, given, predicted, epoch):
         batch = {"key": torch.tensor(keys), "clean_label": torch.tensor(given)}
@@ -278,22 +282,22 @@ def test_a_row_on_two_ranks_in_one_epoch_is_refused():
 
     probs = torch.nn.functional.one_hot(torch.tensor([3]), 7).float()
     batch = {"key": torch.tensor([8])}
-    ranks = [Relabeler("constant", 0.2, start=1) for _ in range(2)]
+    ranks = [Relabeler(_tc("constant", start=1)) for _ in range(2)]
     ranks[0].step(batch, probs, ranks[0].labels(batch, torch.tensor([0])), 0)  # rank 0: 0 -> 3
     ranks[1].step(batch, torch.zeros(1, 7), ranks[1].labels(batch, torch.tensor([0])), 0)  # rank 1: still 0
     with pytest.raises(RuntimeError, match=r"1 rows were trained by two ranks in one epoch \(8 \(ranks 0 and 1\)"):
         _two_ranks_exchange(ranks)
-    one = Relabeler("constant", 0.2, start=1)  # two copies of row 8 on one rank: the later step's decision stands
+    one = Relabeler(_tc("constant", start=1))  # two copies of row 8 on one rank: the later step's decision stands
     one.step(batch, probs, one.labels(batch, torch.tensor([0])), 0)
     one.step(batch, probs.roll(1, 1), one.labels(batch, torch.tensor([0])), 0)
-    assert _two_ranks_exchange([one, Relabeler("constant", 0.2, start=1)])[0]["relabel_changed"] == 2
+    assert _two_ranks_exchange([one, Relabeler(_tc("constant", start=1))])[0]["relabel_changed"] == 2
     assert one.table.current[8] == 4
 
 
 def test_relabeling_starts_at_its_epoch():
     from ferlab.train.relabel import Relabeler
 
-    r = Relabeler("constant", 0.2, start=3)
+    r = Relabeler(_tc("constant", start=3))
     batch = {"key": torch.tensor([1])}
     y = r.labels(batch, torch.tensor([0]))
     probs = torch.tensor([[0.1, 0.9]])  # 0.8 > 0.2: relabel to 1 once relabeling has started
@@ -313,6 +317,6 @@ def test_ranks_whose_relabels_differ_after_the_merge_are_stopped():
         def gather(self, value):
             return self.objects if isinstance(value, tuple) else [value, value + 1]
 
-    r = Relabeler("constant", 0.2, start=1)
+    r = Relabeler(_tc("constant", start=1))
     with pytest.raises(RuntimeError, match="the ranks' relabels differ after the epoch's merge"):
         r.end_epoch(Disagreeing([([], set()), ([], set())]), rank=0)

@@ -39,25 +39,29 @@ def test_unknown_relabel_function_is_refused(capsys):
 def test_mgn_is_trained_once_and_reused(ray_local, tiny_synth, tmp_path, capsys):
     from ferlab.data.pipeline import decoded_splits
     from ferlab.data.shards import open_shards
-    from ferlab.studies.mvt_mgn import ensure_mgn, mgn_key, mgn_metrics
+    from ferlab.studies.mvt_mgn import MGNStage
+    from ferlab.studies.mvt_mgn_store import ensure_mgn, mgn_key, mgn_metrics
 
     shards = open_shards(tiny_synth)
     decoded = decoded_splits(shards, 64, splits=("train", "val"), masks=True)
     assert "nuisance" not in decoded["train"].columns() and "nuisance" in decoded["val"].columns()
-    kw = dict(storage_path=str(tmp_path), preset="mvt_tiny", model={}, m=0.2, seed=0, epochs=1, lr=1e-3, batch_size=16,
-              data_hash=shards.manifest["content_hash"], cpus_per_worker=1.0, gpus=0)
-    first = ensure_mgn(decoded, **kw)
+    stage = functools.partial(MGNStage, shards.manifest["content_hash"], "mvt_tiny", seed=0, epochs=1)
+    kw = dict(storage_path=str(tmp_path), cpus_per_worker=1.0, gpus=0)
+    first = ensure_mgn(decoded, stage(0.2, lr=1e-3, batch_size=16), **kw)
     stamp = os.stat(first).st_mtime_ns
-    second = ensure_mgn(decoded, **kw)
+    second = ensure_mgn(decoded, stage(0.2, lr=1e-3, batch_size=16), **kw)
     assert second == first and os.stat(second).st_mtime_ns == stamp  # not trained again
     out = capsys.readouterr().out
     assert out.count(": training (") == 1 and out.count(": reusing ") == 1
     # stored under its settings key: another m, fold, learning rate, batch, augmentation, architecture or DeiT weight
     # file is another MGN (a CPU run's MGN is never reused by a --recipe paper run with weights); none trained here
-    from ferlab.studies.mvt_mgn import MGN_CONFIG, mgn_config
+    from ferlab.studies.mvt_mgn_store import MGN_CONFIG, mgn_config
 
     settings = dict(model={}, lr=1e-3, batch_size=16, augment="none")
-    cfg = functools.partial(mgn_config, shards.manifest["content_hash"], "mvt_tiny", seed=0, epochs=1)
+
+    def cfg(m, **kw):
+        return mgn_config(stage(m, **kw))
+
     assert os.path.basename(os.path.dirname(first)) == mgn_key(cfg(0.2, **settings))
     assert json.loads(open(os.path.join(os.path.dirname(first), MGN_CONFIG)).read()) == cfg(0.2, **settings)
     weights = tmp_path / "deit.pth"

@@ -15,7 +15,7 @@ import sys
 import pandas as pd
 import pytest
 
-from ferlab.tune.plan import departures
+from ferlab.run.plan import departures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

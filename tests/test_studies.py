@@ -19,10 +19,10 @@ def _experiment(name):
 
 
 def _spec(name, argv):
-    from ferlab.tune import runner
+    from ferlab.run import runner
 
-    config, args, _ = runner.parse(_experiment(name), argv)
-    return runner.build(config, args)[0]
+    config, args, synth = runner.parse(_experiment(name), argv)
+    return runner.build(config, args, synth)[0]
 
 
 @pytest.mark.parametrize("name,study", [("sweep_transfer", "transfer"), ("ablation_transfer", "transfer"),

@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+from ferlab.config import TrainConfig, TrialConfig
+
 pytestmark = pytest.mark.slow
 
 
@@ -20,8 +22,8 @@ def _fit(tiny_synth, storage, epochs):
     decoded = decoded_splits(open_shards(tiny_synth), 64)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"preset": "transfer_tiny", "model": {"branches": 1},
-                           "train": {"epochs": epochs, "batch_size": 16, "torch_threads": 1}},
+        train_loop_config={"trial": TrialConfig("transfer_tiny", TrainConfig(epochs=epochs, batch_size=16,
+                                                                             torch_threads=1), {"branches": 1})},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         datasets=training_datasets(decoded),
         dataset_config=data_config(workers=1),
@@ -163,9 +165,8 @@ def test_two_workers_share_every_relabel(ray_local, tiny_synth, tmp_path, monkey
     decoded = decoded_splits(open_shards(tiny_synth), 64, keys=True)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"preset": "transfer_tiny", "model": {},
-                           "train": {"epochs": 3, "batch_size": 8, "torch_threads": 1, "relabel": "constant",
-                                     "relabel_delta": 0.0, "relabel_start": 1}},
+        train_loop_config={"trial": TrialConfig("transfer_tiny", TrainConfig(
+            epochs=3, batch_size=8, torch_threads=1, relabel="constant", relabel_delta=0.0, relabel_start=1))},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         datasets=training_datasets(decoded), dataset_config=data_config(workers=2),
         run_config=ray.train.RunConfig(name="ddp", storage_path=str(tmp_path)),

@@ -124,7 +124,7 @@ def test_two_workers_epoch_lines_both_print_at_once_through_rays_log_dedup():
     """Ray's driver deduplicates worker lines that differ only in numbers; a trial's epoch line (a second trial's,
     or a restarted worker's next epoch) must print when it arrives. The driver's own deduplicator, in a new process
     that imports ferlab's sweep code first, as experiments/ and the CLI do."""
-    code = ("import ferlab.tune.experiment\n"
+    code = ("import ferlab.run.execute\n"
             "from ray._private.worker import stdout_deduplicator as d\n"
             "line = 'epoch {}: val_acc 0.1000, train class histogram [3, 4]'\n"
             "out = [ln for pid, e in [(11, 2), (12, 3)]\n"
@@ -145,7 +145,7 @@ def test_a_trial_driver_does_not_load_the_models(tmp_path):
     code = ("import sys, pickle, ferlab.tune.trial, ferlab.config, ferlab.data.pipeline, ferlab.train.checkpoints\n"
             "import ray.train.torch, ray.tune.integration.ray_train\n"
             f"spec = pickle.loads(open({str(tmp_path / 'spec.pkl')!r}, 'rb').read())\n"
-            "print(spec.trial_sections({'model': {'depth': 2}})['model'],\n"
+            "print(spec.trial_config({'model': {'depth': 2}}).model,\n"
             "      sorted(m for m in ('timm', 'ferlab.train.loop', 'ferlab.models') if m in sys.modules))")
     assert _printed_in_a_new_process(code) == "{'dim': 48, 'depth': 2} []"
 

@@ -58,7 +58,8 @@ def commands(_=None) -> str:
     """Every command's options as tables (they wrap at the page's width); the experiment files' shared options once,
     then each file's own."""
     from ferlab import cli
-    from ferlab.tune.runner import _prog, load, parser
+    from ferlab.run.options import parser
+    from ferlab.run.runner import _prog, load
 
     os.environ["COLUMNS"] = "100"  # the usage lines, wrapped alike on every machine
     top = cli.parser()
@@ -110,17 +111,18 @@ def _fields(cls) -> list[tuple[str, str, str, str]]:
 
 
 def configs(_=None) -> str:
-    from ferlab.config import TrainConfig
+    from ferlab.config import TrainConfig, TrialConfig
     from ferlab.models.mvt import MVTConfig
     from ferlab.models.transfer import TransFERConfig
     from ferlab.studies.mvt import MVTStudyConfig
-    from ferlab.tune.runner import ExperimentConfig, RunOptions
+    from ferlab.run.options import ExperimentConfig, RunOptions
     from ferlab.tune.spec import SweepSpec
 
     parts = []
     for cls, where in ((ExperimentConfig, "what an experiment file's get_config() returns"),
                        (RunOptions, "how and where an experiment runs, from its command line"),
                        (SweepSpec, "what the runner builds and the sweep trains: every section's fixed settings"),
+                       (TrialConfig, "what one trial's training workers get, built by its driver"),
                        (TrainConfig, "section train (`--set train.FIELD=VALUE`)"),
                        (TransFERConfig, "section model of TransFER (`--set model.FIELD=VALUE`)"),
                        (MVTConfig, "section model of MVT"),

@@ -16,7 +16,7 @@ os.environ["FERLAB_STUDIES"] = "msad_study"
 
 import msad_study  # noqa: E402,F401  (registers the study in this process)
 
-from ferlab.tune.runner import ExperimentConfig, replace  # noqa: E402
+from ferlab.run.runner import ExperimentConfig, replace  # noqa: E402
 
 
 def get_config() -> ExperimentConfig:

@@ -225,6 +225,13 @@ def default_cache() -> str:
     return os.environ.get("FERLAB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ferlab"))
 
 
+def synthfer_folder(n: int, size: int, seed: int, label_noise: float, cache_dir: str | None = None) -> str:
+    """Where SynthFER of these settings is (or will be) cached: known before it is drawn."""
+    import os
+
+    return os.path.join(cache_dir or default_cache(), f"synthfer-n{n}-s{size}-seed{seed}-noise{label_noise:g}")
+
+
 def cached_synthfer(n: int = SYNTH_N, size: int = 64, seed: int = 0, label_noise: float = 0.0,
                     cache_dir: str | None = None) -> str:
     """The path of a SynthFER shard folder for these settings, drawn on first use and reused afterwards."""
@@ -232,7 +239,7 @@ def cached_synthfer(n: int = SYNTH_N, size: int = 64, seed: int = 0, label_noise
 
     from ferlab.data.shards import MANIFEST
 
-    folder = os.path.join(cache_dir or default_cache(), f"synthfer-n{n}-s{size}-seed{seed}-noise{label_noise:g}")
+    folder = synthfer_folder(n, size, seed, label_noise, cache_dir)
     if not os.path.isfile(os.path.join(folder, MANIFEST)):
         print(f"drawing SynthFER ({n} faces at {size}x{size}) into {folder}", flush=True)
         make_synthfer(folder, n=n, spec=SynthSpec(size=size, label_noise=label_noise), seed=seed)

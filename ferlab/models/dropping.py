@@ -48,8 +48,10 @@ class MultiAttentionDropping(nn.Module):
 DROPPERS = ("mad", "dropout", "dropblock", "spatial")
 
 
-def make_dropper(kind: str, p1: float, rate: float, block_size: int) -> nn.Module:
-    """The module applied to the (N, B, H, W) attention maps: MAD (p1) or a Table 4 alternative (rate)."""
+def make_dropper(cfg) -> nn.Module:
+    """The module applied to the (N, B, H, W) attention maps: MAD (cfg.p1) or a Table 4 alternative (cfg.dropper,
+    at cfg.drop_rate; DropBlock's block cfg.drop_block_size). `cfg`: TransFERConfig."""
+    kind, p1, rate, block_size = cfg.dropper, cfg.p1, cfg.drop_rate, cfg.drop_block_size
     if kind == "mad":
         return MultiAttentionDropping(p1)
     if kind == "dropout":  # element-wise

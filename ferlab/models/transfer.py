@@ -103,11 +103,10 @@ class LANet(nn.Module):
 class LocalCNNs(nn.Module):
     """B LANets -> MAD (or a Table 4 dropper) -> element-wise max over the maps (Eq. 1) -> multiply the features."""
 
-    def __init__(self, channels: int, branches: int, reduction: int, p1: float, bn: bool = False,
-                 dropper: str = "mad", drop_rate: float = 0.0, drop_block_size: int = 7):
+    def __init__(self, cfg: TransFERConfig, channels: int):
         super().__init__()
-        self.lanets = nn.ModuleList(LANet(channels, reduction, bn) for _ in range(branches))
-        self.mad = make_dropper(dropper, p1, drop_rate, drop_block_size)
+        self.lanets = nn.ModuleList(LANet(channels, cfg.lanet_reduction, cfg.lanet_bn) for _ in range(cfg.branches))
+        self.mad = make_dropper(cfg)
 
     def attention(self, x):
         maps = torch.cat([lanet(x) for lanet in self.lanets], dim=1)  # (N, B, H, W)
@@ -125,8 +124,7 @@ class TransFER(nn.Module):
         self.stem = IRStem(cfg.stem_stage, cfg.stem_units, cfg.stem_widths)
         c = self.stem.out_channels
         # B = 0 is Table 1's baseline: no local CNNs, the stem's features go straight to the projection.
-        self.local = LocalCNNs(c, cfg.branches, cfg.lanet_reduction, cfg.p1, cfg.lanet_bn, cfg.dropper, cfg.drop_rate,
-                               cfg.drop_block_size) if cfg.branches > 0 else nn.Identity()
+        self.local = LocalCNNs(cfg, c) if cfg.branches > 0 else nn.Identity()
         self.proj = nn.Conv2d(c, cfg.dim, 1)  # section 3.3 "Projection": each grid cell becomes one token
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.grid ** 2 + 1, cfg.dim) * 0.02)

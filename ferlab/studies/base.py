@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 SECTIONS = ("model", "train", "study")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What a study's `before_trial` hook gets beside the trial's TrialConfig (ferlab.config)."""
+
+    spec: object  # the sweep's SweepSpec (ferlab.tune.spec): its fixed sections, storage, limits and lock folder
+    data_hash: str | None  # the shards' content hash (a stored artefact of the data is keyed by it)
+    datasets: dict  # the trial's Ray datasets by split (its fold's, with k-fold)
+    gpus: float  # the trial's GPUs
+    fold: int | None = None  # k-fold: the fold this trial is evaluated on
+    verbose: bool = False  # Ray's INFO lines on the console (--verbose)
 DATASET = "DATASET"  # a row's knob value meaning "the paper's setting for the data set the run uses"
 
 
@@ -113,8 +125,7 @@ class Study:
     # name -> {data set or "default": TrainConfig overrides}: the paper's training recipe per data set
     recipes: dict = field(default_factory=dict)
     study_config: type | None = None  # the dataclass that validates the "study" section (None: must be empty)
-    # Work before a trial (MVT's mask-network stage): (config, context) -> (config, constant metrics); the context
-    # holds the sweep's SweepSpec ("spec") and the trial's data hash, datasets, GPUs, fold and console switch
+    # Work before a trial (MVT's mask-network stage): (TrialConfig, TrialContext) -> (TrialConfig, constant metrics)
     before_trial: Callable | None = None
     masks: bool = False  # its hook scores a mechanism against SynthFER's background/occluder masks: decode them
     weight_files: tuple = ()  # the weight families (ferlab.pretrained keys) whose files an experiment can name

@@ -35,28 +35,28 @@ class MVTStudyConfig:
             raise ValueError(f"mgn_warm_start={self.mgn_warm_start!r} is outside its range: integers >= 0")
 
 
-def before_trial(config: dict, ctx: dict) -> tuple[dict, dict]:
+def before_trial(cfg, ctx) -> tuple:
     """m selects (and if needed trains) the stored MGN of this data set, preset, m and seed; m = 0 builds the model
-    without MGN. Returns the config with the MGN's file and the MGN stage's quality metrics, reported with every
+    without MGN. Returns the TrialConfig with the MGN's file and the MGN stage's quality metrics, reported with every
     epoch of the trial (SynthFER: the background/occluder share of its top-m patches against chance)."""
-    from ferlab.config import TrainConfig
-    from ferlab.studies.mvt_mgn import ensure_mgn, mgn_metrics
+    import dataclasses
 
-    study = MVTStudyConfig(**config["study"])
-    m = study.mask_ratio
-    model = dict(config["model"]) | {"use_mgn": m > 0}
+    from ferlab.studies.mvt_mgn import MGNStage
+    from ferlab.studies.mvt_mgn_store import ensure_mgn, mgn_metrics
+
+    m = cfg.study.mask_ratio
+    model = cfg.model | {"use_mgn": m > 0}
     if m == 0:
-        return config | {"model": model}, {}
-    tc = TrainConfig(**config["train"])
-    spec = ctx["spec"]  # the sweep's SweepSpec: the MGN is built on its fixed model, not the trial's
-    path = ensure_mgn(ctx["datasets"], storage_path=spec.storage, preset=spec.preset, model=spec.model, m=m,
-                      seed=tc.seed, epochs=study.mgn_epochs, lr=tc.lr,
-                      batch_size=tc.per_worker_batch(1),  # one worker: the recipe's global batch, else batch_size
-                      data_hash=ctx["data_hash"], cpus_per_worker=spec.cpus_per_worker, gpus=ctx["gpus"],
-                      augment=tc.augment, pretrained=config["pretrained"], fold=ctx.get("fold"),
-                      warm_start=study.mgn_warm_start, limit=spec.limit, lock_dir=spec.lock_dir,
-                      verbose=ctx.get("verbose", False))
-    return config | {"model": model, "pretrained": config["pretrained"] | {"mgn": path}}, mgn_metrics(path)
+        return dataclasses.replace(cfg, model=model), {}
+    spec = ctx.spec  # the sweep's SweepSpec: the MGN is built on its fixed model, not the trial's
+    stage = MGNStage(data_hash=ctx.data_hash, preset=spec.preset, mask_ratio=m, seed=cfg.train.seed,
+                     epochs=cfg.study.mgn_epochs, fold=ctx.fold, model=spec.model, lr=cfg.train.lr,
+                     batch_size=cfg.train.per_worker_batch(1),  # one worker: the recipe's global batch, else batch_size
+                     augment=cfg.train.augment, pretrained={k: v for k, v in cfg.pretrained.items() if k == "deit"},
+                     warm_start=cfg.study.mgn_warm_start, limit=spec.limit)
+    path = ensure_mgn(ctx.datasets, stage, storage_path=spec.storage, cpus_per_worker=spec.cpus_per_worker,
+                      gpus=ctx.gpus, lock_dir=spec.lock_dir, verbose=ctx.verbose)
+    return dataclasses.replace(cfg, model=model, pretrained=cfg.pretrained | {"mgn": path}), mgn_metrics(path)
 
 
 def _attention(model, x):

@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ferlab.config import TrainConfig
+from ferlab.config import TrainConfig, TrialConfig
 from ferlab.data.augment import batch_generator, derived_seed
 from ferlab.data.balance import worker_batches
 from ferlab.models import create_model
@@ -155,7 +155,7 @@ def train_epoch(model, opt, shard, tc: TrainConfig, epoch: int, rank: int, world
             M.CLASS_COUNTS: class_counts.tolist()}  # this worker's: the loop sums the ranks'
 
 
-def report(model, opt, metrics: dict, epoch: int, best: float, config: dict, relabeler, rank: int,
+def report(model, opt, metrics: dict, epoch: int, best: float, cfg: TrialConfig, relabeler, rank: int,
            history: list) -> None:
     """Report the epoch's metrics with a checkpoint (rank 0 writes it) that carries everything a resume needs,
     the trial's whole history included (ferlab.train.checkpoints)."""
@@ -165,34 +165,33 @@ def report(model, opt, metrics: dict, epoch: int, best: float, config: dict, rel
         ckpt = None
         if rank == 0:
             ckpts.save(tmp, {"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                             "best_val_acc": best, "preset": config["preset"],
+                             "best_val_acc": best, "preset": cfg.preset,
                              "model_config": _unwrap(model).cfg.to_dict(),
-                             "pretrained": config.get("pretrained") or {},  # provenance: the files it started from
+                             "pretrained": cfg.pretrained,  # provenance: the files it started from
                              "labels": relabeler.state() if relabeler is not None else {}}, history)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)
 
 
 def train_loop_per_worker(config: dict):
-    """config = {"preset": name, "model": {overrides}, "train": {TrainConfig fields}, "pretrained": {files},
-    "eval_splits": [...], "balance_factors": copies per class or None, "constants": {metrics of the work before
-    the trial}, "run_dir": the Train run's folder on the storage, "label": the trial and its knobs, for the epoch
-    line, "metric_tags": {"sweep", "trial"} of its Ray metrics, "verbose": Ray Data's INFO lines on the console}:
-    restore, then per epoch train, evaluate, report."""
+    """One trial's training on this worker, `config` = {"trial": its ferlab.config.TrialConfig} (Ray Train passes
+    the trainer's train_loop_config, a dict; the trial driver builds the TrialConfig): restore, then per epoch
+    train, evaluate, report."""
     import ray
     import ray.train
     import ray.train.torch
 
     from ferlab.data.pipeline import quiet_progress
 
-    quiet_progress(config.get("verbose", False))
-    tc = TrainConfig(**config.get("train", {}))
+    cfg: TrialConfig = config["trial"]
+    quiet_progress(cfg.verbose)
+    tc = cfg.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(worker_threads(tc))
     torch.manual_seed(tc.seed)  # same init on every rank; DDP would broadcast rank 0's anyway
     device = ray.train.torch.get_device()
-    model = create_model(config["preset"], pretrained=config.get("pretrained"), **config.get("model", {}))
+    model = create_model(cfg.preset, pretrained=cfg.pretrained, **cfg.model)
     if device.type == "cuda" and tc.channels_last:
         model = model.to(memory_format=torch.channels_last)  # to_input's (N, 3, H, W) is already NHWC in memory
     model = ray.train.torch.prepare_model(model)  # to the device; DDP with several workers
@@ -200,9 +199,8 @@ def train_loop_per_worker(config: dict):
         model = torch.compile(model)
     num_classes = _unwrap(model).cfg.num_classes
     opt = make_optimizer(model, tc)
-    relabeler = Relabeler(tc.relabel, tc.relabel_delta, tc.relabel_start, scale=tc.relabel_scale,
-                          centre=tc.relabel_centre, steepness=tc.relabel_steepness) if tc.relabel != "none" else None
-    start_epoch, best, history, restored = restore(model, opt, relabeler, device, config.get("run_dir"))
+    relabeler = Relabeler(tc) if tc.relabel != "none" else None
+    start_epoch, best, history, restored = restore(model, opt, relabeler, device, cfg.run_dir)
     done_steps = sum(h.get(M.STEPS, 0) for h in history)  # optimiser steps of the epochs restored
     if history and (start_epoch >= tc.epochs or 0 < tc.max_steps <= done_steps):  # a finished trial restarted (its
         # driver died before Tune saw the end)
@@ -213,8 +211,8 @@ def train_loop_per_worker(config: dict):
     val_shard = ray.train.get_dataset_shard("val")  # the selection split: "val", or "test" where there is no val
     # Every other split the trainer was given (test beside val, Occlusion-/Pose-RAF-DB, ...) is evaluated each epoch
     # too, so a table can report test accuracy at the epoch chosen on validation, never the best epoch on test.
-    others = {name: ray.train.get_dataset_shard(name) for name in config.get("eval_splits", [])}
-    gauges = EpochGauges(config["metric_tags"]) if rank == 0 and config.get("metric_tags") else None
+    others = {name: ray.train.get_dataset_shard(name) for name in cfg.eval_splits}
+    gauges = EpochGauges(cfg.metric_tags) if rank == 0 and cfg.metric_tags else None
     lockstep = Lockstep(world)
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
@@ -222,7 +220,7 @@ def train_loop_per_worker(config: dict):
         # restart as in the run it continues
         torch.manual_seed(derived_seed(tc.seed, epoch, rank, MODEL_STREAM))
         metrics = train_epoch(model, opt, train_shard, tc, epoch, rank, world, device, relabeler,
-                              config.get("balance_factors"), done_steps, lockstep)
+                              cfg.balance_factors, done_steps, lockstep)
         done_steps += metrics[M.STEPS]
         metrics |= lockstep.check(_unwrap(model), metrics[M.STEPS], epoch)  # equal steps and parameters on every rank
         metrics[M.CLASS_COUNTS] = [sum(c) for c in zip(*lockstep.gather(metrics[M.CLASS_COUNTS]))]
@@ -236,16 +234,16 @@ def train_loop_per_worker(config: dict):
                     M.EPOCH_END: time.time(),
                     M.NODE: ray.get_runtime_context().get_node_id(),  # where rank 0 ran (which cluster node)
                     M.WORKER_PID: os.getpid()}
-        metrics |= config.get("constants", {})  # what the work before the trial measured (MVT: the MGN's quality)
+        metrics |= cfg.constants  # what the work before the trial measured (MVT: the MGN's quality)
         metrics |= restored  # corrupt checkpoints skipped at the restore
         if relabeler is not None:
             metrics |= relabeler.end_epoch(lockstep, rank)
         if rank == 0:  # the line's start is ferlab.EPOCH_LINE (Ray prints each such line as it comes)
             say(f"epoch {epoch + 1}: val_acc {metrics[M.VAL_ACC]:.4f} (epoch {epoch + 1} of {tc.epochs}), "
-                f"{metrics[M.IMAGES_PER_S]:.0f} images/s, trial {config.get('label', '')}")
+                f"{metrics[M.IMAGES_PER_S]:.0f} images/s, trial {cfg.label}")
         if gauges is not None:
             gauges.set(metrics)  # Ray metrics for Prometheus (ferlab.train.telemetry)
         history.append(metrics)
-        report(model, opt, metrics, epoch, best, config, relabeler, rank, history)
+        report(model, opt, metrics, epoch, best, cfg, relabeler, rank, history)
         if tc.max_steps and done_steps >= tc.max_steps:
             break  # the paper's iterations are done: the trial ends here (Tune sees its last result)

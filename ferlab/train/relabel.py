@@ -30,29 +30,28 @@ from ferlab.config import TrainConfig
 FUNCTIONS = CHOICES[1:]
 
 
-def threshold(p_gt: torch.Tensor, f: str, delta: float, scale: float = TrainConfig.relabel_scale,
-              centre: float = TrainConfig.relabel_centre,
-              steepness: float = TrainConfig.relabel_steepness) -> torch.Tensor:
-    """f(P_gt) + delta of Eq. 6 (the defaults are TrainConfig's: see the module's docstring for why)."""
+def threshold(p_gt: torch.Tensor, tc: TrainConfig) -> torch.Tensor:
+    """f(P_gt) + delta of Eq. 6, f = tc.relabel with its curve's parameters (the module's docstring says why)."""
+    f, a = tc.relabel, tc.relabel_scale
     if f == "constant":
         extra = torch.zeros_like(p_gt)
     elif f == "linear":
-        extra = scale * p_gt
+        extra = a * p_gt
     elif f == "quadratic":
-        extra = scale * p_gt ** 2
+        extra = a * p_gt ** 2
     elif f == "sigmoid":
-        extra = scale * (torch.sigmoid(steepness * (p_gt - centre)) - 1 / (1 + math.exp(steepness * centre)))
+        k, c = tc.relabel_steepness, tc.relabel_centre
+        extra = a * (torch.sigmoid(k * (p_gt - c)) - 1 / (1 + math.exp(k * c)))
     else:
         raise ValueError(f"relabel function {f!r}: expected one of {FUNCTIONS}")
-    return extra + delta
+    return extra + tc.relabel_delta
 
 
-def relabel(probs: torch.Tensor, labels: torch.Tensor, f: str, delta: float, **curve) -> torch.Tensor:
-    """Eq. 6 for a batch: probs (N, K) softmax outputs, labels (N,) current labels -> the new labels (N,).
-    `curve`: threshold's scale, centre, steepness."""
+def relabel(probs: torch.Tensor, labels: torch.Tensor, tc: TrainConfig) -> torch.Tensor:
+    """Eq. 6 for a batch: probs (N, K) softmax outputs, labels (N,) current labels -> the new labels (N,)."""
     p_max, l_max = probs.max(1)
     p_gt = probs.gather(1, labels[:, None])[:, 0]
-    return torch.where(p_max - p_gt > threshold(p_gt, f, delta, **curve), l_max, labels)
+    return torch.where(p_max - p_gt > threshold(p_gt, tc), l_max, labels)
 
 
 class LabelTable:
@@ -138,8 +137,8 @@ class Relabeler:
     row on two ranks in one epoch (a data set with duplicate ids), one rank would train it with a label the other
     had already changed, which no single process does: `end_epoch` refuses that, naming the rows."""
 
-    def __init__(self, f: str, delta: float, start: int, **curve):
-        self.f, self.delta, self.start, self.curve = f, delta, start, curve  # curve: threshold's scale, centre, ...
+    def __init__(self, tc: TrainConfig):
+        self.tc = tc  # relabel (f), relabel_delta, relabel_start and the curve's parameters
         self.table = LabelTable()
         self.steps = 0  # this epoch's steps so far
         self.decisions: list[tuple] = []  # this epoch's: (step, key, label) in the order made
@@ -152,8 +151,8 @@ class Relabeler:
 
     def step(self, batch, probs, labels, epoch: int) -> None:
         """`epoch` counts from 0; relabeling starts at the 1-based epoch `start`, as SCN's "from epoch 10"."""
-        if epoch + 1 >= self.start:
-            for k, y in self.table.update(batch["key"], relabel(probs, labels, self.f, self.delta, **self.curve)):
+        if epoch + 1 >= self.tc.relabel_start:
+            for k, y in self.table.update(batch["key"], relabel(probs, labels, self.tc)):
                 self.decisions.append((self.steps, k, y))
         self.steps += 1
 

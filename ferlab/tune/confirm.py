@@ -74,7 +74,7 @@ def run_confirmation(spec, run, search, results_dir: str, track: list) -> bool:
     it was interrupted."""
     import dataclasses
 
-    from ferlab.tune.results import write_results
+    from ferlab.report.results import write_results
     from ferlab.tune.sweep import run_sweep
 
     from ferlab.studies import get_study

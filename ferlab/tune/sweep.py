@@ -9,15 +9,14 @@ import os
 import time
 
 from ferlab import storage
-from ferlab.config import TrainConfig
 from ferlab.models import model_config
 from ferlab.studies import get_study, search_space
 from ferlab.train import metrics as M
 from ferlab.internals import (TUNE_LOGGER, StopSignal, cancel_train_resource_requests, restored_scheduler,
                                    tune_console)
 from ferlab.tune.resources import DRIVER_CPUS, concurrent_trials
-from ferlab.tune.results import OPTUNA_DB, history_table, results_table, trial_histories
-from ferlab.tune.spec import SweepSpec, redacted
+from ferlab.report.results import OPTUNA_DB, history_table, results_table, trial_histories
+from ferlab.tune.spec import SweepSpec
 from ferlab.tune.trial import KEEP_CHECKPOINTS, DataFacts, trial_driver
 
 
@@ -31,17 +30,18 @@ def prepare_data(spec: SweepSpec, relabels: bool, ray_logs: bool = False):
 
     quiet_progress(ray_logs)
     shards = open_shards(spec.data)
-    if spec.fit(shards) is not spec:  # the runner fits the spec to its data before validation; never changed here
-        raise ValueError(f"{spec.data}: the spec does not fit these shards (class count or label mode): SweepSpec.fit")
+    if not spec.fits(shards):  # the runner builds the spec for its data before Ray starts; never changed here
+        raise ValueError(f"{spec.data}: the spec was not built for these shards (class count or label mode): "
+                         f"ferlab.tune.spec.fit_sections")
     mcfg = model_config(spec.preset, **spec.model)
-    tc = TrainConfig(**spec.train_config())
+    tc = spec.train_cfg
     if tc.label_mode != "majority" and "soft" not in shards.manifest["columns"]:
         raise ValueError(f"label_mode={tc.label_mode!r} needs soft labels; {spec.data} has none (prepare FERPlus "
                          f"with --mode {tc.label_mode})")
     factors = None
     if tc.balance != "none":
         counts = [shards.manifest["counts"]["train"][c] for c in shards.classes]
-        factors = repeat_factors(counts, tc.balance, tc.balance_threshold).tolist()
+        factors = tuple(repeat_factors(counts, tc.balance, tc.balance_threshold).tolist())
         expected = [round(n * r) for n, r in zip(counts, factors)]
         print(f"class balance {tc.balance!r}: repeat factors {[round(r, 2) for r in factors]}; expected images per "
               f"epoch {expected} instead of {counts} ({', '.join(shards.classes)})", flush=True)
@@ -187,8 +187,8 @@ def optuna_storage(spec: SweepSpec) -> dict:
 
     name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if spec.optuna_storage:  # a database of the user's (--optuna-storage): the study lives there, on any storage
-        print(f"optuna: study {name} in {redacted(spec.optuna_storage)} (optuna-dashboard "
-              f"{redacted(spec.optuna_storage)} shows it live)", flush=True)
+        print(f"optuna: study {name} in {storage.redacted(spec.optuna_storage)} (optuna-dashboard "
+              f"{storage.redacted(spec.optuna_storage)} shows it live)", flush=True)
         return {"storage": optuna.storages.RDBStorage(spec.optuna_storage), "study_name": name}
     if storage.is_remote(spec.storage):
         return {}
@@ -208,4 +208,4 @@ def check_optuna_storage(url: str) -> None:
         optuna.storages.RDBStorage(url)
     except Exception as e:  # SQLAlchemy's and the driver's errors: a missing driver, a refused connection, ...
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ValueError(f"--optuna-storage {redacted(url)}: Optuna cannot open it ({first})") from None
+        raise ValueError(f"--optuna-storage {storage.redacted(url)}: Optuna cannot open it ({first})") from None

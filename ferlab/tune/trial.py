@@ -28,13 +28,13 @@ class DataFacts:
     beside the spec instead of in it."""
 
     data_hash: str | None  # the shards' content hash (the MGN stage keys its stored MGNs by it)
-    balance_factors: list | None  # copies per class of class-balanced up-sampling, None without it
+    balance_factors: tuple | None  # copies per class of class-balanced up-sampling, None without it
 
 
 def train_worker(config: dict):
     """The trainer's function: the training loop, imported only in the training workers. The trial driver holds the
     function to pass it on; importing the loop there would load timm and the models (~2 s of CPU) into every trial
-    driver for nothing."""
+    driver for nothing. `config`: {"trial": the trial's TrialConfig}."""
     from ferlab.train.loop import train_loop_per_worker
 
     train_loop_per_worker(config)
@@ -43,15 +43,17 @@ def train_worker(config: dict):
 def trial_driver(config: dict, *, datasets: dict, spec: SweepSpec, facts: DataFacts, verbose: bool = False):
     """Build and fit a TorchTrainer for this trial; the study's hook runs first (MVT: the MGN stage). `config` is
     what Tune gave the trial, `spec` the sweep's validated spec itself (never a copy rebuilt as a dict), `verbose`
-    Ray's own INFO lines on the console (--verbose)."""
+    Ray's own INFO lines on the console (--verbose). The training workers get one frozen TrialConfig."""
+    import dataclasses
+
     import ray.train
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ferlab.config import TrainConfig
     from ferlab.data.pipeline import data_config, fold_datasets, quiet_progress, training_datasets
+    from ferlab.studies.base import TrialContext
     from ferlab.train.checkpoints import newest_intact
 
     quiet_progress(verbose)
@@ -59,17 +61,14 @@ def trial_driver(config: dict, *, datasets: dict, spec: SweepSpec, facts: DataFa
     resources = worker_resources(spec.cpus_per_worker, spec.gpus_per_trial, spec.workers_per_trial)
     gpus = resources.get("GPU", 0.0)
     cell = config.get("cell", config)  # a searched point, or an ablation cell under "cell"
-    nested = spec.trial_sections(cell)
+    cfg = spec.trial_config(cell, verbose=verbose)
     if "fold" in cell:  # k-fold: this trial trains on the other folds and is evaluated on its own
         datasets = fold_datasets(datasets, cell["fold"])
     study = get_study(spec.study)
     constants = {}  # metrics of the work before the trial, reported with every epoch
     if study.before_trial is not None:
-        nested, constants = study.before_trial(nested, {
-            "spec": spec, "data_hash": facts.data_hash, "datasets": datasets, "gpus": gpus, "fold": cell.get("fold"),
-            "verbose": verbose})
-    constants = constants | {M.TRIAL_START: started}
-    tc = TrainConfig(**nested["train"])
+        cfg, constants = study.before_trial(cfg, TrialContext(spec=spec, data_hash=facts.data_hash, datasets=datasets,
+                                                              gpus=gpus, fold=cell.get("fold"), verbose=verbose))
     trial_id = tune.get_context().get_trial_id()
     varied = study.flatten({s: cell.get(s) or {} for s in SECTIONS})  # what Tune gave this trial
     label = ", ".join([trial_id] + [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in varied.items()]
@@ -82,16 +81,16 @@ def trial_driver(config: dict, *, datasets: dict, spec: SweepSpec, facts: DataFa
         restored = newest_intact(run_dir)[1]
         trainer = TorchTrainer(
             train_worker,
-            # the trial's sections as the spec and its hook made them, then the run's facts
-            train_loop_config={"preset": spec.preset, "model": nested["model"], "train": nested["train"],
-                               "pretrained": nested["pretrained"],
-                               "eval_splits": [k for k in datasets if k not in ("train", "val")],
-                               "balance_factors": facts.balance_factors, "run_dir": run_dir,
-                               "constants": constants, "label": label, "verbose": verbose,
-                               "metric_tags": {"sweep": spec.name, "trial": trial_id}},
+            # the trial's config as the spec and the study's hook made it, then the run's facts
+            train_loop_config={"trial": dataclasses.replace(
+                cfg, eval_splits=tuple(k for k in datasets if k not in ("train", "val")),
+                balance_factors=facts.balance_factors, run_dir=run_dir, label=label,
+                constants=constants | {M.TRIAL_START: started},
+                metric_tags={"sweep": spec.name, "trial": trial_id})},
             scaling_config=ScalingConfig(num_workers=spec.workers_per_trial, use_gpu=gpus > 0,
                                          resources_per_worker=resources),
-            datasets=training_datasets(datasets, seed=tc.seed, first_epoch=restored["epoch"] + 1 if restored else 0),
+            datasets=training_datasets(datasets, seed=cfg.train.seed,
+                                       first_epoch=restored["epoch"] + 1 if restored else 0),
             dataset_config=data_config(datasets, workers=spec.workers_per_trial),
             run_config=ray.train.RunConfig(
                 name=trial_id,  # stable across resume and retry; never a timestamp

@@ -3,7 +3,7 @@
 Standard output: one JSON object (run.json's spec, the resolved train and model configs, the run options, where each
 train field's value came from and the learning rate of every epoch), so that it pipes into jq. Standard error: the
 recipe's trace for a reader, each value with its source (explicit > the recipe's for the data set > the experiment
-file > default, ferlab.tune.experiment.PRECEDENCE) and, where the paper states it, the paper's sentence; "chosen"
+file > default, ferlab.run.options.PRECEDENCE) and, where the paper states it, the paper's sentence; "chosen"
 where ferlab chose a value the paper does not give.
 """
 
@@ -15,7 +15,7 @@ import sys
 
 from ferlab.config import TrainConfig
 from ferlab.studies import get_study
-from ferlab.tune.experiment import PRECEDENCE
+from ferlab.run.options import PRECEDENCE
 
 
 def epoch_rates(tc: TrainConfig) -> list[float]:
@@ -47,7 +47,7 @@ def schedule(tc: TrainConfig) -> str:
 def trace(spec, run, facts: dict) -> list[str]:
     """The recipe's trace: one line per setting that decides how a trial trains."""
     study = get_study(spec.study)
-    tc = TrainConfig(**spec.train_config())
+    tc = spec.train_cfg
     dataset, sources = facts.get("dataset"), facts.get("sources", {})
 
     def why(*fields: str) -> str:
@@ -85,7 +85,7 @@ def resolved(spec, run, grid, facts: dict, experiment: dict | None = None) -> di
     """The JSON object --dry-run prints: run.json's spec and run options, the configs as the trainer builds them."""
     from ferlab.models import model_config
 
-    tc = TrainConfig(**spec.train_config())
+    tc = spec.train_cfg
     return {"spec": spec.saved(), "run_options": dataclasses.asdict(run), "experiment": experiment,
             "dataset": facts.get("dataset"), "train_config": dataclasses.asdict(tc),
             "model_config": model_config(spec.preset, **spec.model).to_dict(),

@@ -11,12 +11,10 @@ from dataclasses import asdict
 import pandas as pd
 
 from ferlab import storage
-from ferlab.config import TrainConfig
 from ferlab.models import model_config
 from ferlab.report.markdown import to_markdown
 from ferlab.studies import get_study
 from ferlab.train import metrics as M
-from ferlab.tune.spec import redacted
 
 OPTUNA_DB = "optuna.db"
 
@@ -135,14 +133,14 @@ def write_results(df: pd.DataFrame, spec, results_dir: str, extra: dict | None =
     run = {"spec": spec.saved(), "study": spec.study, "study_title": get_study(spec.study).title,
            "knobs": list(get_study(spec.study).knob_names),
            "model_config": model_config(spec.preset, **spec.model).to_dict(),
-           "train_config": asdict(TrainConfig(**spec.train_config())), "git_commit": _git_commit(),
+           "train_config": asdict(spec.train_cfg), "git_commit": _git_commit(),
            "data_manifest_hash": df.attrs.get("data_manifest_hash"), "dataset": df.attrs.get("dataset"),
            "classes": df.attrs.get("classes"),
            "eval_split": df.attrs.get("eval_split"), "tune_experiment": experiment,
            "folds": df.attrs.get("folds"), "cross_data": df.attrs.get("cross_data"),
            "optuna_db": None if storage.is_remote(experiment) or spec.optuna_storage
            else os.path.join(experiment, OPTUNA_DB),
-           "optuna_storage": redacted(spec.optuna_storage) or None} | (extra or {})
+           "optuna_storage": storage.redacted(spec.optuna_storage) or None} | (extra or {})
     with open(paths["run"], "w") as f:
         json.dump(run, f, indent=2, default=str)
     return paths
