@@ -21,7 +21,9 @@ from ferlab.console import Parser
 def _synth(args) -> int:
     from ferlab.data.synth import SynthSpec, make_synthfer
 
-    spec = SynthSpec(size=args.size, label_noise=args.label_noise)
+    from ferlab.run.options import given
+
+    spec = SynthSpec(**given(args, SynthSpec))
     t0 = time.perf_counter()
     manifest = make_synthfer(args.out, n=args.n, spec=spec, seed=args.seed)
     dt = time.perf_counter() - t0
@@ -131,16 +133,16 @@ def main(argv=None) -> int:
 
 def parser() -> Parser:
     """The `ferlab` command line (run and sweep hand their options to the experiment file's own parser)."""
+    from ferlab.data.synth import SynthSpec
+    from ferlab.run.options import add_fields
+
     p = Parser(prog="ferlab", description="FER ablation studies on Ray")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="draw SynthFER into a shard folder")
     s.add_argument("--out", required=True, help="shard folder to write (a local path or a URI)")
     s.add_argument("--n", type=int, default=SYNTH_N, help="faces to draw, split 80/10/10 (default %(default)s)")
-    s.add_argument("--size", type=int, default=112, help="face side in pixels (default %(default)s)")
     s.add_argument("--seed", type=int, default=0, help="the drawing's seed: the same seed draws the same faces")
-    s.add_argument("--label-noise", type=float, default=0.0,
-                   help="chance that a face's stored label is replaced by another class; its clean label is kept beside it "
-                        "(default 0)")
+    add_fields(s, SynthSpec, ["size", "label_noise", "jitter", "max_rotation", "occluder_prob", "clutter"])
     s.set_defaults(fn=_synth)
     pr = sub.add_parser("prepare", help="a data set on disk -> aligned faces -> shards",
                         description="Read a data set in its own layout, align the faces, write shards + manifest.")

@@ -21,6 +21,7 @@ from ferlab.data.synth import SYNTH_N
 from ferlab.pretrained import FAMILIES
 from ferlab.studies import get_study
 from ferlab.studies.base import SECTIONS
+from ferlab.tune.resources import OBJECT_STORE_MB
 from ferlab.tune.spec import SweepSpec
 
 KINDS = ("search", "ablation", "single")
@@ -68,7 +69,7 @@ class RunOptions:
     num_cpus: int | None = None  # CPUs of a local Ray (default: the machine's cores)
     # object store of a local Ray, in MiB (data sets whose decoded splits need more than half of it are streamed and
     # decoded every epoch)
-    object_store_mb: int = 1024
+    object_store_mb: int = OBJECT_STORE_MB
     # log every trial (config, per-epoch metrics, its files) to "mlflow" (SQLite in ./mlruns/mlflow.db unless
     # --track-uri) and/or "wandb" (offline without WANDB_API_KEY); needs ferlab[mlflow|wandb] (repeatable)
     track: tuple = ()

@@ -103,7 +103,10 @@ def _ray_data_logging_file() -> str:
     return path
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 1024,
+OBJECT_STORE_MB = 1024  # a local Ray's object store (--object-store-mb), in MiB
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = OBJECT_STORE_MB,
              verbose: bool = False):
     """Connect to a cluster (`address`, or RAY_ADDRESS) or start a local Ray sized for this machine.
 
