@@ -27,6 +27,7 @@ from ferlab.tune.spec import SweepSpec
 KINDS = ("search", "ablation", "single")
 # Where a train field's value comes from, strongest first ("paper point": a single run's knob at the paper's value)
 PRECEDENCE = ("explicit", "recipe", "experiment file", "paper point", "default")
+SHARED_TRAIN = ("batch_size", "lr", "augment", "balance")  # the train fields every experiment file has a flag for
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,10 @@ def parser(config: ExperimentConfig, doc: str, prog: str):
     add_fields(p, SweepSpec, ["preset"], {"preset": f"{study.presets[0]}; the study's: {', '.join(study.presets)}"})
     add_fields(p, RunOptions, ["recipe"], choices={"recipe": ("cpu", *study.recipes)})
     # the train fields every experiment has, then those the file sets (its value their default), then its study fields
-    add_fields(p, TrainConfig, ["batch_size", "lr", "augment", "balance"],
+    add_fields(p, TrainConfig, SHARED_TRAIN,
                {"lr": "the recipe's, else TrainConfig's", "augment": "the recipe's; on the cpu recipe, the paper's "
                 "with --data, light on SynthFER", "balance": "the recipe's, else none"}, section="train")
-    add_fields(p, TrainConfig, [k for k in config.train if k not in ("batch_size", "lr", "augment", "balance")],
+    add_fields(p, TrainConfig, [k for k in config.train if k not in SHARED_TRAIN],
                config.train, section="train")
     if config.study:
         add_fields(p, study.study_config, list(config.study), config.study, section="study")
