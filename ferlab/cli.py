@@ -42,34 +42,40 @@ def _pairs(items, option) -> dict:
     return out
 
 
+# `ferlab prepare`'s options that a source's reader takes (ferlab.data.sources.reader_options), by the reader's name
+READER_FLAGS = ("labels", "mode", "num_classes", "images", "align", "extra_splits", "class_map", "layout",
+                "label_from_name", "group_from_name", "val_fraction", "test_fraction", "split_seed", "folds")
+FLAGS = {"num_classes": "classes", "extra_splits": "extra_split"}  # the flags not named as the reader's option
+
+
+def _defaults(option: str) -> str:
+    """" (default ...)" of a reader option, per source when they differ: read from the readers' signatures."""
+    from ferlab.data.sources import SOURCES, reader_options
+
+    found = {s: reader_options(s)[option] for s in SOURCES if option in reader_options(s)}
+    found = {s: d for s, d in found.items() if d not in (None, [], {})}
+    if not found:
+        return ""
+    if len(set(map(str, found.values()))) == 1:
+        return f" (default {next(iter(found.values()))})"
+    return " (default " + ", ".join(f"{s} {d}" for s, d in found.items()) + ")"
+
+
 def _prepare(args) -> int:
     from ferlab import storage
     from ferlab.data.prepare import prepare, require_samples
     from ferlab.tune.resources import check_address, init_ray
 
+    from ferlab.data.sources import reader_options
+
+    takes = reader_options(args.source)  # the reader's keyword options: what this source accepts
     options = {"strict": args.strict}
-    given = {"labels": args.labels, "mode": args.mode, "num_classes": args.classes, "images": args.images,
-             "layout": args.layout, "label_from_name": args.label_from_name, "group_from_name": args.group_from_name,
-             "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "split_seed": args.split_seed,
-             "folds": args.folds, "align": args.align}
-    allowed = {"ferplus": ("labels", "mode", "num_classes"), "rafdb": ("images",),
-               "affectnet": ("num_classes", "align"),
-               "folder": ("num_classes", "layout", "label_from_name", "group_from_name", "val_fraction",
-                          "test_fraction", "split_seed", "folds")}.get(args.source, ())
-    for key, value in given.items():
-        if value is not None:
-            if key not in allowed:
-                flag = key.replace("num_classes", "classes").replace("_", "-")
-                raise ValueError(f"--{flag} does not apply to {args.source}")
-            options[key] = value
-    if args.extra_split:
-        if args.source != "rafdb":
-            raise ValueError("--extra-split applies to rafdb (Occlusion-/Pose-RAF-DB lists)")
-        options["extra_splits"] = _pairs(args.extra_split, "--extra-split")
-    if args.class_map:
-        if args.source != "folder":
-            raise ValueError("--class-map applies to folder")
-        options["class_map"] = _pairs(args.class_map, "--class-map")
+    for key in READER_FLAGS:
+        value, flag = getattr(args, key), "--" + FLAGS.get(key, key).replace("_", "-")
+        if value not in (None, []):
+            if key not in takes:
+                raise ValueError(f"{flag} does not apply to {args.source}")
+            options[key] = _pairs(value, flag) if isinstance(value, list) else value
     from ferlab.data.sources import read_source
 
     listing = read_source(args.source, args.root, **options)  # reader errors (a missing label file, --strict) first
@@ -152,20 +158,24 @@ def parser() -> Parser:
     pr.add_argument("--out", required=True, help="shard folder to write")
     pr.add_argument("--size", type=int, default=112, help="stored face side: 112 for TransFER, 224 for MVT")
     pr.add_argument("--strict", action="store_true", help="stop at the first bad file or line, naming it")
-    pr.add_argument("--labels", choices=["label.csv", "fer2013new.csv"], help="ferplus: label source")
-    pr.add_argument("--mode", choices=LABEL_MODES, help="ferplus: label mode (default majority)")
-    pr.add_argument("--classes", type=int, choices=[7, 8], help="ferplus/affectnet/folder: 7 or 8 classes")
-    pr.add_argument("--images", choices=["aligned", "original"], help="rafdb: which images (default aligned)")
-    pr.add_argument("--align", choices=["landmarks", "none"], help="affectnet: align by the 68 landmarks (default) "
-                    "or crop the face box only (MVT: \"we do not perform any extra face alignment\")")
-    pr.add_argument("--extra-split", action="append", default=[], metavar="NAME=FILE",
+    pr.add_argument("--labels", choices=["label.csv", "fer2013new.csv"],
+                    help="ferplus: label source" + _defaults("labels"))
+    pr.add_argument("--mode", choices=LABEL_MODES, help="ferplus: label mode" + _defaults("mode"))
+    pr.add_argument("--classes", dest="num_classes", type=int, choices=[7, 8],
+                    help="ferplus/affectnet/folder: 7 or 8 classes" + _defaults("num_classes")
+                    + "; folder: 8 when a contempt class is found")
+    pr.add_argument("--images", choices=["aligned", "original"], help="rafdb: which images" + _defaults("images"))
+    pr.add_argument("--align", choices=["landmarks", "none"], help="affectnet: align by the 68 landmarks "
+                    "or crop the face box only (MVT: \"we do not perform any extra face alignment\")"
+                    + _defaults("align"))
+    pr.add_argument("--extra-split", dest="extra_splits", action="append", default=[], metavar="NAME=FILE",
                     help="rafdb: a list of test images that becomes an evaluation split (Occlusion-/Pose-RAF-DB)")
     pr.add_argument("--class-map", action="append", default=[], metavar="NAME=CLASS",
                     help="folder: map a class folder name or a file-name code onto a basic expression, e.g. "
                          "--class-map joy=happiness (JAFFE's codes AN, DI, FE, HA, NE, SA, SU are built in)")
     pr.add_argument("--layout", choices=["auto", "split", "class", "flat"],
-                    help="folder: split/class/image, class/image, or flat files with the label in the name "
-                         "(default auto: detected)")
+                    help="folder: split/class/image, class/image, or flat files with the label in the name; "
+                         "auto: detected" + _defaults("layout"))
     pr.add_argument("--label-from-name", metavar="REGEX",
                     help=r"folder: the label code in the file name, group 'label', e.g. JAFFE "
                          r"'^[A-Z]{2}\.(?P<label>[A-Z]{2})\d*\.'")
@@ -173,10 +183,11 @@ def parser() -> Parser:
                     help=r"folder: the subject in the file name, group 'group', e.g. CK+ '^(?P<group>S\d+)_': "
                          "no subject in two splits or folds")
     pr.add_argument("--val-fraction", type=float,
-                    help="folder: share of train carved as val when there is no val split (default 0.1)")
+                    help="folder: share of train carved as val when there is no val split" + _defaults("val_fraction"))
     pr.add_argument("--test-fraction", type=float,
-                    help="folder: share carved as test when there is no test split (default 0.1)")
-    pr.add_argument("--split-seed", type=int, help="folder: seed of the carved splits and folds (default 0)")
+                    help="folder: share carved as test when there is no test split" + _defaults("test_fraction"))
+    pr.add_argument("--split-seed", type=int,
+                    help="folder: seed of the carved splits and folds" + _defaults("split_seed"))
     pr.add_argument("--folds", type=int, help="folder: K-fold protocol (lab data sets: CK+ uses 10): every image "
                                               "held out in one of K folds, subject-independent with "
                                               "--group-from-name; train with an ablation's --folds")

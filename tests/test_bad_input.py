@@ -19,7 +19,7 @@ BAD = {"data": "/nonexistent/shards", "storage": "/proc/ferlab", "results_dir": 
        "address": "127.0.0.1:9", "optuna_storage": "postgresql+psycopg2://ferlab@127.0.0.1:1/optuna",
        "set": "nope", "eval_data": "x=/nonexistent/shards", "track": "nope", "track_uri": "nope",
        "root": "/nonexistent/root", "out": "/proc/ferlab", "shards": "/proc/ferlab/shards", "labels": "/nonexistent.csv",
-       "images": "/nonexistent/images", "extra_split": "nope", "class_map": "nope", "label_from_name": "(",
+       "images": "/nonexistent/images", "extra_splits": "nope", "class_map": "nope", "label_from_name": "(",
        "group_from_name": "(", "preset": "nope", "results_dir_pos": "/nonexistent/results", "tables": "nope"}
 ANY_WORD = {"name"}
 NO_VALUE = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction, argparse._SubParsersAction)

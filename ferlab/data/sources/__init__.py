@@ -65,11 +65,27 @@ class Listing:
         self.excluded[reason] = self.excluded.get(reason, 0) + 1
 
 
-def read_source(name: str, root, **options) -> Listing:
-    """Dispatch to the reader of `name` (rafdb, ferplus, affectnet, folder)."""
+SOURCES = ("rafdb", "ferplus", "affectnet", "folder")
+
+
+def _reader(name: str):
     from ferlab.data.sources import affectnet, ferplus, folder, rafdb
 
     readers = {"rafdb": rafdb.read, "ferplus": ferplus.read, "affectnet": affectnet.read, "folder": folder.read}
     if name not in readers:
         raise PrepareError(f"unknown source {name!r}; known: {', '.join(readers)}")
-    return readers[name](root, **options)
+    return readers[name]
+
+
+def read_source(name: str, root, **options) -> Listing:
+    """Dispatch to the reader of `name` (rafdb, ferplus, affectnet, folder)."""
+    return _reader(name)(root, **options)
+
+
+def reader_options(name: str) -> dict:
+    """{option: its default} of the reader of `name`: what `ferlab prepare` lets a source take, and the defaults its
+    --help shows (written once, in the reader's signature)."""
+    import inspect
+
+    params = list(inspect.signature(_reader(name)).parameters.values())[1:]  # after root
+    return {p.name: p.default for p in params}
