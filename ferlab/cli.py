@@ -14,6 +14,7 @@ import sys
 import time
 
 from ferlab.data.labels import LABEL_MODES
+from ferlab.data.sources import SOURCES
 from ferlab.data.synth import SYNTH_N
 from ferlab.console import Parser
 
@@ -52,8 +53,8 @@ def _defaults(option: str) -> str:
     """" (default ...)" of a reader option, per source when they differ: read from the readers' signatures."""
     from ferlab.data.sources import SOURCES, reader_options
 
-    found = {s: reader_options(s)[option] for s in SOURCES if option in reader_options(s)}
-    found = {s: d for s, d in found.items() if d not in (None, [], {})}
+    found = {s: reader_options(s).get(option) for s in SOURCES}
+    found = {s: d for s, d in found.items() if d not in (None, [], {})}  # not taken, or no default
     if not found:
         return ""
     if len(set(map(str, found.values()))) == 1:
@@ -66,7 +67,7 @@ def _prepare(args) -> int:
     from ferlab.data.prepare import prepare, require_samples
     from ferlab.tune.resources import check_address, init_ray
 
-    from ferlab.data.sources import reader_options
+    from ferlab.data.sources import read_source, reader_options
 
     takes = reader_options(args.source)  # the reader's keyword options: what this source accepts
     options = {"strict": args.strict}
@@ -76,8 +77,6 @@ def _prepare(args) -> int:
             if key not in takes:
                 raise ValueError(f"{flag} does not apply to {args.source}")
             options[key] = _pairs(value, flag) if isinstance(value, list) else value
-    from ferlab.data.sources import read_source
-
     listing = read_source(args.source, args.root, **options)  # reader errors (a missing label file, --strict) first
     require_samples(listing, args.source, args.root)  # an empty or unrecognised folder: exit 2 before Ray starts
     storage.check(args.out, "--out")  # a folder, or a bucket that exists and answers
@@ -152,7 +151,7 @@ def parser() -> Parser:
     s.set_defaults(fn=_synth)
     pr = sub.add_parser("prepare", help="a data set on disk -> aligned faces -> shards",
                         description="Read a data set in its own layout, align the faces, write shards + manifest.")
-    pr.add_argument("source", choices=["rafdb", "ferplus", "affectnet", "folder"],
+    pr.add_argument("source", choices=SOURCES,
                     help="the data set's layout: rafdb, ferplus, affectnet, or folder (class folders, CK+, JAFFE, ...)")
     pr.add_argument("--root", required=True, help="the data set's folder, as downloaded")
     pr.add_argument("--out", required=True, help="shard folder to write")

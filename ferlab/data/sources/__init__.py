@@ -71,10 +71,9 @@ SOURCES = ("rafdb", "ferplus", "affectnet", "folder")
 def _reader(name: str):
     from ferlab.data.sources import affectnet, ferplus, folder, rafdb
 
-    readers = {"rafdb": rafdb.read, "ferplus": ferplus.read, "affectnet": affectnet.read, "folder": folder.read}
-    if name not in readers:
-        raise PrepareError(f"unknown source {name!r}; known: {', '.join(readers)}")
-    return readers[name]
+    if name not in SOURCES:
+        raise PrepareError(f"unknown source {name!r}; known: {', '.join(SOURCES)}")
+    return dict(zip(SOURCES, (rafdb.read, ferplus.read, affectnet.read, folder.read)))[name]
 
 
 def read_source(name: str, root, **options) -> Listing:
